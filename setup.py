@@ -1,0 +1,4 @@
+"""tfprune: all packaging metadata lives in setup.cfg."""
+import setuptools
+
+setuptools.setup()
