@@ -1,0 +1,9 @@
+"""Pruning methods: one module per algorithm behind `base.PruningMethod`.
+
+Importing this package registers every method (needed before loading a saved model).
+"""
+from tfprune.methods import magnitude  # registers "magnitude"
+from tfprune.methods.base import available_methods
+from tfprune.methods.base import get_method_class
+from tfprune.methods.base import PruningMethod
+from tfprune.methods.base import register_method

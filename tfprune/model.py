@@ -1,0 +1,216 @@
+"""Model-level entry points: `prune`, `strip`, `get_method`, `sparsity_report`."""
+import keras
+import numpy as np
+
+from tfprune import pqi
+from tfprune import registry
+from tfprune.methods import base
+from tfprune.wrapper import PruneWrapper
+
+
+def _check_graph_model(model, what):
+  if not isinstance(model, keras.Model):
+    raise ValueError(f"{what} needs a keras.Model, got {type(model).__name__}.")
+  is_functional = type(model).__name__ == "Functional" or hasattr(model, "_nodes_by_depth")
+  if not (isinstance(model, keras.Sequential) or is_functional):
+    raise ValueError(
+        f"{what} supports Sequential and Functional models; {model.name!r} is a subclassed "
+        f"model ({type(model).__name__}). Wrap its prunable layers yourself in "
+        f"tfprune.PruneWrapper(layer, method=...) inside __init__, then use "
+        f"tfprune.get_method(model) / tfprune.PruningCallback as usual.")
+  if not model.built:
+    raise ValueError(f"Model {model.name!r} is not built: give it an Input shape or call "
+                     f"it on data before {what}.")
+
+
+def _fresh_copy(layer):
+  """An unshared copy of `layer` (same config), built like the original."""
+  new = layer.__class__.from_config(layer.get_config())
+  build_config = layer.get_build_config() if layer.built else None
+  if build_config:
+    new.build_from_config(build_config)
+  return new
+
+
+def _clone(model, make_layer):
+  """Clones `model` with `make_layer(old) -> new`; returns (clone, [(old, new), ...])."""
+  pairs = []
+
+  def clone_function(layer):
+    new = make_layer(layer)
+    pairs.append((layer, new))
+    return new
+
+  clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+  return clone, pairs
+
+
+def _select(model, layers):
+  """Ids of the layers to wrap (all prunable ones when `layers` is None)."""
+  all_layers = {}
+
+  def visit(layer):
+    for sub in getattr(layer, "layers", []):
+      all_layers.setdefault(sub.name, sub)
+      visit(sub)
+
+  visit(model)
+  wrapped = [n for n, l in all_layers.items() if isinstance(l, PruneWrapper)]
+  if wrapped:
+    raise ValueError(f"Model {model.name!r} is already pruned (wrapped layers: {wrapped}). "
+                     f"Call tfprune.strip(model) first to prune it again.")
+  if layers is None:
+    chosen = [l for l in all_layers.values() if registry.is_prunable(l)]
+    if not chosen:
+      raise ValueError(f"Model {model.name!r} has no prunable layers; supported: "
+                       f"{', '.join(registry.supported_layer_names())}.")
+    return {id(l) for l in chosen}
+  if isinstance(layers, str):
+    layers = [layers]
+  chosen = set()
+  for name in layers:
+    if name not in all_layers:
+      raise ValueError(f"No layer named {name!r} in model {model.name!r}; layers are "
+                       f"{sorted(all_layers)}.")
+    registry.get_prunable_weights(all_layers[name])  # raises a clear error if not prunable
+    chosen.add(id(all_layers[name]))
+  return chosen
+
+
+def prune(model, method="magnitude", layers=None, **method_kwargs):
+  """Returns a copy of `model` with its prunable layers wrapped in `PruneWrapper`.
+
+  The original model is not modified; the copy starts from its weights with all masks 1.
+
+  Args:
+    model: a built Sequential or Functional Keras model (branches, skip connections,
+      shared and nested layers are fine).
+    method: a registered method name (`tfprune.methods.available_methods()`) or a
+      `PruningMethod` instance.
+    layers: names of the layers to prune; default every prunable layer.
+    **method_kwargs: arguments of the method (target_sparsity, scope, schedule, ...).
+
+  Returns:
+    The pruned (wrapped) model; `tfprune.get_method(result)` is the bound method.
+
+  Raises:
+    ValueError: subclassed or unbuilt model, unknown method, unknown or unprunable layer.
+  """
+  _check_graph_model(model, "tfprune.prune")
+  if isinstance(method, str):
+    method = base.get_method_class(method)(**method_kwargs)
+  elif not isinstance(method, base.PruningMethod):
+    raise ValueError(f"method must be a method name ({', '.join(base.available_methods())}) "
+                     f"or a PruningMethod, got {type(method).__name__}.")
+  elif method_kwargs:
+    raise ValueError(f"Pass method arguments {sorted(method_kwargs)} to the method's "
+                     f"constructor when method is an instance.")
+  chosen = _select(model, layers)
+
+  def make_layer(layer):
+    new = _fresh_copy(layer)
+    return PruneWrapper(new, method=method) if id(layer) in chosen else new
+
+  pruned, pairs = _clone(model, make_layer)
+  for old, new in pairs:
+    target = new.layer if isinstance(new, PruneWrapper) else new
+    target.set_weights(old.get_weights())
+  method.bind(pruned)
+  return pruned
+
+
+def get_method(model):
+  """The pruning method of a pruned model, bound to it (also after `load_model`)."""
+  wrappers = base.find_wrappers(model)
+  if not wrappers:
+    raise ValueError(f"Model {model.name!r} has no PruneWrapper layers: call "
+                     f"tfprune.prune(model, ...) first.")
+  method = wrappers[0].method
+  if method is None:
+    raise ValueError(f"The wrappers of model {model.name!r} carry no method (they were "
+                     f"made with method=None).")
+  if method.model is not model:
+    # After load_model each wrapper holds its own copy of the method; share one.
+    for wrapper in wrappers:
+      wrapper._method = method  # pylint: disable=protected-access
+    method.bind(model)
+  return method
+
+
+def strip(model):
+  """Returns a plain Keras model (no wrappers) whose pruned weights are exact zeros."""
+  _check_graph_model(model, "tfprune.strip")
+
+  def make_layer(layer):
+    return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)
+
+  stripped, pairs = _clone(model, make_layer)
+  for old, new in pairs:
+    if isinstance(old, PruneWrapper):
+      masked = {id(w): (w * m).numpy() for w, m in zip(old.prunable_weights, old.masks)}
+      new.set_weights([masked.get(id(v), v.numpy()) for v in old.layer.weights])
+    else:
+      new.set_weights(old.get_weights())
+  return stripped
+
+
+def _rows_for(layer):
+  """(layer name, variable, effective value, mask) for each prunable weight of a layer."""
+  if isinstance(layer, PruneWrapper):
+    for w, m in zip(layer.prunable_weights, layer.masks):
+      yield layer.layer.name, w, (w * m).numpy(), m.numpy()
+  elif registry.is_prunable(layer) and layer.built:
+    for w in registry.get_prunable_weights(layer):
+      value = w.numpy()
+      yield layer.name, w, value, (value != 0).astype(value.dtype)
+
+
+def sparsity_report(model, print_table=True, p=0.5, q=1.0):
+  """Per-weight sparsity of a pruned (wrapped) or stripped model.
+
+  Args:
+    model: any Keras model; wrapped layers report their masked weights, plain prunable
+      layers their exact zeros.
+    print_table: print a table (and a total line).
+    p, q: PQ Index parameters (ALGORITHMS.md section 5).
+
+  Returns:
+    A list of dicts with keys layer, weight, shape, size, nonzeros, sparsity, pq_index.
+  """
+  rows, seen = [], set()
+
+  def visit(layer):
+    for sub in getattr(layer, "layers", []):
+      if id(sub) in seen:
+        continue
+      seen.add(id(sub))
+      for name, w, value, mask in _rows_for(sub):
+        size = int(value.size)
+        nonzeros = int(np.count_nonzero(value))
+        rows.append({"layer": name, "weight": w.path.split("/")[-1],
+                     "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
+                     "sparsity": 1.0 - nonzeros / max(size, 1),
+                     "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
+      if not isinstance(sub, PruneWrapper):
+        visit(sub)
+
+  visit(model)
+  if print_table:
+    print(format_report(rows))
+  return rows
+
+
+def format_report(rows):
+  """The text table `sparsity_report` prints."""
+  header = f"{'layer':<28}{'weight':<18}{'shape':<20}{'nonzeros':>10}{'size':>10}" \
+           f"{'sparsity':>10}{'PQI':>8}"
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    lines.append(f"{r['layer'][:27]:<28}{r['weight'][:17]:<18}{str(r['shape'])[:19]:<20}"
+                 f"{r['nonzeros']:>10}{r['size']:>10}{r['sparsity']:>10.4f}"
+                 f"{r['pq_index']:>8.4f}")
+  size = sum(r["size"] for r in rows)
+  nonzeros = sum(r["nonzeros"] for r in rows)
+  lines.append("-" * len(header))
+  lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{1 - nonzeros / max(size, 1):>10.4f}")
+  return "\n".join(lines)

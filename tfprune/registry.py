@@ -1,0 +1,92 @@
+"""Which weights of which Keras layers can be pruned.
+
+Built-in layers map to the attribute names of their prunable kernels. Custom layers opt
+in by subclassing `PrunableLayer` and returning their prunable variables.
+"""
+import abc
+
+import keras
+
+L = keras.layers
+
+# Order matters only for readability: lookups use isinstance.
+_BUILTIN = (
+    (L.Dense, ("kernel",)),
+    (L.EinsumDense, ("kernel",)),
+    (L.DepthwiseConv1D, ("kernel",)),
+    (L.DepthwiseConv2D, ("kernel",)),
+    (L.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
+    (L.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
+    (L.Conv1DTranspose, ("kernel",)),
+    (L.Conv2DTranspose, ("kernel",)),
+    (L.Conv3DTranspose, ("kernel",)),
+    (L.Conv1D, ("kernel",)),
+    (L.Conv2D, ("kernel",)),
+    (L.Conv3D, ("kernel",)),
+    (L.Embedding, ("embeddings",)),
+)
+_RNN = (L.LSTM, L.GRU, L.SimpleRNN)
+
+
+class PrunableLayer(abc.ABC):
+  """Mix-in for custom layers: say which of your variables tfprune may prune.
+
+  Example:
+    class MyLayer(keras.layers.Layer, tfprune.PrunableLayer):
+      def get_prunable_weights(self):
+        return [self.w]
+  """
+
+  @abc.abstractmethod
+  def get_prunable_weights(self):
+    """Returns the list of `keras.Variable`s to prune (built variables)."""
+
+
+def _kernels_of(layer, names):
+  """The variables behind attribute `names` (Keras 3 keeps some as `_name` variables)."""
+  found = []
+  for n in names:
+    var = getattr(layer, "_" + n, None)
+    if not isinstance(var, keras.Variable):
+      var = getattr(layer, n)
+    found.append(var)
+  return found
+
+
+def is_prunable(layer):
+  """True if tfprune knows how to prune `layer`."""
+  if isinstance(layer, PrunableLayer):
+    return True
+  if isinstance(layer, _RNN + (L.MultiHeadAttention,)):
+    return True
+  return any(isinstance(layer, cls) for cls, _ in _BUILTIN)
+
+
+def supported_layer_names():
+  names = [cls.__name__ for cls, _ in _BUILTIN] + [c.__name__ for c in _RNN]
+  return sorted(names + ["MultiHeadAttention", "PrunableLayer subclasses"])
+
+
+def get_prunable_weights(layer):
+  """The prunable variables of a BUILT layer.
+
+  Raises:
+    ValueError: if the layer is not prunable (naming it and the supported types).
+  """
+  if isinstance(layer, PrunableLayer):
+    weights = list(layer.get_prunable_weights())
+  elif isinstance(layer, _RNN):
+    weights = _kernels_of(layer.cell, ("kernel", "recurrent_kernel"))
+  elif isinstance(layer, L.MultiHeadAttention):
+    weights = [v for v in layer.trainable_weights if v.path.split("/")[-1] == "kernel"]
+  else:
+    names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)), None)
+    if names is None:
+      raise ValueError(
+          f"Layer {layer.name!r} ({type(layer).__name__}) cannot be pruned. Prunable "
+          f"layers: {', '.join(supported_layer_names())}. For a custom layer, subclass "
+          f"tfprune.PrunableLayer and implement get_prunable_weights().")
+    weights = _kernels_of(layer, names)
+  if not weights:
+    raise ValueError(f"Layer {layer.name!r} returned no prunable weights.")
+  return weights

@@ -1,0 +1,125 @@
+"""`PruneWrapper`: a Keras layer wrapper that owns pruning state and computes with W * mask.
+
+The wrapper owns the state (as TFMOT's wrapper does); the maths lives in the method:
+  * one non-trainable 0/1 mask per prunable weight,
+  * `pruning_step`, the schedule's step counter (int64),
+  * per-weight slots that the method asks for (e.g. ADMM's Z and U),
+so all of it is saved by `model.save` and restored by `keras.models.load_model`.
+
+The inner layer runs inside a `keras.StatelessScope` that maps each prunable variable to
+`variable * mask`: the layer computes exactly as the dense layer would on the masked
+weights, and the gradient of masked entries is exactly zero.
+"""
+import inspect
+import re
+
+import keras
+import tensorflow as tf
+
+from tfprune import registry
+
+
+def _slot_prefix(variable):
+  return re.sub(r"[^0-9A-Za-z_]", "_", variable.path.split("/", 1)[-1])
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneWrapper(keras.layers.Wrapper):
+  """Wraps a prunable layer; computes with `weight * mask` for every prunable weight.
+
+  Args:
+    layer: the Keras layer to prune (see `tfprune.registry` for supported types).
+    method: the `tfprune.methods.PruningMethod` driving the masks (shared by all the
+      wrappers of a model), its serialized config, or None (masks only: set them with
+      `set_masks`).
+    **kwargs: Keras layer arguments (name, ...).
+  """
+
+  def __init__(self, layer, method=None, layer_build_config=None, **kwargs):
+    if not isinstance(layer, keras.layers.Layer):
+      raise ValueError(f"PruneWrapper needs a Keras layer, got {type(layer).__name__}.")
+    if isinstance(layer, PruneWrapper):
+      raise ValueError(f"Layer {layer.name!r} is already wrapped in a PruneWrapper.")
+    if not registry.is_prunable(layer):
+      registry.get_prunable_weights(layer)  # raises the descriptive error
+    kwargs.setdefault("name", f"prune_{layer.name}")
+    super().__init__(layer, **kwargs)
+    if layer_build_config is not None and not layer.built:
+      layer.build_from_config(layer_build_config)
+    if isinstance(method, dict):
+      method = keras.saving.deserialize_keras_object(method)
+    self._method = method
+    self.prunable_weights = []
+    self.masks = []
+    self.slots = {}
+
+  @property
+  def method(self):
+    return self._method
+
+  def build(self, input_shape=None):
+    if not self.layer.built:
+      if input_shape is None:
+        raise ValueError(f"Cannot build PruneWrapper {self.name!r}: its layer "
+                         f"{self.layer.name!r} is not built and no input shape is known.")
+      self.layer.build(input_shape)
+    self.prunable_weights = registry.get_prunable_weights(self.layer)
+    self.masks = [
+        self.add_weight(name=f"{_slot_prefix(w)}_mask", shape=w.shape, dtype=w.dtype,
+                        initializer="ones", trainable=False)
+        for w in self.prunable_weights]
+    self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64",
+                                        initializer="zeros", trainable=False)
+    slot_names = self._method.slot_names() if self._method is not None else ()
+    self.slots = {
+        slot: [self.add_weight(name=f"{_slot_prefix(w)}_{slot}", shape=w.shape,
+                               dtype=w.dtype, initializer="zeros", trainable=False)
+               for w in self.prunable_weights]
+        for slot in slot_names}
+    self.built = True
+
+  def masked_weights(self):
+    """The effective weights, `weight * mask`, as tensors."""
+    return [w * m for w, m in zip(self.prunable_weights, self.masks)]
+
+  def set_masks(self, new_masks, zero_weights=True):
+    """Assigns 0/1 masks (arrays or tensors, one per prunable weight).
+
+    Args:
+      new_masks: list aligned with `prunable_weights`.
+      zero_weights: also set the masked-out weights themselves to 0.
+
+    Raises:
+      ValueError: wrong count or shape (naming the layer and expected shapes).
+    """
+    if len(new_masks) != len(self.masks):
+      raise ValueError(f"Layer {self.layer.name!r} has {len(self.masks)} prunable weights, "
+                       f"got {len(new_masks)} masks.")
+    for w, var, new in zip(self.prunable_weights, self.masks, new_masks):
+      new = tf.cast(tf.convert_to_tensor(new), var.dtype)
+      if tuple(new.shape) != tuple(var.shape):
+        raise ValueError(f"Mask for {w.path} must have shape {tuple(var.shape)}, got "
+                         f"{tuple(new.shape)}.")
+      var.assign(new)
+      if zero_weights:
+        w.assign(w * new)
+
+  def call(self, inputs, *args, training=None, **kwargs):
+    mapping = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
+    if "training" in inspect.signature(self.layer.call).parameters:
+      kwargs["training"] = training
+    with keras.StatelessScope(state_mapping=mapping):
+      outputs = self.layer(inputs, *args, **kwargs)
+    if training and self._method is not None:
+      penalty = self._method.regularization(self)
+      if penalty is not None:
+        self.add_loss(penalty)
+    return outputs
+
+  def get_config(self):
+    config = super().get_config()
+    if self.layer.built:
+      config["layer_build_config"] = self.layer.get_build_config()
+    if self._method is not None:
+      config["method"] = keras.saving.serialize_keras_object(self._method)
+    return config
