@@ -214,6 +214,37 @@ class PruningMethod:
     for w, m in zip(self.weights, self.masks):
       w.assign(w * m)
 
+  def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
+          metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
+    """Prunes the bound, wrapped `model` while training it for `epochs` (the recipe).
+
+    The default recipe compiles `model` and runs `model.fit` with a `PruningCallback`.
+    Methods with phases (ADMM: ADMM -> hard prune -> masked fine-tune; SAP: rounds)
+    override this, keeping the signature, so the training binary and the benchmark run
+    every method the same way.
+
+    Args:
+      model: the pruned model this method is bound to.
+      x, y, batch_size, validation_data, verbose, callbacks: as in `keras.Model.fit`.
+      epochs: the whole pruning budget in epochs.
+      optimizer: a Keras optimizer (default Adam(1e-3)).
+      loss: default sparse categorical cross-entropy on logits.
+      metrics: compile metrics.
+
+    Returns:
+      A dict of per-epoch metric lists (the merged `History.history`).
+    """
+    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
+    if model is not self.model:
+      self.bind(model)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
+                  loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=list(metrics))
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                        validation_data=validation_data, verbose=verbose,
+                        callbacks=[PruningCallback(self), *callbacks])
+    return dict(history.history)
+
   def diagnostics(self):
     """Scalars worth logging (TensorBoard, reports): overall sparsity by default."""
     total = sum(int(tf.size(m)) for m in self.masks)
