@@ -64,7 +64,10 @@ def keep_count(size, sparsity):
     An int32 scalar tensor in [0, size].
   """
   size64 = tf.cast(size, tf.float64)
-  keep = tf.math.ceil((1.0 - tf.cast(sparsity, tf.float64)) * size64 - 1e-9)
+  # Sparsities arrive as float32 (0.9 -> 0.89999998); round the density to 1e-6 so that
+  # the count is the one the user wrote down.
+  density = tf.round((1.0 - tf.cast(sparsity, tf.float64)) * 1e6) / 1e6
+  keep = tf.math.ceil(density * size64 - 1e-9)
   return tf.cast(tf.clip_by_value(keep, 0.0, size64), tf.int32)
 
 

@@ -1,44 +1,218 @@
-"""PQ Index: how sparse (how compressible) is a weight vector?
+"""PQ Index: how sparse (how compressible) is a weight vector, a neuron, a layer, a model?
 
-Diao et al., "Pruning Deep Neural Networks from a Sparsity Perspective", ICLR 2023:
-`I_pq(w) = 1 - d ** (1/q - 1/p) * ||w||_p / ||w||_q` for `0 < p < q`; 0 for a flat vector,
-`1 - d ** (1/q - 1/p)` (its maximum) for a 1-sparse one; larger = sparser.
+Diao et al., "Pruning Deep Neural Networks from a Sparsity Perspective", ICLR 2023
+(ALGORITHMS.md section 5):
+
+    I_pq(w) = 1 - d ** (1/q - 1/p) * ||w||_p / ||w||_q,   0 < p < q,
+
+0 for a flat vector, `1 - d ** (1/q - 1/p)` (its maximum) for a 1-sparse one; larger =
+sparser. It is scale invariant and grows when small entries are removed. The paper's
+bound on how many weights a vector needs (`retained_bound`) turns it into a pruning rule
+(`tfprune.methods.sap`).
+
+Scopes, all as TensorFlow ops on the effective weights `W * mask`, counting only the
+unpruned entries (`d` = number of mask-ones):
+  * `pq_index(w)`: one tensor (or any vector);
+  * `pq_index_per_unit(w)`: one value per output unit (last axis: Dense neurons, conv
+    filters), the paper's "neuron" scope;
+  * `model_pq_index(model)` (global: all prunable weights of the model as one vector) and
+    `pq_index_report(model)` (global, per layer, per neuron).
+
 Gap filled here: the all-zero vector (0/0 in the formula) is given the maximum value, the
-limit of ever sparser vectors; the empty vector gets 0. Computed in float64 after scaling
-by max |w| (the index is scale-invariant), so tiny tensors neither underflow nor NaN.
+limit of ever sparser vectors; the empty vector (everything pruned) gets 0. Computed in
+float64 after scaling by max |w| (the index is scale invariant), so tiny tensors neither
+underflow nor give NaN.
 """
+import numpy as np
 import tensorflow as tf
 
 
 def _check_pq(p, q):
-  if not 0 < float(p) < float(q):
+  try:
+    ok = 0 < float(p) < float(q)
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
     raise ValueError(f"PQ index needs 0 < p < q (defaults p=0.5, q=1.0), got p={p!r}, "
                      f"q={q!r}.")
+
+
+def _pq_columns(a, d, p, q):
+  """PQ Index of every column of `a`.
+
+  Args:
+    a: float64 [n, units] of |w|, pruned entries already 0.
+    d: float64 [units], the number of unpruned entries per column.
+    p, q: the norms.
+
+  Returns:
+    float64 [units].
+  """
+  amax = tf.maximum(tf.reduce_max(tf.concat([a, tf.zeros_like(a[:1])], 0), axis=0), 0.0)
+  nonzero = amax > 0
+  scaled = a / tf.where(nonzero, amax, tf.ones_like(amax))[None, :]
+  norm_p = tf.pow(tf.reduce_sum(tf.pow(scaled, p), axis=0), 1.0 / p)
+  norm_q = tf.pow(tf.reduce_sum(tf.pow(scaled, q), axis=0), 1.0 / q)
+  ratio = tf.where(nonzero, norm_p / tf.where(nonzero, norm_q, tf.ones_like(norm_q)),
+                   tf.ones_like(norm_p))
+  value = 1.0 - tf.pow(tf.maximum(d, 1.0), 1.0 / q - 1.0 / p) * ratio
+  # Mathematically >= 0 (||w||_p >= d^(1/p - 1/q) ||w||_q is Hölder's inequality).
+  return tf.where(d > 0, tf.clip_by_value(value, 0.0, 1.0), tf.zeros_like(value))
+
+
+def _as_columns(w, mask, per_unit):
+  """(|w| * mask as float64 [n, units], d [units]) for a tensor and an optional mask."""
+  w = tf.cast(tf.convert_to_tensor(w), tf.float64)
+  if mask is None:
+    keep = tf.ones_like(w)
+  else:
+    keep = tf.cast(tf.not_equal(tf.convert_to_tensor(mask), 0), tf.float64)
+    keep = tf.broadcast_to(keep, tf.shape(w))
+  if per_unit and w.shape.rank >= 2:
+    units = tf.shape(w)[-1]
+    a = tf.reshape(tf.abs(w) * keep, [-1, units])
+    keep = tf.reshape(keep, [-1, units])
+  else:
+    a = tf.reshape(tf.abs(w) * keep, [-1, 1])
+    keep = tf.reshape(keep, [-1, 1])
+  return a, tf.reduce_sum(keep, axis=0)
 
 
 def pq_index(w, p=0.5, q=1.0, mask=None):
   """PQ Index of the entries of `w` (all of them, or those where `mask` is nonzero).
 
   Args:
-    w: a tensor of any shape (flattened).
+    w: a tensor (or array) of any shape, flattened.
     p, q: the norms, `0 < p < q`.
     mask: optional tensor of `w`'s shape; only entries with mask != 0 count (d is their
       number), e.g. the weights that survive pruning.
 
   Returns:
     A float32 scalar tensor in [0, 1).
+
+  Raises:
+    ValueError: unless 0 < p < q.
   """
   _check_pq(p, q)
-  a = tf.abs(tf.reshape(tf.cast(w, tf.float64), [-1]))
-  if mask is not None:
-    a = tf.boolean_mask(a, tf.reshape(tf.not_equal(mask, 0), [-1]))
-  d = tf.cast(tf.size(a), tf.float64)
-  exponent = 1.0 / q - 1.0 / p
-  amax = tf.reduce_max(tf.concat([a, tf.zeros([1], tf.float64)], 0))
-  scaled = a / tf.where(amax > 0, amax, tf.ones_like(amax))
-  norm_p = tf.pow(tf.reduce_sum(tf.pow(scaled, p)), 1.0 / p)
-  norm_q = tf.pow(tf.reduce_sum(tf.pow(scaled, q)), 1.0 / q)
-  ratio = tf.where(amax > 0, norm_p / tf.where(norm_q > 0, norm_q, 1.0), 1.0)
-  value = 1.0 - tf.pow(tf.maximum(d, 1.0), exponent) * ratio
-  value = tf.where(d > 0, value, tf.zeros_like(value))
-  return tf.cast(value, tf.float32)
+  a, d = _as_columns(w, mask, per_unit=False)
+  return tf.cast(_pq_columns(a, d, float(p), float(q))[0], tf.float32)
+
+
+def pq_index_per_unit(w, p=0.5, q=1.0, mask=None):
+  """PQ Index of each output unit of a kernel (the paper's "neuron" scope).
+
+  A unit is a slice along the last axis: a column of a Dense kernel `[in, out]`, a
+  filter of a conv kernel `[kh, kw, cin, cout]`. A rank-0/1 tensor is one unit.
+
+  Args:
+    w: the kernel.
+    p, q: the norms, `0 < p < q`.
+    mask: optional 0/1 mask of `w`'s shape (pruned entries do not count).
+
+  Returns:
+    A float32 tensor `[units]`.
+
+  Raises:
+    ValueError: unless 0 < p < q.
+  """
+  _check_pq(p, q)
+  a, d = _as_columns(w, mask, per_unit=True)
+  return tf.cast(_pq_columns(a, d, float(p), float(q)), tf.float32)
+
+
+def retained_bound(d, index, p=0.5, q=1.0, eta_r=0.0):
+  """The paper's lower bound on the weights a vector needs: `r`.
+
+  `r = d * (1 + eta_r) ** (-q / (q - p)) * (1 - I) ** (q * p / (q - p))`.
+
+  Args:
+    d: number of remaining weights (scalar or tensor).
+    index: their PQ Index `I` (same shape as `d`).
+    p, q: the PQ Index's norms.
+    eta_r: the tolerance `eta_r >= 0` (larger = smaller bound = more pruning).
+
+  Returns:
+    float64 tensor of `d`'s shape (not rounded).
+
+  Raises:
+    ValueError: unless 0 < p < q and eta_r > -1.
+  """
+  _check_pq(p, q)
+  if not float(eta_r) > -1.0:
+    raise ValueError(f"eta_r must be > -1 (default 0), got {eta_r!r}.")
+  p, q = float(p), float(q)
+  d = tf.cast(d, tf.float64)
+  index = tf.clip_by_value(tf.cast(index, tf.float64), 0.0, 1.0)
+  return (d * (1.0 + float(eta_r)) ** (-q / (q - p)) *
+          tf.pow(1.0 - index, q * p / (q - p)))
+
+
+def _model_rows(model):
+  """(layer name, weight name, effective value, mask) for every prunable weight."""
+  # pylint: disable=g-import-not-at-top
+  from tfprune import model as model_lib
+  from tfprune.wrapper import PruneWrapper
+  rows, seen = [], set()
+
+  def visit(layer):
+    for sub in getattr(layer, "layers", []):
+      if id(sub) in seen:
+        continue
+      seen.add(id(sub))
+      for name, w, value, mask in model_lib._rows_for(sub):  # pylint: disable=protected-access
+        rows.append((name, w.path.split("/")[-1], value, mask))
+      if not isinstance(sub, PruneWrapper):
+        visit(sub)
+
+  visit(model)
+  if not rows:
+    raise ValueError(f"Model {model.name!r} has no prunable weights to measure.")
+  return rows
+
+
+def model_pq_index(model, p=0.5, q=1.0):
+  """Global PQ Index: all prunable weights of `model` (unpruned entries) as one vector.
+
+  Args:
+    model: a pruned (wrapped) or plain Keras model; wrapped layers count their mask-ones,
+      plain layers their nonzeros.
+    p, q: the norms, `0 < p < q`.
+
+  Returns:
+    A Python float.
+  """
+  rows = _model_rows(model)
+  values = np.concatenate([r[2].reshape(-1) for r in rows])
+  masks = np.concatenate([r[3].reshape(-1) for r in rows])
+  return float(pq_index(values, p, q, mask=masks))
+
+
+def pq_index_report(model, p=0.5, q=1.0, per_neuron=True):
+  """PQ Index of a model at every scope: global, per layer, per neuron.
+
+  Args:
+    model: a pruned (wrapped) or plain Keras model.
+    p, q: the norms, `0 < p < q`.
+    per_neuron: include the per-unit values (NumPy arrays) for each weight.
+
+  Returns:
+    A dict: `p`, `q`, `global` (float), `layers`: a list of dicts with keys `layer`,
+    `weight`, `size`, `remaining`, `pq_index` (and `neurons`: float32 array per output
+    unit, `neuron_mean`, when `per_neuron`).
+  """
+  _check_pq(p, q)
+  rows = _model_rows(model)
+  layers = []
+  for name, weight, value, mask in rows:
+    entry = {"layer": name, "weight": weight, "size": int(value.size),
+             "remaining": int(np.count_nonzero(mask)),
+             "pq_index": float(pq_index(value, p, q, mask=mask))}
+    if per_neuron:
+      neurons = pq_index_per_unit(value, p, q, mask=mask).numpy()
+      entry["neurons"] = neurons
+      entry["neuron_mean"] = float(np.mean(neurons)) if neurons.size else 0.0
+    layers.append(entry)
+  values = np.concatenate([r[2].reshape(-1) for r in rows])
+  masks = np.concatenate([r[3].reshape(-1) for r in rows])
+  return {"p": float(p), "q": float(q),
+          "global": float(pq_index(values, p, q, mask=masks)), "layers": layers}

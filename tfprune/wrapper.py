@@ -62,7 +62,13 @@ class PruneWrapper(keras.layers.Wrapper):
       if input_shape is None:
         raise ValueError(f"Cannot build PruneWrapper {self.name!r}: its layer "
                          f"{self.layer.name!r} is not built and no input shape is known.")
-      self.layer.build(input_shape)
+      try:
+        self.layer.build(input_shape)
+      except TypeError as e:
+        raise ValueError(
+            f"Cannot build layer {self.layer.name!r} ({type(self.layer).__name__}) from the "
+            f"wrapper's single input shape {input_shape}: it needs several input shapes. "
+            f"Build it first (call it once, or use tfprune.prune on a built model).") from e
     self.prunable_weights = registry.get_prunable_weights(self.layer)
     self.masks = [
         self.add_weight(name=f"{_slot_prefix(w)}_mask", shape=w.shape, dtype=w.dtype,

@@ -2,6 +2,7 @@
 
 Importing this package registers every method (needed before loading a saved model).
 """
+from tfprune.methods import admm  # registers "admm"
 from tfprune.methods import magnitude  # registers "magnitude"
 from tfprune.methods.base import available_methods
 from tfprune.methods.base import get_method_class

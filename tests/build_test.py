@@ -1,0 +1,154 @@
+"""Checks that the Bazel BUILD file matches the tree, so it cannot rot.
+
+BUILD is written by scripts/gen_build.py; if this test fails after adding, moving or
+deleting a module, test or binary, run `python3 scripts/gen_build.py`.
+"""
+import ast
+import importlib.util
+import os
+import sys
+
+import pytest
+
+# realpath: under `bazel test` this file is a runfiles symlink into the source tree.
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+REGEN = "run `python3 scripts/gen_build.py` to regenerate BUILD"
+
+
+def _load_gen_build():
+  spec = importlib.util.spec_from_file_location(
+      "gen_build", os.path.join(ROOT, "scripts", "gen_build.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+gen_build = _load_gen_build()
+
+
+def _parse_build(path):
+  """Returns {name: (rule, srcs, deps, main)} from a BUILD file (Starlark parses as Python)."""
+  with open(path, encoding="utf-8") as f:
+    tree = ast.parse(f.read(), filename=path)
+  rules = {}
+  for stmt in tree.body:
+    call = stmt.value
+    rule = call.func.id
+    if rule == "package":
+      continue
+    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert kw["name"] not in rules, f"BUILD: duplicate target {kw['name']!r}"
+    rules[kw["name"]] = (rule, kw.get("srcs", []), kw.get("deps", []), kw.get("main"))
+  return rules
+
+
+def _existing(directory, recursive=True):
+  out = set()
+  for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, directory)):
+    dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
+    if not recursive:
+      dirnames[:] = []
+    out |= {os.path.relpath(os.path.join(dirpath, f), ROOT).replace(os.sep, "/")
+            for f in filenames if f.endswith(".py")}
+  return out
+
+
+@pytest.fixture(scope="module")
+def rules():
+  return _parse_build(os.path.join(ROOT, "BUILD"))
+
+
+def test_build_is_up_to_date():
+  with open(os.path.join(ROOT, "BUILD"), encoding="utf-8") as f:
+    current = f.read()
+  assert current == gen_build.render(gen_build.discover()), f"BUILD is stale: {REGEN}."
+
+
+def test_every_module_test_and_binary_has_its_target(rules):
+  for path in sorted(_existing("tfprune")):
+    parts = path[:-3].split("/")
+    if parts[1] == "bin" and parts[-1] != "__init__":
+      name, kind = parts[-1], "py_binary"
+      if name not in rules or rules[name][0] != kind:
+        name = "bin_" + parts[-1]
+    else:
+      if parts[-1] == "__init__":
+        parts = parts[:-1]
+      name = "_".join(parts[1:]) or "tfprune"
+      kind = "py_library"
+    assert name in rules, f"{path}: no target {name!r} in BUILD; {REGEN}."
+    rule, srcs, _, main = rules[name]
+    assert rule == kind and srcs[0] == path, (name, rules[name])
+    if kind == "py_binary":
+      assert main == path
+  for path in sorted(_existing("tests", recursive=False)):
+    stem = os.path.basename(path)[:-3]
+    name, kind = (stem, "py_test") if stem.endswith("_test") else ("tests_" + stem,
+                                                                   "py_library")
+    assert name in rules, f"{path}: no target {name!r} in BUILD; {REGEN}."
+    assert rules[name][0] == kind and rules[name][1][0] == path, (name, rules[name])
+
+
+def test_build_names_nothing_that_does_not_exist(rules):
+  for name, (_, srcs, deps, _) in rules.items():
+    for src in srcs:
+      assert os.path.isfile(os.path.join(ROOT, src)), (
+          f"BUILD target {name!r} names missing file {src}; {REGEN}.")
+    for dep in deps:
+      assert dep.startswith(":") and dep[1:] in rules, (name, dep)
+  listed = {s for _, srcs, _, _ in rules.values() for s in srcs}
+  assert listed == _existing("tfprune") | _existing("tests", recursive=False)
+
+
+def test_every_test_target_depends_on_what_it_imports(rules):
+  _, _, deps, _ = rules["build_test"]
+  assert deps == [":tests_conftest"] or deps == []
+  _, _, deps, _ = rules["data_test"]
+  assert ":data" in deps
+
+
+def _write(root, files):
+  for path, text in files.items():
+    full = os.path.join(root, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w", encoding="utf-8") as f:
+      f.write(text)
+
+
+def test_generator_on_a_small_tree(tmp_path, monkeypatch):
+  _write(tmp_path, {
+      "tfprune/__init__.py": '__version__ = "0"\n',
+      "tfprune/a.py": "import numpy\nfrom tfprune import b\n",
+      "tfprune/b.py": "from . import c\n",
+      "tfprune/c.py": "def f():\n  from tfprune import b  # cycle b <-> c\n",
+      "tfprune/sub/__init__.py": "",
+      "tfprune/sub/d.py": "from ..a import x\nfrom .e import y\n",
+      "tfprune/sub/e.py": "",
+      "tfprune/bin/__init__.py": "",
+      "tfprune/bin/train.py": "from tfprune.sub import d\n",
+      "tests/helper.py": "",
+      "tests/a_test.py": "import helper\nfrom tfprune import a\n",
+      "tests/notes.txt": "",
+  })
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  monkeypatch.setattr(gen_build, "BUILD", str(tmp_path / "BUILD"))
+  assert gen_build.main(["gen_build.py", "--check"]) == 1
+  assert gen_build.main(["gen_build.py"]) == 0
+  assert gen_build.main(["gen_build.py", "--check"]) == 0
+  rules = _parse_build(tmp_path / "BUILD")
+  assert sorted(rules) == ["a", "a_test", "b", "bin", "c", "sub", "sub_d", "sub_e",
+                           "tests_helper", "tfprune", "train"]
+  assert rules["a"] == ("py_library", ["tfprune/a.py"], [":b", ":tfprune"], None)
+  # b and c import each other: each carries both sources, neither depends on the other.
+  assert rules["b"][1] == ["tfprune/b.py", "tfprune/c.py"]
+  assert rules["c"][1] == ["tfprune/c.py", "tfprune/b.py"]
+  assert rules["b"][2] == [":tfprune"]
+  assert rules["sub_d"][2] == [":a", ":sub", ":sub_e", ":tfprune"]
+  assert rules["train"] == ("py_binary", ["tfprune/bin/train.py"],
+                            [":bin", ":sub", ":sub_d", ":tfprune"], "tfprune/bin/train.py")
+  assert rules["a_test"][0] == "py_test"
+  assert rules["a_test"][2] == [":a", ":tests_helper", ":tfprune"]
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__]))

@@ -1,0 +1,85 @@
+"""Tests for tfprune.export.sparse_encoding (pure numpy CSR / block codecs)."""
+import sys
+
+import numpy as np
+import pytest
+
+from tfprune.export import sparse_encoding as se
+
+
+def _random_sparse(rng, shape, density, dtype=np.float32):
+  values = rng.integers(1, 100, size=shape).astype(dtype)
+  return values * (rng.random(shape) < density)
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (3, 4, 16), (64, 64), (1, 1)])
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 1.0])
+def test_csr_round_trip(shape, density):
+  rng = np.random.default_rng(0)
+  dense = _random_sparse(rng, shape, density)
+  enc = se.encode_csr(dense)
+  assert enc.format == "csr"
+  assert enc.values.size == np.count_nonzero(dense)
+  np.testing.assert_array_equal(se.decode(enc.values, shape, enc.sparsity), dense)
+
+
+@pytest.mark.parametrize("block", [4, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_block_round_trip_with_empty_and_dense_rows(block, dtype):
+  rng = np.random.default_rng(1)
+  dense = _random_sparse(rng, (12, 4 * block), 0.05, dtype)
+  dense[3] = 0                                  # empty row
+  dense[5] = rng.integers(1, 100, 4 * block)    # fully dense row
+  enc = se.encode_block(dense, block)
+  assert enc.format == f"block1x{block}"
+  assert enc.values.size % block == 0
+  assert se.describe(enc.sparsity) == f"block1x{block}"
+  np.testing.assert_array_equal(se.decode(enc.values, dense.shape, enc.sparsity), dense)
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((4, 16), "uint8"),       # indices < 256, nnz < 256
+    ((4, 300), "uint16"),     # column index 299
+    ((300, 300), "int32"),    # segments reach 90000 > 65535
+])
+def test_index_width_by_size(shape, expected):
+  dense = np.ones(shape, np.float32)
+  enc = se.encode_csr(dense)
+  csr = enc.sparsity.dimMetadata[-1]
+  widths = {type(csr.arraySegments).__name__, type(csr.arrayIndices).__name__}
+  names = {"Uint8VectorT": "uint8", "Uint16VectorT": "uint16", "Int32VectorT": "int32"}
+  assert names[type(csr.arraySegments).__name__] == se.index_dtype_for(shape[0] * shape[1])
+  assert expected in {names[w] for w in widths}
+  np.testing.assert_array_equal(se.decode(enc.values, shape, enc.sparsity), dense)
+  assert enc.nbytes == enc.values.nbytes + se.index_bytes(enc.sparsity)
+
+
+def test_index_dtype_for_limits():
+  assert se.index_dtype_for(255) == "uint8"
+  assert se.index_dtype_for(256) == "uint16"
+  assert se.index_dtype_for(65536) == "int32"
+  with pytest.raises(ValueError, match="int32"):
+    se.index_dtype_for(2**31)
+
+
+def test_block_sizes_smaller_than_csr_for_block_masks():
+  rng = np.random.default_rng(2)
+  mask = np.repeat(rng.random((64, 16)) < 0.1, 4, axis=1)
+  dense = rng.standard_normal((64, 64)).astype(np.float32) * mask
+  assert se.encode_block(dense, 4).nbytes < se.encode_csr(dense).nbytes
+
+
+def test_bad_inputs_raise_clear_errors():
+  with pytest.raises(ValueError, match="divisible by 16"):
+    se.encode_block(np.ones((4, 20), np.float32), 16)
+  with pytest.raises(ValueError, match="block_size"):
+    se.encode_block(np.ones((4, 16), np.float32), 8)
+  with pytest.raises(ValueError, match=">= 2 dimensions"):
+    se.encode_csr(np.ones(5, np.float32))
+  enc = se.encode_csr(np.ones((4, 4), np.float32))
+  with pytest.raises(ValueError, match="values"):
+    se.decode(enc.values[:3], (4, 4), enc.sparsity)
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__]))

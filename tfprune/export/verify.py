@@ -1,0 +1,302 @@
+"""Runs TFLite models in LiteRT (XNNPACK on/off) and TFLM and compares them to Keras.
+
+Every file the exporter writes passes `verify` first: the model runs on sample
+inputs under each runtime configuration it targets, and its outputs are compared
+with the Keras model's (float: max abs diff; dynamic-range: relative diff;
+int8: diff in quantized output units and argmax agreement). A disagreement
+raises `VerificationError` naming the runtime, the output tensor, and the op
+most likely at fault.
+"""
+import dataclasses
+
+import numpy as np
+
+from tfprune.export import graph
+
+RUNTIMES = ("xnnpack", "builtin", "tflm")
+
+
+class VerificationError(RuntimeError):
+  """A converted model disagrees with the Keras model (or fails to run)."""
+
+
+@dataclasses.dataclass
+class RuntimeResult:
+  """Result of one runtime configuration.
+
+  Attributes:
+    runtime: "xnnpack", "builtin" (LiteRT, XNNPACK off) or "tflm".
+    ok: whether outputs matched within tolerance.
+    max_abs_diff: max abs difference to the reference (float units).
+    tolerance: tolerance it was checked against.
+    argmax_agreement: fraction of samples with the same argmax (None if 1 output).
+    error: message when it failed to run.
+  """
+  runtime: str
+  ok: bool
+  max_abs_diff: float = float("nan")
+  tolerance: float = float("nan")
+  argmax_agreement: float = None
+  error: str = ""
+
+
+def _quantize(x, detail):
+  scale, zero = detail["quantization"]
+  info = np.iinfo(detail["dtype"])
+  return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y, detail):
+  if detail["dtype"] in (np.int8, np.uint8, np.int16):
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+  return y.astype(np.float32)
+
+
+def make_litert_interpreter(model_bytes, xnnpack, num_threads=1, preserve_all_tensors=False):
+  """Creates an allocated `ai_edge_litert` interpreter.
+
+  Args:
+    model_bytes: the .tflite bytes.
+    xnnpack: True for the default XNNPACK delegate, False for builtin kernels only.
+    num_threads: CPU threads.
+    preserve_all_tensors: keep intermediates readable (XNNPACK off only).
+
+  Returns:
+    An `ai_edge_litert.interpreter.Interpreter`.
+  """
+  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  resolver = (litert.OpResolverType.AUTO if xnnpack
+              else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+  interp = litert.Interpreter(
+      model_content=bytes(model_bytes), num_threads=num_threads,
+      experimental_op_resolver_type=resolver,
+      experimental_preserve_all_tensors=preserve_all_tensors)
+  interp.allocate_tensors()
+  return interp
+
+
+def run_litert(model_bytes, inputs, xnnpack=True):
+  """Runs a single-input, single-output model one sample at a time.
+
+  Args:
+    model_bytes: the .tflite bytes.
+    inputs: float array `[n, ...]` (quantized here if the model takes int8).
+    xnnpack: whether XNNPACK is on.
+
+  Returns:
+    `(float_outputs, raw_outputs, output_detail)`; float outputs are dequantized.
+  """
+  interp = make_litert_interpreter(model_bytes, xnnpack)
+  inp = interp.get_input_details()[0]
+  out = interp.get_output_details()[0]
+  raw = []
+  for x in inputs:
+    x = x[None].astype(np.float32)
+    if inp["dtype"] != np.float32:
+      x = _quantize(x, inp)
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    raw.append(interp.get_tensor(out["index"])[0].copy())
+  raw = np.stack(raw)
+  return _dequantize(raw, out), raw, out
+
+
+def run_tflm(model_bytes, inputs, arena_size=None):
+  """Runs a model in the TensorFlow Lite Micro Python interpreter.
+
+  Args:
+    model_bytes: the .tflite bytes.
+    inputs: float array `[n, ...]` (quantized here if the model takes int8).
+    arena_size: tensor arena bytes (default: generous, from the model size).
+
+  Returns:
+    `(float_outputs, raw_outputs)`.
+  """
+  from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
+  interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+  inp = _tflm_detail(interp.get_input_details(0))
+  out = _tflm_detail(interp.get_output_details(0))
+  raw = []
+  for x in inputs:
+    x = x[None].astype(np.float32)
+    if inp["dtype"] != np.float32:
+      x = _quantize(x, inp)
+    interp.set_input(x, 0)
+    interp.invoke()
+    raw.append(np.array(interp.get_output(0))[0].copy())
+    interp.reset()
+  raw = np.stack(raw)
+  return _dequantize(raw, out), raw
+
+
+def _tflm_detail(detail):
+  """Converts a TFLM tensor detail to the LiteRT-style {dtype, quantization}."""
+  q = detail.get("quantization_parameters") or {}
+  scales, zeros = list(q.get("scales", [])), list(q.get("zero_points", []))
+  quant = (float(scales[0]), int(zeros[0])) if scales else (0.0, 0)
+  return {"dtype": np.dtype(detail["dtype"]).type, "quantization": quant}
+
+
+def tolerance(reference, quantize, output_scale=None):
+  """Allowed max abs difference for a model kind.
+
+  Args:
+    reference: reference float outputs.
+    quantize: None, "dynamic" or "int8".
+    output_scale: int8 output scale (float units per quantized unit).
+
+  Returns:
+    A float tolerance.
+  """
+  peak = float(np.max(np.abs(reference))) if reference.size else 0.0
+  if quantize is None:
+    return 1e-4 + 1e-3 * peak
+  if quantize == "dynamic":
+    return 1e-3 + 0.08 * peak
+  return max(16 * (output_scale or 0.0), 0.1 * peak)
+
+
+def _argmax_agreement(a, b):
+  if a.ndim < 2 or a.shape[-1] < 2:
+    return None
+  return float(np.mean(np.argmax(a, -1) == np.argmax(b, -1)))
+
+
+def compare(outputs, reference, quantize, output_scale=None, runtime=""):
+  """Compares outputs to reference; returns a `RuntimeResult`."""
+  diff = float(np.max(np.abs(outputs - reference))) if reference.size else 0.0
+  tol = tolerance(reference, quantize, output_scale)
+  agree = _argmax_agreement(outputs, reference)
+  ok = bool(np.all(np.isfinite(outputs))) and diff <= tol
+  if quantize == "int8" and agree is not None:
+    ok = ok and agree >= 0.75
+  return RuntimeResult(runtime, ok, diff, tol, agree)
+
+
+def sparse_readers(model_bytes):
+  """Describes ops that read sparse tensors directly or via DENSIFY (suspects)."""
+  model = graph.load(model_bytes)
+  out = []
+  for sg in model.subgraphs:
+    prod = graph.producers(sg)
+    for i, op in enumerate(sg.operators):
+      for t in op.inputs:
+        if t < 0:
+          continue
+        tensor = sg.tensors[t]
+        via = ""
+        if tensor.sparsity is None and t in prod and graph.op_code(model, sg.operators[prod[t]]) == graph.BuiltinOperator.DENSIFY:
+          via = " via DENSIFY"
+        elif tensor.sparsity is None:
+          continue
+        out.append(f"{graph.op_name(model, op)} (op #{i}, version {graph.op_version(model, op)}) "
+                   f"reading sparse tensor '{graph.tensor_name(tensor)}'{via}")
+  return out
+
+
+def localize(model_bytes, reference_bytes, inputs):
+  """Finds the first op whose output differs from a dense reference file.
+
+  Both files run with XNNPACK off and all tensors preserved; op outputs are
+  matched by tensor name.
+
+  Args:
+    model_bytes: the suspect .tflite bytes.
+    reference_bytes: a dense conversion of the same graph.
+    inputs: float samples `[n, ...]`.
+
+  Returns:
+    A description string, or None when every op output matches.
+  """
+  try:
+    results = []
+    for data in (model_bytes, reference_bytes):
+      interp = make_litert_interpreter(data, xnnpack=False, preserve_all_tensors=True)
+      inp = interp.get_input_details()[0]
+      x = inputs[:1].astype(np.float32)
+      if inp["dtype"] != np.float32:
+        x = _quantize(x, inp)
+      interp.set_tensor(inp["index"], x)
+      interp.invoke()
+      model = graph.load(data)
+      sg = model.subgraphs[0]
+      outs = []
+      for i, op in enumerate(sg.operators):
+        for t in op.outputs:
+          outs.append((graph.op_name(model, op), i, graph.tensor_name(sg.tensors[t]),
+                       interp.get_tensor(t)))
+      results.append(outs)
+    ref = {name: val for _, _, name, val in results[1]}
+    for op_name, i, name, val in results[0]:
+      if name in ref and ref[name].shape == val.shape:
+        a, b = val.astype(np.float64), ref[name].astype(np.float64)
+        if np.max(np.abs(a - b), initial=0) > 1e-3 * max(1.0, np.max(np.abs(b), initial=0)) + 2:
+          return f"{op_name} (op #{i}) output tensor '{name}' first differs"
+  except Exception as e:  # pylint: disable=broad-except
+    return f"(could not localize: {e})"
+  return None
+
+
+def verify(model_bytes, reference_outputs, inputs, quantize=None,
+           runtimes=("xnnpack", "builtin"), reference_bytes=None):
+  """Checks a .tflite file against reference (Keras) outputs.
+
+  Args:
+    model_bytes: the .tflite bytes.
+    reference_outputs: Keras outputs for `inputs`, float `[n, ...]`.
+    inputs: float samples `[n, ...]`.
+    quantize: None, "dynamic" or "int8" (sets the tolerance).
+    runtimes: subset of ("xnnpack", "builtin", "tflm").
+    reference_bytes: optional dense conversion used to name the failing op.
+
+  Returns:
+    A list of `RuntimeResult`, all ok.
+
+  Raises:
+    VerificationError: if any runtime fails to run or disagrees; the message names
+      the runtime, the output tensor, the diff, and the suspect op/tensor.
+    ValueError: on an unknown runtime name.
+  """
+  for r in runtimes:
+    if r not in RUNTIMES:
+      raise ValueError(f"Unknown runtime {r!r}; valid: {RUNTIMES}.")
+  reference_outputs = np.asarray(reference_outputs, np.float32).reshape(len(inputs), -1)
+  model = graph.load(model_bytes)
+  sg = model.subgraphs[0]
+  out_name = graph.tensor_name(sg.tensors[sg.outputs[0]])
+  results, failures = [], []
+  for r in runtimes:
+    try:
+      if r == "tflm":
+        y, _ = run_tflm(model_bytes, inputs)
+        q = sg.tensors[sg.outputs[0]].quantization
+        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else None
+      else:
+        y, _, detail = run_litert(model_bytes, inputs, xnnpack=(r == "xnnpack"))
+        scale = detail["quantization"][0] or None
+      res = compare(y.reshape(len(inputs), -1), reference_outputs, quantize, scale, r)
+    except Exception as e:  # pylint: disable=broad-except
+      res = RuntimeResult(r, False, error=str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+    results.append(res)
+    if not res.ok:
+      failures.append(res)
+  if failures:
+    lines = []
+    for f in failures:
+      label = {"xnnpack": "LiteRT with XNNPACK", "builtin": "LiteRT without XNNPACK",
+               "tflm": "TFLite Micro"}[f.runtime]
+      if f.error:
+        lines.append(f"{label}: failed to run: {f.error}")
+      else:
+        lines.append(f"{label}: output tensor '{out_name}' max abs diff {f.max_abs_diff:.4g} "
+                     f"> tolerance {f.tolerance:.4g} (argmax agreement {f.argmax_agreement})")
+    where = localize(model_bytes, reference_bytes, inputs) if reference_bytes else None
+    suspects = sparse_readers(model_bytes)
+    if where:
+      lines.append(f"first differing op (XNNPACK off): {where}")
+    if suspects:
+      lines.append("ops reading sparse weights: " + "; ".join(suspects))
+    raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines))
+  return results

@@ -1,0 +1,488 @@
+"""ADMM pruning with one global removal ratio for the whole model.
+
+Lee, Hwangbo, Yang, Lee, "Compression of Deep-Learning Models Through Global Weight
+Pruning Using Alternating Direction Method of Multipliers", Int. J. Computational
+Intelligence Systems 16 (2023), doi 10.1007/s44196-023-00202-z (the `global` scope);
+per-layer ratios as in ADMM-NN (Zhang et al., ECCV 2018) are the `layer` scope, and
+`block` projects onto 1x4 / 1x16 blocks along the kernel input axis (LiteRT fast path).
+
+Problem: `min_W f(W)  s.t.  sum_l ||W_l||_0 <= k`, `k = ceil((1 - r) N)`. Each prunable
+weight `W_l` gets an auxiliary `Z_l` and a scaled dual `U_l` (non-trainable wrapper slots
+`admm_z` / `admm_u`: saved with the model and in checkpoints). Phases of one run:
+
+  1. ADMM (steps `0 .. admm_steps-1`):
+     * W-step, every training step: the user's optimizer minimises
+       `f(W) + rho/2 * sum_l ||W_l - Z_l + U_l||_F^2` (squared Frobenius norm), either as
+       a loss term (`penalty="loss"`, the default) or as `rho * (W - Z + U)` added to the
+       gradient by `tfprune.optimizers.ADMM` (`penalty="optimizer"`).
+     * Z-step, at step 0 and every `admm_interval` steps: `Z = Proj_k(W + U)` (top-k of
+       `|W + U|` over ALL layers for `global`); U-step right after: `U += W - Z`.
+     * rho at step t: `min(rho0 * rho_growth ** (t // admm_interval), rho_max)`: it is
+       derived from the step counter, so the only state is W, Z, U and the step. When rho
+       changes the scaled dual is rescaled, `U *= rho_old / rho_new`.
+  2. Hard prune at step `admm_steps`: a last Z-step, masks = support of Z (exactly k).
+  3. Masked fine-tuning: the wrappers compute with `W * mask`, the penalty is off.
+
+Where the paper is silent this follows ALGORITHMS.md section 2: Z/U every 50-100 steps
+(not once per epoch), rho0 = 1e-3, growth 1.15-1.3 per Z-step, cap 1.0, U rescaling.
+"""
+import math
+import time
+import weakref
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune import masks as masks_lib
+from tfprune.methods.base import PruningMethod
+from tfprune.methods.base import register_method
+
+PENALTIES = ("loss", "optimizer")
+ADMM_SCOPES = ("global", "layer", "block")
+_NO_END = np.iinfo(np.int64).max
+
+_BOUND = weakref.WeakSet()
+
+
+def bound_methods():
+  """The ADMM methods currently bound to a model (used by `tfprune.optimizers.ADMM`)."""
+  return [m for m in list(_BOUND) if m.wrappers]
+
+
+def rho_at(step, rho0, rho_growth, rho_max, interval):
+  """rho in effect at training step `step` (Python float): the closed-form schedule."""
+  exponent = max(int(step), 0) // int(interval)
+  try:
+    value = rho0 * rho_growth ** exponent
+  except OverflowError:
+    value = math.inf
+  return float(min(value, rho_max))
+
+
+def _layer_name(wrapper):
+  return wrapper.layer.name
+
+
+@register_method("admm")
+class ADMM(PruningMethod):
+  """ADMM pruning: ADMM phase -> hard prune -> masked fine-tune.
+
+  Args:
+    target_sparsity: the global removal ratio r in [0, 1).
+    scope: `global` (the paper: one top-k over all prunable weights), `layer` (ADMM-NN:
+      each layer keeps ceil((1-r) n_l)) or `block` (blocks of `block_size` along the
+      kernel input axis, with `allocation`).
+    admm_interval: training steps between Z/U steps (50-100 works; once per epoch does
+      not).
+    rho0, rho_growth, rho_max: the penalty schedule (see the module docstring).
+    penalty: `loss` (add rho/2 ||W - Z + U||^2 to the model loss) or `optimizer` (use
+      `tfprune.optimizers.ADMM`, which adds its gradient).
+    admm_steps: the step of the hard prune (end of the ADMM phase). `fit` sets it from
+      the epoch split; in a custom loop pass it, or call `hard_prune()` yourself.
+    admm_epochs, finetune_epochs, admm_fraction: how `fit` splits its epoch budget:
+      `admm_epochs` (else `round(admm_fraction * epochs)`, at least 1) of ADMM, the rest
+      masked fine-tuning. Giving both epoch counts requires them to sum to `epochs`.
+    finetune_lr: learning rate for the fine-tune phase in `fit` (default: unchanged).
+    block_size, allocation: for `scope="block"` (allocation defaults to global).
+    schedule: ignored by ADMM except for serialization compatibility.
+  """
+
+  def __init__(self, target_sparsity=0.9, scope="global", admm_interval=100, rho0=1e-3,
+               rho_growth=1.2, rho_max=1.0, penalty="loss", admm_steps=None,
+               admm_epochs=None, finetune_epochs=None, admm_fraction=0.6, finetune_lr=None,
+               block_size=4, allocation="global", schedule=None, n=2, m=4):
+    if scope not in ADMM_SCOPES:
+      raise ValueError(f"ADMM supports scopes {', '.join(ADMM_SCOPES)}; got {scope!r}.")
+    super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
+                     block_size=block_size, n=n, m=m, allocation=allocation)
+    if int(admm_interval) < 1:
+      raise ValueError(f"admm_interval must be a positive number of steps, got "
+                       f"{admm_interval!r}.")
+    for key, value in (("rho0", rho0), ("rho_max", rho_max)):
+      if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise ValueError(f"{key} must be a positive finite number, got {value!r}.")
+    if not (isinstance(rho_growth, (int, float)) and 1.0 <= rho_growth < math.inf):
+      raise ValueError(f"rho_growth must be >= 1 (1.15-1.3 works), got {rho_growth!r}.")
+    if rho_max < rho0:
+      raise ValueError(f"rho_max ({rho_max}) must be >= rho0 ({rho0}).")
+    if penalty not in PENALTIES:
+      raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}.")
+    if admm_steps is not None and int(admm_steps) < 0:
+      raise ValueError(f"admm_steps must be >= 0, got {admm_steps!r}.")
+    for key, value in (("admm_epochs", admm_epochs), ("finetune_epochs", finetune_epochs)):
+      if value is not None and int(value) < 0:
+        raise ValueError(f"{key} must be >= 0, got {value!r}.")
+    if not 0.0 < float(admm_fraction) <= 1.0:
+      raise ValueError(f"admm_fraction must be in (0, 1], got {admm_fraction!r}.")
+    if finetune_lr is not None and not float(finetune_lr) > 0:
+      raise ValueError(f"finetune_lr must be > 0, got {finetune_lr!r}.")
+    self.admm_interval = int(admm_interval)
+    self.rho0, self.rho_growth, self.rho_max = float(rho0), float(rho_growth), float(rho_max)
+    self.penalty = penalty
+    self.admm_epochs = None if admm_epochs is None else int(admm_epochs)
+    self.finetune_epochs = None if finetune_epochs is None else int(finetune_epochs)
+    self.admm_fraction = float(admm_fraction)
+    self.finetune_lr = None if finetune_lr is None else float(finetune_lr)
+    self.admm_steps = None
+    self._end = tf.Variable(_NO_END, dtype=tf.int64, trainable=False, name="admm_end")
+    self.set_admm_steps(admm_steps)
+    self.history = []
+    self.hard_prune_step = None
+    self._fns = {}
+
+  # ----------------------------------------------------------------- state
+  def slot_names(self):
+    return ("admm_z", "admm_u")
+
+  @property
+  def z(self):
+    return self.slots("admm_z")
+
+  @property
+  def u(self):
+    return self.slots("admm_u")
+
+  def set_admm_steps(self, admm_steps):
+    """Sets the hard-prune step (None: only `hard_prune()` ends the ADMM phase)."""
+    self.admm_steps = None if admm_steps is None else int(admm_steps)
+    self._end.assign(_NO_END if admm_steps is None else int(admm_steps))
+
+  def bind(self, model):
+    super().bind(model)
+    self._check_k()
+    self._fns = {}
+    _BOUND.add(self)
+    return self
+
+  def _check_k(self):
+    sizes = [(f"{_layer_name(wr)}/{w.path.split('/')[-1]}", int(np.prod(w.shape)))
+             for wr in self.wrappers for w in wr.prunable_weights]
+    if self.scope == "global" or (self.scope == "block" and self.allocation == "global"):
+      total = sum(n for _, n in sizes)
+      if self.scope == "block":
+        total = sum(int(np.prod(s.shape)) for s in self._pooled_shapes())
+      k = int(masks_lib.keep_count(total, self.target_sparsity))
+      if k < 1:
+        raise ValueError(f"ADMM target_sparsity={self.target_sparsity} keeps k={k} of "
+                         f"{total} {'blocks' if self.scope == 'block' else 'weights'}: "
+                         f"k must be >= 1; lower the sparsity.")
+      return
+    if self.scope == "block":
+      sizes = [(name, int(np.prod(s.shape))) for (name, _), s in
+               zip(sizes, self._pooled_shapes())]
+    for name, n in sizes:
+      k = int(masks_lib.keep_count(n, self.target_sparsity))
+      if k < 1:
+        raise ValueError(f"ADMM ({self.scope} scope) target_sparsity="
+                         f"{self.target_sparsity} keeps k={k} of {n} entries of {name}: "
+                         f"k must be >= 1; lower the sparsity or use scope='global'.")
+
+  def _pooled_shapes(self):
+    out = []
+    for w in self.weights:
+      pooled, _ = masks_lib._block_scores(tf.zeros(w.shape, w.dtype),  # pylint: disable=protected-access
+                                          self.block_size)
+      out.append(pooled)
+    return out
+
+  # ------------------------------------------------------------- the maths
+  def rho_tensor(self, step):
+    """rho at `step` as a float32 tensor (same closed form as `rho_at`)."""
+    exponent = tf.cast(tf.maximum(step, 0) // self.admm_interval, tf.float64)
+    value = self.rho0 * tf.pow(tf.constant(self.rho_growth, tf.float64), exponent)
+    return tf.cast(tf.minimum(value, self.rho_max), tf.float32)
+
+  def _current_coefficient(self):
+    """rho during the running step (0 after the ADMM phase); graph-safe."""
+    step = tf.cast(self.step, tf.int64) - 1  # on_train_step already advanced the counter
+    active = tf.cast(step < self._end, tf.float32)
+    return self.rho_tensor(step) * active
+
+  def regularization(self, wrapper):
+    """`rho/2 * sum ||W - Z + U||_F^2` for one wrapper (penalty='loss', ADMM phase)."""
+    if self.penalty != "loss" or "admm_z" not in wrapper.slots:
+      return None
+    coefficient = self._current_coefficient()
+    total = 0.0
+    for w, z, u in zip(wrapper.prunable_weights, wrapper.slots["admm_z"],
+                       wrapper.slots["admm_u"]):
+      diff = tf.cast(w, tf.float32) - tf.cast(z, tf.float32) + tf.cast(u, tf.float32)
+      total += tf.reduce_sum(tf.square(diff))
+    return 0.5 * coefficient * total
+
+  def penalty_gradients(self):
+    """[(variable, rho * (W - Z + U))] for the optimizer wrapper (penalty='optimizer')."""
+    self._require_bound()
+    coefficient = self._current_coefficient()
+    return [(w, tf.cast(coefficient, w.dtype) * (w - z + u))
+            for w, z, u in zip(self.weights, self.z, self.u)]
+
+  def project(self, values):
+    """Z = Proj_k(values) in this method's scope; returns (projected, masks)."""
+    masks = masks_lib.compute_masks([tf.abs(v) for v in values], self.target_sparsity,
+                                    scope=self.scope, block_size=self.block_size,
+                                    allocation=self.allocation)
+    return [v * m for v, m in zip(values, masks)], masks
+
+  def _z_u_step(self, rho_old, rho_new, first):
+    """Z-step + U-step (+ dual rescale). Returns per-step diagnostics tensors."""
+    weights, zs, us = self.weights, self.z, self.u
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(w)) for w in weights])
+    targets = [w if first else w + u for w, u in zip(weights, us)]
+    new_z, new_masks = self.project(targets)
+    dz = tf.add_n([tf.reduce_sum(tf.square(n - z)) for n, z in zip(new_z, zs)])
+    r = tf.add_n([tf.reduce_sum(tf.square(w - n)) for w, n in zip(weights, new_z)])
+    wn = tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights])
+    scale = rho_old / rho_new
+    for w, z, u, n in zip(weights, zs, us, new_z):
+      z.assign(n)
+      if first:
+        u.assign(tf.zeros_like(u))
+      else:
+        u.assign((u + w - n) * tf.cast(scale, u.dtype))
+    kept = tf.stack([tf.reduce_sum(m) / tf.cast(tf.size(m), m.dtype) for m in new_masks])
+    return {"finite": finite, "primal": tf.sqrt(r / tf.maximum(wn, 1e-30)),
+            "dual": rho_old * tf.sqrt(dz) / tf.sqrt(tf.maximum(wn, 1e-30)),
+            "kept": kept, "masks": new_masks}
+
+  def _fn(self, name, fn):
+    if name not in self._fns:
+      self._fns[name] = tf.function(fn)
+    return self._fns[name]
+
+  def _run_z_step(self, step, first=False, final=False):
+    rho_old = rho_at(step - 1, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
+    rho_new = rho_at(step, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
+    if final:
+      rho_new = rho_old
+    start = time.perf_counter()
+    fn = self._fn(f"z_step_{first}", lambda a, b: self._z_u_step(a, b, first))
+    out = fn(tf.constant(rho_old, tf.float32), tf.constant(rho_new, tf.float32))
+    finite = out["finite"].numpy()
+    seconds = time.perf_counter() - start
+    if not finite.all():
+      names = [f"{_layer_name(wr)} ({w.path})" for wr in self.wrappers
+               for w in wr.prunable_weights]
+      bad = [n for n, ok in zip(names, finite) if not ok]
+      raise FloatingPointError(f"ADMM step {step}: non-finite weights in layer(s) "
+                               f"{', '.join(bad)}; stopping (lower the learning rate or "
+                               f"rho0). The model was left unsaved.")
+    layer_names = [_layer_name(wr) for wr in self.wrappers for _ in wr.prunable_weights]
+    kept = {n: float(k) for n, k in zip(layer_names, out["kept"].numpy())}
+    record = {"step": int(step), "rho": rho_new, "primal_residual": float(out["primal"]),
+              "dual_residual": float(out["dual"]), "kept_fraction": kept,
+              "seconds": seconds}
+    self.history.append(record)
+    logging.info("ADMM Z-step at step %d: rho=%.4g primal ||W-Z||/||W||=%.4f dual=%.4g "
+                 "kept per layer %s (%.1f ms)", step, rho_new, record["primal_residual"],
+                 record["dual_residual"], {k: round(v, 4) for k, v in kept.items()},
+                 1e3 * seconds)
+    return out
+
+  def hard_prune(self):
+    """Ends the ADMM phase now: last Z-step, masks = support of Z, W *= mask."""
+    self._require_bound()
+    step = int(self.step.numpy())
+    out = self._run_z_step(step, final=True)
+    self.assign_masks(out["masks"])
+    self.hard_prune_step = step
+    if self.admm_steps is None or self.admm_steps > step:
+      self.set_admm_steps(step)
+    logging.info("ADMM hard prune at step %d: sparsity %.4f", step,
+                 self.diagnostics()["sparsity"])
+
+  def in_admm_phase(self):
+    step = int(self.step.numpy())
+    return self.admm_steps is None or step < self.admm_steps
+
+  # ------------------------------------------------------------ training
+  def on_train_step(self):
+    """Z/U steps on schedule, hard prune at `admm_steps`; advances the step counter."""
+    self._require_bound()
+    step = int(self.step.numpy())
+    end = _NO_END if self.admm_steps is None else self.admm_steps
+    if step < end:
+      if step == 0:
+        self._run_z_step(0, first=True)
+      elif step % self.admm_interval == 0:
+        self._run_z_step(step)
+    elif step == end and self.hard_prune_step != step:
+      self.hard_prune()
+    self._fn("advance", self._advance)()
+
+  def _advance(self):
+    for wrapper in self.wrappers:
+      wrapper.pruning_step.assign_add(1)
+
+  def diagnostics(self):
+    out = super().diagnostics()
+    if self.history:
+      last = self.history[-1]
+      out["admm/rho"] = last["rho"]
+      out["admm/primal_residual"] = last["primal_residual"]
+      out["admm/dual_residual"] = last["dual_residual"]
+      out["admm/zstep_seconds_total"] = sum(h["seconds"] for h in self.history)
+      for name, kept in last["kept_fraction"].items():
+        out[f"admm/kept/{name}"] = kept
+    return out
+
+  def report(self):
+    """A JSON-ready dict: config, phases, per-Z-step residuals and per-layer allocation."""
+    final_kept = {}
+    for wr in self.wrappers:
+      for w, m in zip(wr.prunable_weights, wr.masks):
+        final_kept[f"{_layer_name(wr)}/{w.path.split('/')[-1]}"] = float(
+            tf.reduce_mean(tf.cast(m, tf.float32)))
+    return {"method": self.name, "config": self.get_config(),
+            "admm_steps": self.admm_steps, "hard_prune_step": self.hard_prune_step,
+            "z_steps": len(self.history),
+            "zstep_seconds_total": float(sum(h["seconds"] for h in self.history)),
+            "final_primal_residual": (self.history[-1]["primal_residual"]
+                                      if self.history else None),
+            "kept_fraction": final_kept, "history": list(self.history),
+            "sparsity": self.diagnostics()["sparsity"]}
+
+  # ----------------------------------------------------------------- recipe
+  def split_epochs(self, epochs):
+    """(admm_epochs, finetune_epochs) for a budget of `epochs`."""
+    epochs = int(epochs)
+    if epochs < 1:
+      raise ValueError(f"ADMM fit needs epochs >= 1, got {epochs}.")
+    a, f = self.admm_epochs, self.finetune_epochs
+    if a is not None and f is not None and a + f != epochs:
+      raise ValueError(f"admm_epochs ({a}) + finetune_epochs ({f}) must equal the epoch "
+                       f"budget ({epochs}).")
+    if a is None and f is not None:
+      a = epochs - f
+    if a is None:
+      a = max(1, int(round(self.admm_fraction * epochs)))
+    if not 0 <= a <= epochs:
+      raise ValueError(f"admm_epochs must be in [0, {epochs}] for a budget of {epochs} "
+                       f"epochs, got {a}.")
+    return a, epochs - a
+
+  def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
+          metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
+    """ADMM phase -> hard prune -> masked fine-tune, in one `model.fit` of `epochs`.
+
+    The split comes from `admm_epochs` / `finetune_epochs` / `admm_fraction`; the hard
+    prune happens at the first step of epoch `admm_epochs`. Other arguments as in
+    `PruningMethod.fit`.
+
+    Raises:
+      FloatingPointError: non-finite loss or weights during training (step named).
+    """
+    from tfprune import optimizers  # pylint: disable=g-import-not-at-top
+    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
+    if model is not self.model:
+      self.bind(model)
+    admm_epochs, finetune_epochs = self.split_epochs(epochs)
+    steps_per_epoch = _steps_per_epoch(x, batch_size)
+    start = int(self.step.numpy())
+    self.set_admm_steps(start + admm_epochs * steps_per_epoch)
+    self.history, self.hard_prune_step = [], None
+    optimizer = optimizer or keras.optimizers.Adam(1e-3)
+    if self.penalty == "optimizer" and not isinstance(optimizer, optimizers.ADMM):
+      optimizer = optimizers.ADMM(optimizer, method=self)
+    model.compile(optimizer=optimizer,
+                  loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=list(metrics))
+    logging.info("ADMM fit: %d ADMM epochs (%d steps, hard prune at step %d) + %d "
+                 "fine-tune epochs, target sparsity %.4f, scope %s", admm_epochs,
+                 admm_epochs * steps_per_epoch, self.admm_steps, finetune_epochs,
+                 self.target_sparsity, self.scope)
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                        validation_data=validation_data, verbose=verbose,
+                        callbacks=[PruningCallback(self),
+                                   _PhaseCallback(self, admm_epochs), *callbacks])
+    return dict(history.history)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"admm_interval": self.admm_interval, "rho0": self.rho0,
+                   "rho_growth": self.rho_growth, "rho_max": self.rho_max,
+                   "penalty": self.penalty, "admm_steps": self.admm_steps,
+                   "admm_epochs": self.admm_epochs, "finetune_epochs": self.finetune_epochs,
+                   "admm_fraction": self.admm_fraction, "finetune_lr": self.finetune_lr})
+    return config
+
+
+def _steps_per_epoch(x, batch_size):
+  """Batches per epoch of `x` (arrays, dict of arrays or a finite tf.data.Dataset)."""
+  if isinstance(x, tf.data.Dataset):
+    n = int(x.cardinality())
+    if n < 0:
+      raise ValueError("ADMM fit needs a dataset of known finite cardinality to place the "
+                       "hard prune; pass admm_steps and train with PruningCallback instead.")
+    return n
+  if isinstance(x, dict):
+    x = next(iter(x.values()))
+  if isinstance(x, (list, tuple)):
+    x = x[0]
+  if not hasattr(x, "shape"):
+    raise ValueError(f"ADMM fit cannot count the batches of a {type(x).__name__}; pass "
+                     f"arrays or a tf.data.Dataset.")
+  return int(math.ceil(int(x.shape[0]) / int(batch_size)))
+
+
+class _PhaseCallback(keras.callbacks.Callback):
+  """Fine-tune learning rate at the hard prune; stops on a non-finite loss."""
+
+  def __init__(self, method, admm_epochs):
+    super().__init__()
+    self.method = method
+    self.admm_epochs = admm_epochs
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch == self.admm_epochs and self.method.finetune_lr is not None:
+      self.model.optimizer.learning_rate = self.method.finetune_lr
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is not None and not math.isfinite(float(loss)):
+      step = int(self.method.step.numpy()) - 1
+      phase = "ADMM" if self.method.admm_steps is None or step < self.method.admm_steps \
+          else "fine-tune"
+      raise FloatingPointError(f"ADMM fit: non-finite loss {loss} at step {step} "
+                               f"({phase} phase, batch {batch}); stopping before any model "
+                               f"is written (lower the learning rate or rho0).")
+
+
+def plot_kept_fraction(source, path, title=None):
+  """Writes a PNG bar chart of the fraction of weights kept per layer.
+
+  Args:
+    source: an ADMM method (its final masks, or its last Z-step before the hard prune),
+      a `report()` dict, or a dict {layer: kept fraction}.
+    path: output PNG path.
+    title: optional title.
+
+  Returns:
+    `path`.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if isinstance(source, ADMM):
+    source = source.report()
+  kept = source.get("kept_fraction", source) if isinstance(source, dict) else None
+  if not isinstance(kept, dict) or not kept:
+    raise ValueError("plot_kept_fraction needs an ADMM method, its report() or a dict "
+                     "{layer: kept fraction}.")
+  names, values = list(kept), [float(v) for v in kept.values()]
+  fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3.5))
+  bars = ax.bar(range(len(names)), values, color="tab:blue")
+  for bar, v in zip(bars, values):
+    ax.text(bar.get_x() + bar.get_width() / 2, v, f"{100 * v:.1f}%", ha="center",
+            va="bottom", fontsize=8)
+  ax.set_xticks(range(len(names)))
+  ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel("fraction of weights kept")
+  ax.set_ylim(0, min(1.0, max(values) * 1.25 + 1e-3))
+  ax.set_title(title or "Per-layer kept fraction chosen by the allocation")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

@@ -1,0 +1,280 @@
+"""Log-sum proximal iteratively reweighted pruning: layer-wise, label-free, retrain-free.
+
+Wang, Yang, Shi, Lin, "A Proximal Iteratively Reweighted Approach for Efficient Network
+Sparsification", IEEE Trans. Computers 70(2), 2021, doi 10.1109/TC.2020.3044142.
+
+Each layer solves `min_W F(W) + lambda * sum_ij log(|w_ij| + eps)` on the statistics of
+`tfprune.layerwise` (`F(W) = 1/2 tr(W^T G W) - tr(W^T C)`): with `L = lambda_max(G)`,
+`omega = lambda / (|W_k| + eps)`, `W_{k+1} = soft(W_k - grad F(W_k) / L, omega / L)`,
+stopped when `||W_{k+1} - W_k|| <= eta * max(1, ||W_k||)` (the paper's early
+termination). A requested sparsity is met by a warm-started lambda search, then the
+top-k support is refit by least squares (what makes it retrain-free).
+
+Where this fills gaps in the paper: the step is taken from a FISTA extrapolation with
+function-value restart (plain iteration is 4-10x slower), lambda and eps are in the
+layer's scaled units (`W / rms(W0)`, `F / ||Y - b||^2`, see `layerwise.LayerProblem`),
+and the global allocation shares one scaled lambda across layers.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfprune import layerwise
+from tfprune.methods.base import PruningMethod
+from tfprune.methods.base import register_method
+
+
+def soft_threshold(z, threshold):
+  """Weighted soft threshold `sign(z) * max(|z| - threshold, 0)` (elementwise)."""
+  return tf.sign(z) * tf.nn.relu(tf.abs(z) - threshold)
+
+
+def prox_step(w, grad, lipschitz, lam, eps):
+  """One proximal reweighted step from `w` (the paper's update, no extrapolation)."""
+  omega = lam / (tf.abs(w) + eps)
+  return soft_threshold(w - grad / lipschitz, omega / lipschitz)
+
+
+@tf.function(reduce_retracing=True)
+def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
+                 accelerate=True):
+  """Proximal iteratively reweighted log-sum solver on `[B, d, m]` problems.
+
+  Args:
+    gram: `[B, d, d]` float32, `G`.
+    cross: `[B, d, m]` float32, `C`.
+    w_init: `[B, d, m]` starting point (warm start).
+    lipschitz: `[B, 1, 1]` step constants `L >= lambda_max(G)`.
+    lam, eps, eta: scalars (lambda > 0 scaled by nothing here; eps > 0; eta > 0).
+    max_iter: iteration cap (int scalar).
+    accelerate: FISTA extrapolation with restart when the objective increases.
+
+  Returns:
+    `(w, iterations)`.
+  """
+  lam = tf.cast(lam, gram.dtype)
+  eps = tf.cast(eps, gram.dtype)
+  eta = tf.cast(eta, gram.dtype)
+
+  def objective(w, gw):
+    return (0.5 * tf.reduce_sum(w * gw) - tf.reduce_sum(w * cross)
+            + lam * tf.reduce_sum(tf.math.log(tf.abs(w) + eps)))
+
+  gw0 = tf.matmul(gram, w_init)
+  state = (tf.constant(0), w_init, w_init, gw0, gw0, tf.constant(1.0, gram.dtype),
+           objective(w_init, gw0), tf.constant(False))
+
+  def cond(k, w, w_prev, gw, gw_prev, t, phi, done):
+    del w, w_prev, gw, gw_prev, t, phi
+    return tf.logical_and(k < max_iter, tf.logical_not(done))
+
+  def body(k, w, w_prev, gw, gw_prev, t, phi, done):
+    del done
+    t_next = 0.5 * (1.0 + tf.sqrt(1.0 + 4.0 * t * t))
+    beta = (t - 1.0) / t_next if accelerate else tf.constant(0.0, gram.dtype)
+    v = w + beta * (w - w_prev)
+    gv = gw + beta * (gw - gw_prev)  # G v, by linearity: one matmul per iteration
+    omega = lam / (tf.abs(w) + eps)
+    w_new = soft_threshold(v - (gv - cross) / lipschitz, omega / lipschitz)
+    gw_new = tf.matmul(gram, w_new)
+    phi_new = objective(w_new, gw_new)
+    t_next = tf.where(phi_new > phi, tf.constant(1.0, gram.dtype), t_next)
+    step = tf.norm(w_new - w)
+    done = step <= eta * tf.maximum(1.0, tf.norm(w))
+    return k + 1, w_new, w, gw_new, gw, t_next, phi_new, done
+
+  k, w, *_ = tf.while_loop(cond, body, state)
+  return w, k
+
+
+def _check_range(name, value, low, high, low_open=True, high_open=True):
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number, got {value!r}.") from None
+  ok_low = v > low if low_open else v >= low
+  ok_high = v < high if high_open else v <= high
+  if not (ok_low and ok_high) or math.isnan(v):
+    lo_b = "(" if low_open else "["
+    hi_b = ")" if high_open else "]"
+    raise ValueError(f"{name} must be in {lo_b}{low:g}, {high:g}{hi_b}, got {value!r}.")
+  return v
+
+
+class LogSumSolver(layerwise.LayerSolver):
+  """Log-sum solver plus the warm-started lambda search for a keep count.
+
+  Args:
+    eps: log-sum smoothing, relative to the layer's RMS original weight, in (0, 10].
+    eta: early-termination tolerance, in (0, 1).
+    lam: fixed scaled lambda (> 0); None searches lambda for the target sparsity.
+    max_iter: iteration cap per solve.
+    search_tol: stop the search once `k <= nnz <= (1 + search_tol) k`.
+    max_solves: solve budget of the lambda search per layer.
+    accelerate: FISTA extrapolation with restart.
+  """
+
+  def __init__(self, eps=0.1, eta=1e-3, lam=None, max_iter=5000, search_tol=0.05,
+               max_solves=12, accelerate=True):
+    self.eps = _check_range("eps", eps, 0.0, 10.0, high_open=False)
+    self.eta = _check_range("eta", eta, 0.0, 1.0)
+    self.lam = None if lam is None else _check_range("lambda", lam, 0.0, math.inf)
+    if int(max_iter) < 1 or int(max_solves) < 1:
+      raise ValueError(f"max_iter and max_solves must be >= 1, got {max_iter}, "
+                       f"{max_solves}.")
+    self.max_iter = int(max_iter)
+    self.search_tol = _check_range("search_tol", search_tol, 0.0, 10.0)
+    self.max_solves = int(max_solves)
+    self.accelerate = bool(accelerate)
+    self._lam_hint = {}
+
+  def run(self, problem, lam, w_init=None):
+    """One solve at scaled `lam`; returns `(w, iterations, nnz)`."""
+    w_init = problem.w0 if w_init is None else w_init
+    w, it = logsum_solve(problem.gram, problem.cross, w_init, problem.lipschitz,
+                         tf.constant(lam, tf.float32), tf.constant(self.eps, tf.float32),
+                         tf.constant(self.eta, tf.float32), tf.constant(self.max_iter),
+                         self.accelerate)
+    return w, int(it), int(tf.math.count_nonzero(w))
+
+  def initial_lambda(self, problem, k):
+    """Guess: the fixed point kills `|w| < lam / (L (|w| + eps))`; solve at the k-th
+    largest `|w0|` (scaled units)."""
+    if problem.name in self._lam_hint:
+      return self._lam_hint[problem.name]
+    flat = tf.reshape(tf.abs(problem.w0), [-1])
+    k = max(1, min(int(k), int(flat.shape[0])))
+    q = float(tf.math.top_k(flat, k).values[-1])
+    lip = float(tf.reduce_max(problem.lipschitz))
+    return max(0.5 * lip * q * (q + self.eps), 1e-12)
+
+  def solve(self, problem, k, w_init=None):
+    if self.lam is not None:
+      w, it, _ = self.run(problem, self.lam, w_init)
+      return w, {"iterations": it, "solves": 1, "lambda": self.lam}
+    lam = self.initial_lambda(problem, k)
+    lo = hi = None  # (lam, w, nnz): lo has nnz >= k (denser), hi has nnz < k
+    iterations = solves = 0
+    while solves < self.max_solves:
+      start = lo[1] if lo is not None else (problem.w0 if w_init is None else w_init)
+      w, it, nnz = self.run(problem, lam, start)
+      iterations += it
+      solves += 1
+      if nnz >= k:
+        lo = (lam, w, nnz)
+        if nnz <= (1.0 + self.search_tol) * k:
+          break
+      else:
+        hi = (lam, w, nnz)
+      if hi is None:
+        lam *= 4.0
+      elif lo is None:
+        lam /= 4.0
+      else:
+        lam = math.sqrt(lo[0] * hi[0])
+    if lo is None:  # too sparse even at the smallest lambda tried: rank what we have
+      lo = hi
+    return lo[1], {"iterations": iterations, "solves": solves, "lambda": lo[0]}
+
+  def allocate(self, problems, k_total):
+    """Global allocation: one shared scaled lambda; bisection on the total count."""
+    guesses = [self.initial_lambda(p, max(1, round(k_total * p.size / sum(
+        q.size for q in problems)))) for p in problems]
+    lam = float(np.exp(np.mean(np.log(guesses))))
+    lo = hi = None
+    current = [p.w0 for p in problems]
+    for _ in range(self.max_solves):
+      results = [self.run(p, lam, w) for p, w in zip(problems, current)]
+      nnz = sum(r[2] for r in results)
+      if nnz >= k_total:
+        lo = (lam, results, nnz)
+        current = [r[0] for r in results]
+        if nnz <= (1.0 + self.search_tol) * k_total:
+          break
+      else:
+        hi = (lam, results, nnz)
+        current = [r[0] for r in lo[1]] if lo is not None else [p.w0 for p in problems]
+      if hi is None:
+        lam *= 4.0
+      elif lo is None:
+        lam /= 4.0
+      else:
+        lam = math.sqrt(lo[0] * hi[0])
+    best = lo if lo is not None else hi
+    counts = np.array([r[2] for r in best[1]], np.float64)
+    ks = np.floor(counts * k_total / max(counts.sum(), 1)).astype(int)
+    order = np.argsort(-(counts * k_total / max(counts.sum(), 1) - ks))
+    for i in order[:k_total - int(ks.sum())]:
+      ks[i] += 1
+    for p in problems:
+      self._lam_hint[p.name] = best[0]
+    return [int(min(k, p.size)) for k, p in zip(ks, problems)]
+
+
+@register_method("logsum")
+class LogSum(PruningMethod):
+  """Layer-wise log-sum pruning of a trained model (post-training, no labels).
+
+  Args:
+    target_sparsity: fraction of zeros, per layer (`scope="layer"`) or over all pruned
+      layers (`scope="global"`).
+    scope: `layer` or `global`.
+    eps, eta, lam, max_iter: see `LogSumSolver`.
+    mode: `cascade` (default) or `parallel`.
+    calibration_samples: number of calibration samples used (None = all given).
+    batch_size: calibration batch size.
+    relu_model: see `tfprune.layerwise.prune_layerwise` (default False: the paper fits
+      pre-activations).
+    stats_dtype: `float32` (float64 sums) or `float64`.
+    **kwargs: `PruningMethod` arguments (schedule, ...), unused by this method.
+  """
+
+  post_training = True
+  _SCOPES = ("layer", "global")
+
+  def __init__(self, target_sparsity=0.9, scope="layer", eps=0.1, eta=1e-3, lam=None,
+               max_iter=5000, mode="cascade", calibration_samples=10000, batch_size=256,
+               relu_model=False, stats_dtype="float32", **kwargs):
+    if scope not in self._SCOPES:
+      raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
+                       f"{scope!r}.")
+    super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
+    self.solver = LogSumSolver(eps=eps, eta=eta, lam=lam, max_iter=max_iter)
+    if mode not in layerwise.MODES:
+      raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
+    self.mode = mode
+    self.calibration_samples = None if calibration_samples is None else int(
+        calibration_samples)
+    self.batch_size = int(batch_size)
+    self.relu_model = relu_model
+    self.stats_dtype = stats_dtype
+    self.report = []
+
+  def apply(self, model=None, calibration_data=None, verbose=True):
+    """Prunes `model` (default: the bound model) in place; returns the per-layer report.
+
+    Args:
+      model: a wrapped (`tfprune.prune`) or plain trained Keras model.
+      calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`).
+      verbose: one progress line per layer.
+    """
+    model = self.model if model is None else model
+    if model is None or calibration_data is None:
+      raise ValueError(f"Method {self.name!r} needs a model and calibration data: "
+                       f"method.apply(model, calibration_data).")
+    self.report = layerwise.prune_layerwise(
+        model, calibration_data, self.solver, sparsity=self.target_sparsity,
+        allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
+        max_samples=self.calibration_samples, relu_model=self.relu_model,
+        stats_dtype=self.stats_dtype, verbose=verbose)
+    return self.report
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"eps": self.solver.eps, "eta": self.solver.eta, "lam": self.solver.lam,
+                   "max_iter": self.solver.max_iter, "mode": self.mode,
+                   "calibration_samples": self.calibration_samples,
+                   "batch_size": self.batch_size, "relu_model": self.relu_model,
+                   "stats_dtype": self.stats_dtype})
+    return config
