@@ -53,6 +53,24 @@ class PruningCallback(keras.callbacks.Callback):
       self._writer.flush()
 
 
+class PruningSummaries(keras.callbacks.Callback):
+  """TensorBoard scalars only (per-layer sparsity, PQ index, method diagnostics) per epoch.
+
+  For recipes whose own `fit` already drives the schedule (`PruningMethod.fit`).
+  """
+
+  def __init__(self, log_dir, method):
+    super().__init__()
+    self.method = method
+    self._writer = tf.summary.create_file_writer(log_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    write_summaries(self._writer, self.model, self.method.diagnostics(), epoch)
+
+  def on_train_end(self, logs=None):
+    self._writer.flush()
+
+
 def write_summaries(writer, model, diagnostics, step):
   """Per-layer sparsity + method diagnostics as TensorBoard scalars."""
   rows = model_lib.sparsity_report(model, print_table=False)
