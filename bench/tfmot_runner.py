@@ -1,0 +1,109 @@
+"""TFMOT baseline, run in its OWN process and venv (tf_keras; TF_USE_LEGACY_KERAS=1).
+
+Never imported by tfprune: `bench/compare.py` starts it as a subprocess with the python of
+a venv that has `tensorflow-model-optimization` + `tf-keras` (see bench/README.md), and
+hands it a JSON job file. It rebuilds the same architecture in tf_keras, loads the SAME
+dense weights (an .npz in layer order), and for each sparsity runs
+`prune_low_magnitude` with PolynomialDecay + `UpdatePruningStep`, strips, evaluates, and
+writes one JSON result per sparsity.
+
+Usage: TF_USE_LEGACY_KERAS=1 python bench/tfmot_runner.py JOB.json OUT.json
+"""
+import json
+import math
+import os
+import sys
+import time
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+L = keras.layers
+
+
+def lenet_300_100(input_shape, num_classes):
+  inp = keras.Input(input_shape)
+  h = L.Flatten()(inp)
+  h = L.Dense(300, activation="relu")(h)
+  h = L.Dense(100, activation="relu")(h)
+  return keras.Model(inp, L.Dense(num_classes)(h))
+
+
+def lenet5(input_shape, num_classes, padding="valid"):
+  inp = keras.Input(input_shape)
+  h = L.Conv2D(20, 5, padding=padding, activation="relu")(inp)
+  h = L.MaxPooling2D(2)(h)
+  h = L.Conv2D(50, 5, padding=padding, activation="relu")(h)
+  h = L.MaxPooling2D(2)(h)
+  h = L.Flatten()(h)
+  h = L.Dense(500, activation="relu")(h)
+  return keras.Model(inp, L.Dense(num_classes)(h))
+
+
+MODELS = {"lenet_300_100": lenet_300_100, "lenet5": lenet5}
+
+
+def build(job):
+  model = MODELS[job["model"]](tuple(job["input_shape"]), job["num_classes"],
+                               **job.get("model_kwargs", {}))
+  weights = np.load(job["weights"])
+  values = [weights[f"arr_{i}"] for i in range(len(weights.files))]
+  shapes = [tuple(w.shape) for w in model.get_weights()]
+  got = [tuple(v.shape) for v in values]
+  if shapes != got:
+    raise ValueError(f"Dense weights do not fit the tf_keras {job['model']}: expected "
+                     f"shapes {shapes}, got {got}.")
+  model.set_weights(values)
+  return model
+
+
+def accuracy(model, x, y):
+  return float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), -1) == y))
+
+
+def main(job_path, out_path):
+  with open(job_path) as f:
+    job = json.load(f)
+  data = np.load(job["data"])
+  x_train = data["x_train"].astype("float32") / 255.0
+  x_test = data["x_test"].astype("float32") / 255.0
+  y_train, y_test = data["y_train"], data["y_test"]
+  steps = math.ceil(len(x_train) / job["batch_size"]) * job["prune_epochs"]
+  results = {"dense_accuracy": accuracy(build(job), x_test, y_test), "runs": []}
+  for sparsity in job["sparsities"]:
+    keras.utils.set_random_seed(job["seed"])
+    tf.random.set_seed(job["seed"])
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
+        end_step=max(int(job["schedule_fraction"] * steps), 1),
+        frequency=job["frequency"])
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(build(job), pruning_schedule=schedule)
+    pruned.compile(optimizer=keras.optimizers.Adam(job["learning_rate"]),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"])
+    start = time.time()
+    pruned.fit(x_train, y_train, epochs=job["prune_epochs"], batch_size=job["batch_size"],
+               verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    seconds = time.time() - start
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    kernels = [w for w in stripped.get_weights() if w.ndim > 1]
+    zeros = sum(int(np.sum(w == 0)) for w in kernels)
+    total = sum(w.size for w in kernels)
+    results["runs"].append({"sparsity": sparsity, "accuracy": accuracy(stripped, x_test,
+                                                                        y_test),
+                            "achieved_sparsity": zeros / total, "seconds": seconds})
+    print(f"tfmot sparsity {sparsity}: {results['runs'][-1]}", flush=True)
+  with open(out_path + ".tmp", "w") as f:
+    json.dump(results, f)
+  os.replace(out_path + ".tmp", out_path)
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 3:
+    sys.exit("usage: tfmot_runner.py JOB.json OUT.json")
+  main(sys.argv[1], sys.argv[2])
