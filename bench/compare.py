@@ -60,9 +60,12 @@ flags.DEFINE_integer("calibration_samples", 10000, "Calibration images for post-
                      "methods.")
 flags.DEFINE_string("method_kwargs", "{}", "JSON: {method spec: {kwarg: value}}.")
 flags.DEFINE_bool("tfmot", True, "Run the TFMOT baseline.")
-flags.DEFINE_string("tfmot_python", os.path.join(REPO, ".venv-tfmot", "bin", "python"),
-                    "Python of the venv with tensorflow-model-optimization + tf-keras "
-                    "(made by bench/setup_tfmot.sh).")
+_TFMOT_VENV_PYTHON = os.path.join(REPO, ".venv-tfmot", "bin", "python")
+flags.DEFINE_string("tfmot_python",
+                    _TFMOT_VENV_PYTHON if os.path.exists(_TFMOT_VENV_PYTHON)
+                    else sys.executable,
+                    "Python with tensorflow-model-optimization + tf-keras: the venv made "
+                    "by bench/setup_tfmot.sh, else this one (pip install -e .[bench]).")
 flags.DEFINE_integer("train_samples", None, "Use only N training samples (smoke tests).")
 flags.DEFINE_string("output_dir", None, "Output directory (default "
                     "bench/out/compare_<model>_<dataset>).")
