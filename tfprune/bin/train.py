@@ -9,6 +9,7 @@ Example:
       --target_sparsity=0.9 --dense_epochs=2 --prune_epochs=2 --output_dir=runs/lenet
 """
 import inspect
+import io
 import json
 import math
 import os
@@ -74,6 +75,9 @@ flags.DEFINE_multi_string("method_arg", [], "Extra method argument as key=value 
 flags.DEFINE_string("output_dir", "runs/default", "Where model.keras, report.json and "
                     "sparsity.png go.")
 flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log directory (optional).")
+flags.DEFINE_integer("calibration_export", 500, "Training inputs written to "
+                     "<output_dir>/calibration.npz (key 'x') for tfprune-export's int8 "
+                     "calibration and verification.", lower_bound=0)
 
 
 @flags.validator("target_sparsity", message="--target_sparsity must be in [0, 1).")
@@ -206,6 +210,7 @@ def run_pruning(dense, x_train, y_train, x_test, y_test, timings, log):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  _parse_method_args(FLAGS.method_arg)  # fail fast, before any training
   keras.utils.set_random_seed(FLAGS.seed)
   timings, log = {}, {"flags": {f.name: f.value for f in FLAGS.get_key_flags_for_module(
       __name__)}}
@@ -230,11 +235,15 @@ def main(argv):
   out = FLAGS.output_dir
   _io.atomic_save_keras(final, os.path.join(out, "model.keras"))
   _io.atomic_write(os.path.join(out, "report.json"), json.dumps(log, indent=2, default=str))
+  if FLAGS.calibration_export:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x_train[:FLAGS.calibration_export])
+    _io.atomic_write(os.path.join(out, "calibration.npz"), buf.getvalue())
   plots.sparsity_per_layer(rows, os.path.join(out, "sparsity.png"),
                            title=f"{FLAGS.model} / {FLAGS.method} @ {FLAGS.target_sparsity}")
   print(f"dense accuracy {log['dense_accuracy']:.4f} -> pruned accuracy "
         f"{log['test_accuracy']:.4f} at sparsity {log['sparsity']:.4f}; wrote {out}/"
-        f"model.keras, report.json, sparsity.png")
+        f"model.keras, report.json, sparsity.png, calibration.npz")
 
 
 def run():
