@@ -67,6 +67,8 @@ flags.DEFINE_string("tfmot_python",
                     "Python with tensorflow-model-optimization + tf-keras: the venv made "
                     "by bench/setup_tfmot.sh, else this one (pip install -e .[bench]).")
 flags.DEFINE_integer("train_samples", None, "Use only N training samples (smoke tests).")
+flags.DEFINE_bool("save_models", False, "Save every stripped model as "
+                  "<output_dir>/models/<method>_<sparsity>_seed<seed>.keras.")
 flags.DEFINE_string("output_dir", None, "Output directory (default "
                     "bench/out/compare_<model>_<dataset>).")
 
@@ -133,7 +135,7 @@ def run_tfmot(dense, seed, data, workdir):
     return json.load(f)
 
 
-def run_tfprune(spec, dense, sparsity, seed, data):
+def run_tfprune(spec, dense, sparsity, seed, data, out):
   """Prunes a copy of `dense` with one method spec; returns a result dict."""
   (x_train, y_train), (x_test, y_test) = data
   name, scope = parse_spec(spec)
@@ -168,6 +170,9 @@ def run_tfprune(spec, dense, sparsity, seed, data):
                                for r in rows}}
   if hasattr(method, "report"):
     result["method_report"] = method.report()
+  if FLAGS.save_models:
+    name = f"{spec.replace(':', '_')}_{sparsity}_seed{seed}.keras"
+    _io.atomic_save_keras(stripped, os.path.join(out, "models", name))
   print(f"{spec} @ {sparsity} seed {seed}: acc {result['accuracy']:.4f} "
         f"(sparsity {achieved:.4f}, {seconds:.1f} s)", flush=True)
   return result
@@ -230,7 +235,7 @@ def main(argv):
       results += [{"method": "tfmot", "seed": seed, **r} for r in tfmot["runs"]]
     for spec in FLAGS.methods:
       for s in sparsities:
-        results.append(run_tfprune(spec, dense, s, seed, data))
+        results.append(run_tfprune(spec, dense, s, seed, data, out))
   table = summarize(results, sparsities)
   protocol = (f"{FLAGS.model}/{FLAGS.dataset}: {FLAGS.dense_epochs} dense + "
               f"{FLAGS.prune_epochs} pruning epochs, Adam {FLAGS.learning_rate}, batch "

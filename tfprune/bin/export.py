@@ -72,7 +72,7 @@ def main(argv):
     return _fail(str(e))
 
   import keras  # pylint: disable=g-import-not-at-top
-  from tfprune.export import c_array  # pylint: disable=g-import-not-at-top
+  from tfprune.export import c_array  # pylint: disable=g-import-not-at-top  (the function)
   from tfprune.export import tflite  # pylint: disable=g-import-not-at-top
   from tfprune.export import verify  # pylint: disable=g-import-not-at-top
   try:
@@ -95,7 +95,7 @@ def main(argv):
   print(f"wrote {_OUTPUT.value} ({len(result.model_bytes)} bytes)")
   if _C_ARRAY.value:
     try:
-      paths = c_array.c_array(_OUTPUT.value, _C_ARRAY.value)
+      paths = c_array(_OUTPUT.value, _C_ARRAY.value)
     except ValueError as e:
       return _fail(f"--c_array_name: {e}")
     print("wrote " + " ".join(paths))

@@ -8,7 +8,7 @@ import sys
 from absl import app
 from absl import flags
 
-from tfprune.export import inspect as inspect_lib
+from tfprune import export
 
 _TARGET = flags.DEFINE_enum("target", None, ["litert", "micro"],
                             "Runtime the file is meant for (default: from its tfprune metadata).")
@@ -22,8 +22,8 @@ def main(argv):
   status = 0
   for path in paths:
     try:
-      report = inspect_lib.inspect(path, target=_TARGET.value)
-    except inspect_lib.InvalidTFLiteError as e:
+      report = export.inspect(path, target=_TARGET.value)
+    except export.InvalidTFLiteError as e:
       print(f"ERROR: {e}", file=sys.stderr)
       status = 1
       continue
