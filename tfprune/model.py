@@ -45,6 +45,21 @@ def _clone(model, make_layer):
   return clone, pairs
 
 
+def _all_layers(model):
+  """Every layer of `model`, nested models included, in order, unique."""
+  found, seen = [], set()
+
+  def visit(layer):
+    for sub in getattr(layer, "layers", []):
+      if id(sub) not in seen:
+        seen.add(id(sub))
+        found.append(sub)
+        visit(sub)
+
+  visit(model)
+  return found
+
+
 def _select(model, layers):
   """Ids of the layers to wrap (all prunable ones when `layers` is None)."""
   all_layers = {}
@@ -106,10 +121,13 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
     raise ValueError(f"Pass method arguments {sorted(method_kwargs)} to the method's "
                      f"constructor when method is an instance.")
   chosen = _select(model, layers)
+  candidates = [l for l in _all_layers(model) if id(l) in chosen]
+  chosen = {id(l) for l in method.select_layers(model, candidates,
+                                                explicit=layers is not None)}
 
   def make_layer(layer):
     new = _fresh_copy(layer)
-    return PruneWrapper(new, method=method) if id(layer) in chosen else new
+    return method.make_wrapper(new) if id(layer) in chosen else new
 
   pruned, pairs = _clone(model, make_layer)
   for old, new in pairs:
@@ -137,9 +155,20 @@ def get_method(model):
   return method
 
 
-def strip(model):
-  """Returns a plain Keras model (no wrappers) whose pruned weights are exact zeros."""
+def strip(model, shrink=False):
+  """Returns a plain Keras model (no wrappers) whose pruned weights are exact zeros.
+
+  Args:
+    model: a pruned (wrapped) model.
+    shrink: also delete the units (neurons / filters) that output exact zeros, with the
+      matching inputs of the next layers (`tfprune.shrink.shrink`): a physically smaller
+      dense model with the same outputs. Raises ValueError naming the layer where a
+      shape cannot shrink.
+  """
   _check_graph_model(model, "tfprune.strip")
+  if shrink:
+    from tfprune import shrink as shrink_lib  # pylint: disable=g-import-not-at-top
+    return shrink_lib.shrink(strip(model))
 
   def make_layer(layer):
     return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)
@@ -147,8 +176,7 @@ def strip(model):
   stripped, pairs = _clone(model, make_layer)
   for old, new in pairs:
     if isinstance(old, PruneWrapper):
-      masked = {id(w): (w * m).numpy() for w, m in zip(old.prunable_weights, old.masks)}
-      new.set_weights([masked.get(id(v), v.numpy()) for v in old.layer.weights])
+      new.set_weights(old.stripped_weights())
     else:
       new.set_weights(old.get_weights())
   return stripped

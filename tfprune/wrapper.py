@@ -110,6 +110,13 @@ class PruneWrapper(keras.layers.Wrapper):
       if zero_weights:
         w.assign(w * new)
 
+  def stripped_weights(self):
+    """The inner layer's weights (NumPy, in `layer.weights` order) as `strip` bakes them:
+    masked weights hold exact zeros. Subclasses that change the computation (e.g. the
+    L0 gate wrapper) fold their extra state in here."""
+    masked = {id(w): (w * m).numpy() for w, m in zip(self.prunable_weights, self.masks)}
+    return [masked.get(id(v), v.numpy()) for v in self.layer.weights]
+
   def call(self, inputs, *args, training=None, **kwargs):
     mapping = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
     if "training" in inspect.signature(self.layer.call).parameters:

@@ -3,7 +3,10 @@
 Importing this package registers every method (needed before loading a saved model).
 """
 from tfprune.methods import admm  # registers "admm"
+from tfprune.methods import l0_gates  # registers "l0_gates"
+from tfprune.methods import l0_projection  # registers "l0_projection"
 from tfprune.methods import magnitude  # registers "magnitude"
+from tfprune.methods import sap  # registers "sap"
 from tfprune.methods.base import available_methods
 from tfprune.methods.base import get_method_class
 from tfprune.methods.base import PruningMethod

@@ -155,6 +155,26 @@ class PruningMethod:
     self._require_bound()
     return self.wrappers[0].pruning_step
 
+  # ------------------------------------------------------------- wrapping
+  def select_layers(self, model, layers, explicit=False):
+    """Which of the candidate `layers` (prunable layers of `model`) to wrap.
+
+    Args:
+      model: the model being pruned.
+      layers: candidate layers, in model order.
+      explicit: True when the user named the layers (`prune(..., layers=[...])`).
+
+    Returns:
+      The layers to wrap (default: all candidates). Raise ValueError to refuse one.
+    """
+    del model, explicit
+    return layers
+
+  def make_wrapper(self, layer):
+    """The wrapper layer for one chosen layer (default `PruneWrapper(layer, self)`)."""
+    from tfprune.wrapper import PruneWrapper  # pylint: disable=g-import-not-at-top
+    return PruneWrapper(layer, method=self)
+
   # ------------------------------------------------------------- the maths
   def slot_names(self):
     """Names of per-weight state variables the wrappers must create (default none)."""
