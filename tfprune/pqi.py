@@ -66,7 +66,9 @@ def _as_columns(w, mask, per_unit):
   if mask is None:
     keep = tf.ones_like(w)
   else:
-    keep = tf.cast(tf.not_equal(tf.convert_to_tensor(mask), 0), tf.float64)
+    mask = tf.convert_to_tensor(mask)
+    keep = mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros_like(mask))
+    keep = tf.cast(keep, tf.float64)
     keep = tf.broadcast_to(keep, tf.shape(w))
   if per_unit and w.shape.rank >= 2:
     units = tf.shape(w)[-1]

@@ -1,0 +1,567 @@
+"""Sparsity-informed adaptive pruning (SAP), driven by the PQ Index.
+
+Diao et al., "Pruning Deep Neural Networks from a Sparsity Perspective", ICLR 2023
+(ALGORITHMS.md section 5; reference code diaoenmao/Pruning-Deep-Neural-Networks-from-a-
+Sparsity-Perspective). Round t of the loop, with `d_t` the remaining weights of a unit
+(a neuron, a layer or the whole model: `scope`):
+
+  1. train E epochs (masked) -> `w_t`;
+  2. `I_t = I_pq(w_t)` over the unit's remaining weights (`tfprune.pqi`);
+  3. `r_t = d_t * (1 + eta_r) ** (-q/(q-p)) * (1 - I_t) ** (q*p/(q-p))`, the bound on the
+     weights the unit needs;
+  4. prune the `c_t = floor(d_t * min(gamma * (1 - r_t/d_t), beta))` smallest-magnitude
+     remaining weights of the unit; optionally rewind the survivors to their initial
+     values.
+
+`rounds` = T pruning rounds, so T + 1 training phases (round 0 trains before any
+pruning, the last one fine-tunes the final mask), as in the reference code. The loop also
+stops at a target sparsity (the last round's count is clipped to hit it exactly), at an
+accuracy floor (the previous round's model is restored), or - `stop_on_pqi` - when the
+global PQI turns down again after rising, the paper's collapse signal (the round before,
+the PQI peak, is restored and reported as `chosen_round`).
+
+Gaps filled here: the reference rounds `r_t` up and prunes `|w| < pivot` (ties can prune
+more); this implementation follows ALGORITHMS.md (no rounding of `r_t`) and prunes exactly
+`c_t` weights, ties keeping the lower index. The PQI stopping rule and the accuracy floor
+are this library's; the paper only describes the PQI curve.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune import pqi
+from tfprune.methods.base import PruningMethod
+from tfprune.methods.base import register_method
+
+SCOPES = ("neuron", "layer", "global")
+
+
+def prune_count(d, index, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9):
+  """SAP's pruning count `c = floor(d * min(gamma * (1 - r / d), beta))`, never negative.
+
+  Args:
+    d: remaining weights per unit (scalar or array).
+    index: their PQ Index (same shape).
+    p, q, eta_r: as in `tfprune.pqi.retained_bound`.
+    gamma: the aggressiveness `gamma > 0` (scales the pruning ratio).
+    beta: the cap in (0, 1) on the fraction pruned in one round.
+
+  Returns:
+    int64 NumPy array of `d`'s shape (0 where d = 0).
+  """
+  d64 = tf.cast(d, tf.float64)
+  r = pqi.retained_bound(d64, index, p, q, eta_r)
+  safe_d = tf.where(d64 > 0, d64, tf.ones_like(d64))
+  ratio = tf.where(d64 > 0, 1.0 - r / safe_d, tf.zeros_like(d64))
+  fraction = tf.clip_by_value(float(gamma) * ratio, 0.0, float(beta))
+  return tf.cast(tf.floor(d64 * fraction + 1e-9), tf.int64).numpy()
+
+
+def pqi_stop_round(values, tolerance=0.0):
+  """The collapse signal: the first round where the PQI falls after having risen.
+
+  Args:
+    values: the global PQI after each round (round 0 first).
+    tolerance: a change smaller than this is neither a rise nor a fall.
+
+  Returns:
+    The round index `t` (the fall from `t-1` to `t`), or None; the model to keep is the
+    one of round `t - 1`, the PQI peak.
+  """
+  rose = False
+  for t in range(1, len(values)):
+    if values[t] > values[t - 1] + tolerance:
+      rose = True
+    elif rose and values[t] < values[t - 1] - tolerance:
+      return t
+  return None
+
+
+def accuracy_drop_round(accuracies, points=1.0):
+  """First round whose accuracy is more than `points` (percent) below the best so far.
+
+  Args:
+    accuracies: accuracy (fraction in [0, 1]) after each round.
+    points: the drop, in percentage points.
+
+  Returns:
+    The round index, or None.
+  """
+  best = -math.inf
+  for t, acc in enumerate(accuracies):
+    if acc is None:
+      continue
+    if acc < best - points / 100.0:
+      return t
+    best = max(best, acc)
+  return None
+
+
+def distribute(total, capacity, weights=None):
+  """Splits `total` into integer parts proportional to `weights` (default `capacity`).
+
+  Parts never exceed `capacity`; the rounding remainder goes to the largest fractional
+  parts (ties: lower index). Used to clip a round to a target sparsity and by the
+  fixed-count baselines.
+
+  Args:
+    total: a non-negative int, at most `sum(capacity)`.
+    capacity: non-negative ints, one per unit.
+    weights: non-negative proportions (default `capacity`).
+
+  Returns:
+    int64 NumPy array of `capacity`'s shape summing to `total`.
+  """
+  capacity = np.asarray(capacity, np.int64)
+  weights = capacity.astype(np.float64) if weights is None else np.asarray(weights,
+                                                                            np.float64)
+  total = int(total)
+  if total < 0 or total > int(capacity.sum()):
+    raise ValueError(f"Cannot distribute {total} over a capacity of {int(capacity.sum())}.")
+  if total == 0 or weights.sum() <= 0:
+    parts = np.zeros_like(capacity)
+  else:
+    exact = total * weights / weights.sum()
+    parts = np.minimum(np.floor(exact).astype(np.int64), capacity)
+  while parts.sum() < total:
+    room = capacity - parts
+    exact = total * weights / max(weights.sum(), 1e-300)
+    score = np.where(room > 0, exact - parts, -np.inf)
+    order = np.argsort(-score, kind="stable")
+    need = total - int(parts.sum())
+    for i in order[:need]:
+      if room[i] > 0:
+        parts[i] += 1
+  return parts
+
+
+def _keep_top_per_column(scores, keep):
+  """0/1 [n, u] mask keeping the `keep[j]` largest scores of column j (stable ties)."""
+  order = tf.argsort(scores, axis=0, direction="DESCENDING", stable=True)
+  ranks = tf.argsort(order, axis=0, stable=True)
+  return tf.cast(ranks < tf.constant(keep, tf.int32)[None, :], scores.dtype)
+
+
+@register_method("sap")
+class SAP(PruningMethod):
+  """Sparsity-informed adaptive pruning; prunes in `fit`, round by round.
+
+  Args:
+    rounds: T, the number of pruning rounds (T + 1 training phases), >= 1.
+    epochs_per_round: E, epochs per training phase; None: `epochs // (rounds + 1)` of
+      the budget given to `fit` (at least 1).
+    p, q: the PQ Index's norms, 0 < p < q (defaults 0.5, 1).
+    gamma: aggressiveness, > 0 (default 1).
+    beta: cap on the fraction of a unit's remaining weights pruned per round, in (0, 1)
+      (default 0.9).
+    eta_r: tolerance of the bound, >= 0 (default 0).
+    scope: `neuron` (each output unit of each kernel), `layer` (each kernel) or `global`
+      (all prunable weights as one vector): where PQI, `r_t` and `c_t` are computed.
+    rewind: reset the surviving weights (and all other model weights) to their values
+      at the start of `fit` after each pruning round (lottery-ticket style).
+    target_sparsity: stop once this overall sparsity is reached (None: no target).
+    min_accuracy: accuracy floor in [0, 1] (validation accuracy when `fit` gets
+      validation data): the first round below it ends the loop and the previous round's
+      model is restored. None: no floor.
+    stop_on_pqi: stop when the global PQI falls after having risen (the collapse
+      signal); the PQI-peak round's model is restored.
+    pqi_tolerance: PQI changes smaller than this are ignored by `stop_on_pqi`.
+
+  After `fit`, `round_log` holds one dict per round (`format_rounds`, `plot_rounds`),
+  and `stop_reason`, `stop_round`, `chosen_round` say how the loop ended.
+  """
+
+  def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
+               eta_r=0.0, scope="layer", rewind=False, target_sparsity=None,
+               min_accuracy=None, stop_on_pqi=False, pqi_tolerance=0.0):
+    super().__init__(target_sparsity=0.0, scope="layer")
+    if isinstance(rounds, bool) or int(rounds) != rounds or int(rounds) < 1:
+      raise ValueError(f"rounds must be an integer >= 1 (pruning rounds), got {rounds!r}.")
+    if epochs_per_round is not None and (int(epochs_per_round) != epochs_per_round or
+                                         int(epochs_per_round) < 1):
+      raise ValueError(f"epochs_per_round must be an integer >= 1 or None (split the fit "
+                       f"budget), got {epochs_per_round!r}.")
+    pqi._check_pq(p, q)  # pylint: disable=protected-access
+    if not float(gamma) > 0:
+      raise ValueError(f"gamma must be > 0 (default 1.0), got {gamma!r}.")
+    if not 0.0 < float(beta) < 1.0:
+      raise ValueError(f"beta must be in (0, 1) (default 0.9), got {beta!r}.")
+    if not float(eta_r) >= 0.0:
+      raise ValueError(f"eta_r must be >= 0 (default 0.0), got {eta_r!r}.")
+    if scope not in SCOPES:
+      raise ValueError(f"Unknown SAP scope {scope!r}; valid scopes are "
+                       f"{', '.join(SCOPES)}.")
+    if target_sparsity is not None:
+      if not 0.0 < float(target_sparsity) < 1.0:
+        raise ValueError(f"target_sparsity must be in (0, 1) or None, got "
+                         f"{target_sparsity!r}.")
+      target_sparsity = float(target_sparsity)
+    if min_accuracy is not None:
+      if not 0.0 <= float(min_accuracy) <= 1.0:
+        raise ValueError(f"min_accuracy must be a fraction in [0, 1] or None, got "
+                         f"{min_accuracy!r}.")
+      min_accuracy = float(min_accuracy)
+    if not float(pqi_tolerance) >= 0.0:
+      raise ValueError(f"pqi_tolerance must be >= 0, got {pqi_tolerance!r}.")
+    self.rounds = int(rounds)
+    self.epochs_per_round = None if epochs_per_round is None else int(epochs_per_round)
+    self.p, self.q = float(p), float(q)
+    self.gamma, self.beta, self.eta_r = float(gamma), float(beta), float(eta_r)
+    self.scope = scope
+    self.rewind = bool(rewind)
+    self.target_sparsity = target_sparsity
+    self.min_accuracy = min_accuracy
+    self.stop_on_pqi = bool(stop_on_pqi)
+    self.pqi_tolerance = float(pqi_tolerance)
+    self.round_log = []
+    self.stop_reason = None
+    self.stop_round = None
+    self.chosen_round = None
+
+  # ------------------------------------------------------------- the maths
+  def on_train_step(self):
+    """SAP changes masks only between rounds: a training step only advances the counter."""
+    self._require_bound()
+    for wrapper in self.wrappers:
+      wrapper.pruning_step.assign_add(1)
+
+  def _groups(self):
+    """Units to prune as column groups: list of (|w*m| [n, u], mask [n, u]) tensors."""
+    effective = [tf.abs(w * m) for w, m in zip(self.weights, self.masks)]
+    masks = [tf.cast(tf.not_equal(m, 0), e.dtype) for m, e in zip(self.masks, effective)]
+    if self.scope == "global":
+      return [(tf.concat([tf.reshape(e, [-1]) for e in effective], 0)[:, None],
+               tf.concat([tf.reshape(m, [-1]) for m in masks], 0)[:, None])]
+    if self.scope == "layer":
+      return [(tf.reshape(e, [-1, 1]), tf.reshape(m, [-1, 1]))
+              for e, m in zip(effective, masks)]
+    groups = []
+    for e, m in zip(effective, masks):
+      units = e.shape[-1] if e.shape.rank >= 2 else 1
+      groups.append((tf.reshape(e, [-1, units]), tf.reshape(m, [-1, units])))
+    return groups
+
+  def _ungroup(self, group_masks):
+    """Inverse of `_groups` for masks: one mask per prunable weight."""
+    shapes = [tuple(m.shape) for m in self.masks]
+    if self.scope == "global":
+      sizes = [int(np.prod(s)) for s in shapes]
+      parts = tf.split(tf.reshape(group_masks[0], [-1]), sizes)
+      return [tf.reshape(part, s) for part, s in zip(parts, shapes)]
+    return [tf.reshape(g, s) for g, s in zip(group_masks, shapes)]
+
+  def plan_counts(self, groups):
+    """The SAP rule: per group, (remaining d, PQ Index I, bound r, count c) arrays.
+
+    Subclasses (fixed-count baselines) may override it to return other counts.
+    """
+    plan = []
+    for a, m in groups:
+      d = tf.reduce_sum(tf.cast(m, tf.float64), axis=0)
+      index = pqi._pq_columns(tf.cast(a, tf.float64), d, self.p, self.q)  # pylint: disable=protected-access
+      r = pqi.retained_bound(d, index, self.p, self.q, self.eta_r).numpy()
+      c = prune_count(d, index, self.p, self.q, self.eta_r, self.gamma, self.beta)
+      plan.append({"d": d.numpy().astype(np.int64), "pq_index": index.numpy(), "bound": r,
+                   "count": c})
+    return plan
+
+  def prune_round(self, max_total=None):
+    """Prunes one round (the `c_t` smallest remaining weights of every unit).
+
+    Args:
+      max_total: optional cap on the total pruned (to land exactly on a target
+        sparsity); the counts are scaled down proportionally.
+
+    Returns:
+      A dict: `pruned` (total count), `bound` (sum of the `r_t`), `counts` (per unit,
+      concatenated over groups).
+    """
+    self._require_bound()
+    groups = self._groups()
+    plan = self.plan_counts(groups)
+    counts = np.concatenate([g["count"] for g in plan])
+    if max_total is not None and counts.sum() > max_total:
+      capacity = np.concatenate([g["d"] for g in plan])
+      counts = distribute(max(int(max_total), 0), np.minimum(counts, capacity), counts)
+    new, start = [], 0
+    for (a, m), g in zip(groups, plan):
+      n_units = len(g["count"])
+      keep = (g["d"] - counts[start:start + n_units]).astype(np.int32)
+      start += n_units
+      scores = tf.where(m > 0, a, -tf.ones_like(a))
+      new.append(_keep_top_per_column(scores, keep) * m)
+    self.assign_masks(self._ungroup(new))
+    return {"pruned": int(counts.sum()),
+            "bound": float(sum(float(np.sum(g["bound"])) for g in plan)),
+            "counts": counts}
+
+  def compute_masks(self, sparsity):
+    """Magnitude masks at `sparsity` in SAP's scope (each neuron / layer / globally)."""
+    new = []
+    for a, m in self._groups():
+      n = int(a.shape[0])
+      keep = int(tf.get_static_value(tf.math.ceil((1.0 - float(sparsity)) * n - 1e-9)))
+      new.append(_keep_top_per_column(a, np.full([a.shape[1]], keep, np.int32)))
+    return self._ungroup(new)
+
+  def remaining(self):
+    """Number of unpruned prunable weights."""
+    return int(sum(float(tf.reduce_sum(tf.cast(tf.not_equal(m, 0), tf.float32)))
+                   for m in self.masks))
+
+  def total(self):
+    return int(sum(int(np.prod(m.shape)) for m in self.masks))
+
+  def diagnostics(self):
+    """Overall sparsity and global PQ Index (logged each epoch by `PruningCallback`)."""
+    values = tf.concat([tf.reshape(w * m, [-1]) for w, m in zip(self.weights, self.masks)],
+                       0)
+    masks = tf.concat([tf.reshape(m, [-1]) for m in self.masks], 0)
+    return {"sparsity": 1.0 - self.remaining() / max(self.total(), 1),
+            "pq_index": float(pqi.pq_index(values, self.p, self.q, mask=masks))}
+
+  def measure(self):
+    """Sparsity and PQ Index (global + per weight) of the bound model now."""
+    layers, sparsities = {}, {}
+    for wrapper in self.wrappers:
+      for w, m in zip(wrapper.prunable_weights, wrapper.masks):
+        key = f"{wrapper.layer.name}/{w.path.split('/')[-1]}"
+        layers[key] = float(pqi.pq_index(w * m, self.p, self.q, mask=m))
+        sparsities[key] = 1.0 - float(tf.reduce_mean(tf.cast(tf.not_equal(m, 0),
+                                                             tf.float32)))
+    out = self.diagnostics()
+    out.update({"remaining": self.remaining(), "pq_index_layers": layers,
+                "sparsity_layers": sparsities})
+    return out
+
+  # ------------------------------------------------------------ training
+  def _state_variables(self, model):
+    """All model variables except the pruning state (masks, step, slots)."""
+    skip = {id(v) for wr in self.wrappers for v in
+            [*wr.masks, wr.pruning_step, *[s for vs in wr.slots.values() for s in vs]]}
+    return [v for v in model.weights if id(v) not in skip]
+
+  @staticmethod
+  def _accuracy(history):
+    """(accuracy after the last epoch, its source) from a `History.history` dict."""
+    for validation, source in ((True, "validation"), (False, "train")):
+      for key, values in history.items():
+        if key.startswith("val_") == validation and "acc" in key and values:
+          return float(values[-1]), source
+    return None, None
+
+  def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
+          metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
+    """Runs the SAP rounds: train, measure PQI, prune `c_t`; see the class docstring.
+
+    Args:
+      model: the pruned model this method is bound to.
+      x, y, batch_size, validation_data, verbose, callbacks: as in `keras.Model.fit`
+        (validation data gives the per-round accuracy; else the training accuracy).
+      epochs: the budget, used only when `epochs_per_round` is None: each of the
+        `rounds + 1` phases trains `max(1, epochs // (rounds + 1))` epochs.
+      optimizer: None (Adam(1e-3)), a name or an optimizer instance. Its state (step,
+        moments) is reset at the start of every round, as the reference code's fresh
+        optimizer per round.
+      loss: default sparse categorical cross-entropy on logits.
+      metrics: compile metrics (keep an accuracy metric for the per-round accuracy).
+
+    Returns:
+      A dict of per-epoch metric lists over all rounds (the merged `History.history`).
+      Per-round records are in `self.round_log`.
+    """
+    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
+    if model is not self.model:
+      self.bind(model)
+    per_round = self.epochs_per_round or max(1, int(epochs) // (self.rounds + 1))
+    state_vars = self._state_variables(model)
+    initial = [v.numpy() for v in state_vars] if self.rewind else None
+    total = self.total()
+    keep_target = None
+    if self.target_sparsity is not None:
+      keep_target = int(math.ceil((1.0 - self.target_sparsity) * total - 1e-9))
+    self.round_log, history = [], {}
+    self.stop_reason = self.stop_round = self.chosen_round = None
+    previous, last = None, self.rounds
+    self._verbose = verbose
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3) if optimizer is None else optimizer,
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics))
+    # One compile for all rounds (no retracing); "a fresh optimizer per round" is done by
+    # restoring the optimizer's variables (step, moments) to their values before round 0.
+    if not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    fresh_optimizer = [v.numpy() for v in model.optimizer.variables]
+    for t in range(self.rounds + 1):
+      if t > 0:
+        for v, value in zip(model.optimizer.variables, fresh_optimizer):
+          v.assign(value)
+      if t > 0 and self.rewind:
+        for v, value in zip(state_vars, initial):
+          v.assign(value)
+        self.on_train_end()  # re-applies the masks to the rewound weights
+      result = model.fit(x, y, batch_size=batch_size, epochs=(t + 1) * per_round,
+                         initial_epoch=t * per_round, validation_data=validation_data,
+                         verbose=verbose, callbacks=[PruningCallback(self), *callbacks])
+      for key, values in result.history.items():
+        history.setdefault(key, []).extend(values)
+      accuracy, source = self._accuracy(result.history)
+      record = {"round": t, "epochs": (t + 1) * per_round, "accuracy": accuracy,
+                "accuracy_source": source, **self.measure(), "pruned": 0, "bound": None,
+                "accuracy_pruned": None}
+      self.round_log.append(record)
+      if verbose:
+        print(self._round_line(record), flush=True)
+      if (self.min_accuracy is not None and accuracy is not None and
+          accuracy < self.min_accuracy):
+        self._finish("min_accuracy", t, t - 1 if previous else t, previous, model)
+        break
+      if self.stop_on_pqi:
+        fall = pqi_stop_round([r["pq_index"] for r in self.round_log], self.pqi_tolerance)
+        if fall is not None:
+          self._finish("pq_index", t, fall - 1, previous, model)
+          break
+      if t >= last:
+        self._finish("target_sparsity" if last < self.rounds else "rounds", t, t, None,
+                     model)
+        break
+      previous = [v.numpy() for v in model.weights]
+      max_total = None if keep_target is None else record["remaining"] - keep_target
+      pruned = self.prune_round(max_total)
+      record["pruned"], record["bound"] = pruned["pruned"], pruned["bound"]
+      record["accuracy_pruned"] = self._evaluate(model, validation_data, batch_size)
+      if keep_target is not None and self.remaining() <= keep_target:
+        last = t + 1
+    return history
+
+  def _finish(self, reason, stop_round, chosen_round, previous, model):
+    self.stop_reason, self.stop_round, self.chosen_round = reason, stop_round, chosen_round
+    if previous is not None and chosen_round != stop_round:
+      for v, value in zip(model.weights, previous):
+        v.assign(value)
+    if not getattr(self, "_verbose", 1):
+      return
+    print(f"SAP stopped at round {stop_round} ({reason}); keeping the model of round "
+          f"{chosen_round}: sparsity {self.round_log[chosen_round]['sparsity']:.4f}, "
+          f"PQI {self.round_log[chosen_round]['pq_index']:.4f}.", flush=True)
+
+  @staticmethod
+  def _evaluate(model, validation_data, batch_size):
+    """Accuracy of the just-pruned model (before retraining) on the validation data."""
+    if validation_data is None:
+      return None
+    if isinstance(validation_data, (tuple, list)):
+      result = model.evaluate(validation_data[0], validation_data[1], batch_size=batch_size,
+                              verbose=0, return_dict=True)
+    else:
+      result = model.evaluate(validation_data, verbose=0, return_dict=True)
+    accs = [v for k, v in result.items() if "acc" in k]
+    return float(accs[0]) if accs else None
+
+  @staticmethod
+  def _round_line(r):
+    acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+    layers = " ".join(f"{k.split('/')[0]}={v:.3f}" for k, v in r["pq_index_layers"].items())
+    return (f"SAP round {r['round']}: sparsity {r['sparsity']:.4f} "
+            f"({r['remaining']} left), accuracy {acc}, PQI {r['pq_index']:.4f} [{layers}]")
+
+  # ---------------------------------------------------------- serialization
+  def get_config(self):
+    return {"rounds": self.rounds, "epochs_per_round": self.epochs_per_round,
+            "p": self.p, "q": self.q, "gamma": self.gamma, "beta": self.beta,
+            "eta_r": self.eta_r, "scope": self.scope, "rewind": self.rewind,
+            "target_sparsity": self.target_sparsity, "min_accuracy": self.min_accuracy,
+            "stop_on_pqi": self.stop_on_pqi, "pqi_tolerance": self.pqi_tolerance}
+
+
+def format_rounds(round_log, baseline=None, baseline_name="IMP"):
+  """A Markdown table of the per-round records (optionally beside a baseline's)."""
+  header = "| round | sparsity | PQI (global) | PQI per layer | pruned next | acc % |"
+  sep = "|---:|---:|---:|---|---:|---:|"
+  if baseline is not None:
+    header += f" {baseline_name} sparsity | {baseline_name} PQI | {baseline_name} acc % |"
+    sep += "---:|---:|---:|"
+  lines = [header, sep]
+  for i, r in enumerate(round_log):
+    layers = ", ".join(f"{v:.3f}" for v in r["pq_index_layers"].values())
+    acc = "" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}"
+    line = (f"| {r['round']} | {r['sparsity']:.4f} | {r['pq_index']:.4f} | {layers} | "
+            f"{r['pruned']} | {acc} |")
+    if baseline is not None:
+      if i < len(baseline):
+        b = baseline[i]
+        b_acc = "" if b["accuracy"] is None else f"{100 * b['accuracy']:.2f}"
+        line += f" {b['sparsity']:.4f} | {b['pq_index']:.4f} | {b_acc} |"
+      else:
+        line += " | | |"
+    lines.append(line)
+  return "\n".join(lines)
+
+
+def plot_rounds(round_log, path, baselines=None, title=None, stop_round=None,
+                drop_round=None, label="SAP"):
+  """Writes the paper's central figure: PQI and accuracy vs round, as a PNG.
+
+  Args:
+    round_log: `SAP.round_log` (a list of per-round dicts).
+    path: output PNG path.
+    baselines: optional {name: round_log} drawn beside (e.g. magnitude pruning).
+    title: figure title.
+    stop_round: round where a stop rule fired (vertical line).
+    drop_round: round where accuracy first dropped (vertical line).
+    label: name of the main curve.
+
+  Returns:
+    `path`.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if not round_log:
+    raise ValueError("plot_rounds needs at least one round record (run SAP.fit first).")
+  fig, (ax_pqi, ax_acc) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
+  rounds = [r["round"] for r in round_log]
+  ax_pqi.plot(rounds, [r["pq_index"] for r in round_log], "o-", color="C0",
+              label=f"{label} global PQI")
+  for i, key in enumerate(round_log[0]["pq_index_layers"]):
+    ax_pqi.plot(rounds, [r["pq_index_layers"].get(key, np.nan) for r in round_log], "--",
+                color=f"C{i + 2}", alpha=0.7, lw=1, label=f"{label} {key.split('/')[0]}")
+  accs = [np.nan if r["accuracy"] is None else 100 * r["accuracy"] for r in round_log]
+  ax_acc.plot(rounds, accs, "o-", color="C0", label=label)
+  for j, (name, log) in enumerate((baselines or {}).items()):
+    b_rounds = [r["round"] for r in log]
+    ax_pqi.plot(b_rounds, [r["pq_index"] for r in log], "s:", color=f"C{j + 6}",
+                label=f"{name} global PQI")
+    ax_acc.plot(b_rounds, [np.nan if r["accuracy"] is None else 100 * r["accuracy"]
+                           for r in log], "s:", color=f"C{j + 6}", label=name)
+  for ax in (ax_pqi, ax_acc):
+    if stop_round is not None:
+      ax.axvline(stop_round, color="red", ls="--", lw=1)
+    if drop_round is not None:
+      ax.axvline(drop_round, color="black", ls=":", lw=1)
+    ax.grid(alpha=0.3)
+  all_pqi = [r["pq_index"] for r in round_log if r["pq_index"] > 0]
+  if all_pqi and max(all_pqi) > 5 * min(all_pqi):
+    ax_pqi.set_yscale("log")  # the late rise is small next to the first rounds' fall
+  ax_pqi.set_ylabel("PQ Index")
+  ax_acc.set_ylabel("accuracy (%)")
+  ax_acc.set_xlabel(f"round ({label} sparsity below)")
+  ax_acc.set_xticks(rounds)
+  ax_acc.set_xticklabels([f"{r['round']}\n{100 * r['sparsity']:.1f}%" for r in round_log],
+                         fontsize=7)
+  ax_pqi.legend(fontsize=7)
+  ax_acc.legend(fontsize=7)
+  notes = []
+  if stop_round is not None:
+    notes.append(f"red: PQI stop (round {stop_round})")
+  if drop_round is not None:
+    notes.append(f"black: accuracy drop >1pt (round {drop_round})")
+  fig.suptitle((title or "SAP: PQ Index and accuracy per round") +
+               (("\n" + "; ".join(notes)) if notes else ""), fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
