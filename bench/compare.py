@@ -168,8 +168,7 @@ def run_tfprune(spec, dense, sparsity, seed, data, out):
             "seconds": seconds,
             "kept_per_layer": {f"{r['layer']}/{r['weight']}": 1 - r["sparsity"]
                                for r in rows}}
-  if hasattr(method, "report"):
-    result["method_report"] = method.report()
+  result["method_report"] = method.report()
   if FLAGS.save_models:
     name = f"{spec.replace(':', '_')}_{sparsity}_seed{seed}.keras"
     _io.atomic_save_keras(stripped, os.path.join(out, "models", name))

@@ -55,7 +55,8 @@ flags.DEFINE_integer("train_samples", None, "Use only the first N training sampl
 # --- Pruning --------------------------------------------------------------------------
 flags.DEFINE_enum("method", "magnitude", tfprune.available_methods(), "Pruning method.")
 flags.DEFINE_float("target_sparsity", 0.9, "Final fraction of zero weights, in [0, 1).")
-flags.DEFINE_enum("scope", "layer", masks_lib.SCOPES, "Mask scope.")
+flags.DEFINE_enum("scope", "layer", masks_lib.SCOPES + ("neuron",),
+                  "Mask scope (sap also takes neuron).")
 flags.DEFINE_integer("block_size", 4, "Block length for --scope=block (4 float, 16 int8).")
 flags.DEFINE_enum("allocation", "layer", masks_lib.ALLOCATIONS,
                   "Allocation for block/structured scopes.")
@@ -101,6 +102,24 @@ def method_flag(name, default, help_text, kind="float", kwarg=None, **kwargs):
             "bool": flags.DEFINE_bool, "string": flags.DEFINE_string}[kind]
   define(name, default, help_text, **kwargs)
   METHOD_FLAGS[name] = kwarg or name
+
+
+# SAP (PQ Index-guided adaptive pruning).
+method_flag("sap_rounds", None, "SAP: pruning rounds T.", "int", kwarg="rounds")
+method_flag("sap_epochs_per_round", None, "SAP: training epochs per round (default: "
+            "--prune_epochs split over the rounds).", "int", kwarg="epochs_per_round")
+method_flag("pq_p", None, "PQ Index p (0 < p < q).", kwarg="p")
+method_flag("pq_q", None, "PQ Index q.", kwarg="q")
+method_flag("sap_gamma", None, "SAP: gamma, the pruning-rate multiplier.", kwarg="gamma")
+method_flag("sap_beta", None, "SAP: beta, cap on the fraction pruned per round.",
+            kwarg="beta")
+method_flag("sap_eta_r", None, "SAP: eta_r, the lower-bound slack.", kwarg="eta_r")
+method_flag("sap_stop_on_pqi", None, "SAP: stop when PQI turns down again after rising "
+            "(the collapse signal); keeps the peak round.", "bool", kwarg="stop_on_pqi")
+method_flag("sap_rewind", None, "SAP: rewind to the initial weights each round.", "bool",
+            kwarg="rewind")
+method_flag("sap_min_accuracy", None, "SAP: stop (keeping the previous round) when "
+            "validation accuracy falls below this.", kwarg="min_accuracy")
 
 
 def _parse_method_args(values):
@@ -202,9 +221,8 @@ def run_pruning(dense, x_train, y_train, x_test, y_test, timings, log):
                validation_data=(x_test, y_test), verbose=2, callbacks=extra_callbacks)
   timings["prune_s"] = time.time() - start
   log["diagnostics"] = method.diagnostics()
-  if hasattr(method, "report"):
-    log["method_report"] = method.report()
-  return pruned
+  log["method_report"] = method.report()
+  return pruned, method
 
 
 def main(argv):
@@ -222,7 +240,7 @@ def main(argv):
   log["dense_accuracy"] = _accuracy(dense, x_test, y_test)
   logging.info("Dense test accuracy: %.4f", log["dense_accuracy"])
 
-  pruned = run_pruning(dense, x_train, y_train, x_test, y_test, timings, log)
+  pruned, method = run_pruning(dense, x_train, y_train, x_test, y_test, timings, log)
   final = tfprune.strip(pruned, shrink=True) if FLAGS.shrink else tfprune.strip(pruned)
   log["test_accuracy"] = _accuracy(final, x_test, y_test)
   rows = tfprune.sparsity_report(final, print_table=True)
@@ -233,6 +251,8 @@ def main(argv):
   log["timings_s"] = timings
 
   out = FLAGS.output_dir
+  os.makedirs(out, exist_ok=True)
+  log["artifacts"] = method.write_artifacts(out)
   _io.atomic_save_keras(final, os.path.join(out, "model.keras"))
   _io.atomic_write(os.path.join(out, "report.json"), json.dumps(log, indent=2, default=str))
   if FLAGS.calibration_export:

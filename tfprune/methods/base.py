@@ -265,6 +265,15 @@ class PruningMethod:
                         callbacks=[PruningCallback(self), *callbacks])
     return dict(history.history)
 
+  def report(self):
+    """A JSON-serialisable dict for the training binary's report (default: diagnostics)."""
+    return self.diagnostics()
+
+  def write_artifacts(self, output_dir):
+    """Writes the method's own figures/files into `output_dir`; returns their paths."""
+    del output_dir
+    return []
+
   def diagnostics(self):
     """Scalars worth logging (TensorBoard, reports): overall sparsity by default."""
     total = sum(int(tf.size(m)) for m in self.masks)

@@ -26,6 +26,7 @@ more); this implementation follows ALGORITHMS.md (no rounding of `r_t`) and prun
 are this library's; the paper only describes the PQI curve.
 """
 import math
+import os
 
 import keras
 import numpy as np
@@ -322,6 +323,18 @@ class SAP(PruningMethod):
     return {"sparsity": 1.0 - self.remaining() / max(self.total(), 1),
             "pq_index": float(pqi.pq_index(values, self.p, self.q, mask=masks))}
 
+  def report(self):
+    """Per-round log and how the loop ended (for the training binary's report.json)."""
+    return {"rounds": self.round_log, "stop_reason": self.stop_reason,
+            "stop_round": self.stop_round, "chosen_round": self.chosen_round}
+
+  def write_artifacts(self, output_dir):
+    """`rounds.png`: PQ Index and accuracy per round, the stop round marked."""
+    if not self.round_log:
+      return []
+    return [plot_rounds(self.round_log, os.path.join(output_dir, "rounds.png"),
+                        stop_round=self.stop_round)]
+
   def measure(self):
     """Sparsity and PQ Index (global + per weight) of the bound model now."""
     layers, sparsities = {}, {}
@@ -517,9 +530,8 @@ def plot_rounds(round_log, path, baselines=None, title=None, stop_round=None,
   Returns:
     `path`.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from tfprune import plots  # pylint: disable=g-import-not-at-top
+  plt = plots.plt
   if not round_log:
     raise ValueError("plot_rounds needs at least one round record (run SAP.fit first).")
   fig, (ax_pqi, ax_acc) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
@@ -562,6 +574,4 @@ def plot_rounds(round_log, path, baselines=None, title=None, stop_round=None,
   fig.suptitle((title or "SAP: PQ Index and accuracy per round") +
                (("\n" + "; ".join(notes)) if notes else ""), fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return plots.save_figure(fig, path)
