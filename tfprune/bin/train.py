@@ -55,11 +55,12 @@ flags.DEFINE_integer("train_samples", None, "Use only the first N training sampl
 # --- Pruning --------------------------------------------------------------------------
 flags.DEFINE_enum("method", "magnitude", tfprune.available_methods(), "Pruning method.")
 flags.DEFINE_float("target_sparsity", 0.9, "Final fraction of zero weights, in [0, 1).")
-flags.DEFINE_enum("scope", "layer", masks_lib.SCOPES + ("neuron",),
-                  "Mask scope (sap also takes neuron).")
+flags.DEFINE_enum("scope", None, masks_lib.SCOPES + ("neuron",),
+                  "Mask scope (default: the method's own; magnitude: layer, admm: global; "
+                  "sap also takes neuron).")
 flags.DEFINE_integer("block_size", 4, "Block length for --scope=block (4 float, 16 int8).")
-flags.DEFINE_enum("allocation", "layer", masks_lib.ALLOCATIONS,
-                  "Allocation for block/structured scopes.")
+flags.DEFINE_enum("allocation", None, masks_lib.ALLOCATIONS,
+                  "Allocation for block/structured scopes (default: the method's own).")
 flags.DEFINE_enum("schedule", "polynomial", ["polynomial", "constant"],
                   "Sparsity schedule for training-time methods.")
 flags.DEFINE_float("schedule_fraction", 0.6, "PolynomialDecay reaches the target after "
@@ -104,6 +105,24 @@ def method_flag(name, default, help_text, kind="float", kwarg=None, **kwargs):
   METHOD_FLAGS[name] = kwarg or name
 
 
+# ADMM (also takes --finetune_epochs).
+METHOD_FLAGS["finetune_epochs"] = "finetune_epochs"
+method_flag("admm_epochs", None, "ADMM: epochs of the ADMM phase (the rest of "
+            "--prune_epochs fine-tunes).", "int", kwarg="admm_epochs")
+method_flag("admm_fraction", None, "ADMM: fraction of --prune_epochs spent in the ADMM "
+            "phase when --admm_epochs is not given (default 0.6).", kwarg="admm_fraction")
+method_flag("rho", None, "ADMM: initial penalty rho0 (1e-4 .. 1e-3).", kwarg="rho0")
+method_flag("rho_growth", None, "ADMM: rho multiplier per Z-step.", kwarg="rho_growth")
+method_flag("rho_max", None, "ADMM: cap on rho.", kwarg="rho_max")
+method_flag("admm_interval", None, "ADMM: steps between Z/U updates.", "int",
+            kwarg="admm_interval")
+method_flag("admm_penalty", None, "ADMM: 'loss' (penalty in the loss) or 'optimizer' "
+            "(gradient term added by tfprune.optimizers.ADMM).", "string", kwarg="penalty")
+method_flag("finetune_lr", None, "ADMM: learning rate of the masked fine-tune.",
+            kwarg="finetune_lr")
+method_flag("finetune_schedule", None, "ADMM: 'constant' or 'cosine' fine-tune LR.",
+            "string", kwarg="finetune_schedule")
+
 # SAP (PQ Index-guided adaptive pruning).
 method_flag("sap_rounds", None, "SAP: pruning rounds T.", "int", kwarg="rounds")
 method_flag("sap_epochs_per_round", None, "SAP: training epochs per round (default: "
@@ -139,8 +158,10 @@ def method_kwargs(method_cls, steps_per_epoch, epochs):
   """Keyword arguments for `method_cls` from the flags (validated against its signature)."""
   accepted = inspect.signature(method_cls.__init__).parameters
   takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
-  kwargs = {"target_sparsity": FLAGS.target_sparsity, "scope": FLAGS.scope,
-            "block_size": FLAGS.block_size, "allocation": FLAGS.allocation}
+  kwargs = {"target_sparsity": FLAGS.target_sparsity, "block_size": FLAGS.block_size}
+  for name in ("scope", "allocation"):
+    if FLAGS[name].value is not None:
+      kwargs[name] = FLAGS[name].value
   if "schedule" in accepted and not method_cls.post_training:
     end = max(int(FLAGS.schedule_fraction * steps_per_epoch * epochs), 1)
     kwargs["schedule"] = (
@@ -149,6 +170,8 @@ def method_kwargs(method_cls, steps_per_epoch, epochs):
         if FLAGS.schedule == "polynomial" else
         tfprune.ConstantSparsity(FLAGS.target_sparsity, 0, frequency=FLAGS.frequency))
   for flag_name, kwarg in METHOD_FLAGS.items():
+    if flag_name == "finetune_epochs" and method_cls.post_training:
+      continue  # the binary fine-tunes post-training methods itself
     if FLAGS[flag_name].present or (FLAGS[flag_name].value is not None and
                                     kwarg in accepted):
       if kwarg not in accepted and not takes_any:

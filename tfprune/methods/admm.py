@@ -27,6 +27,7 @@ Where the paper is silent this follows ALGORITHMS.md section 2: Z/U every 50-100
 (not once per epoch), rho0 = 1e-3, growth 1.15-1.3 per Z-step, cap 1.0, U rescaling.
 """
 import math
+import os
 import time
 import weakref
 
@@ -40,6 +41,7 @@ from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
 
 PENALTIES = ("loss", "optimizer")
+FINETUNE_SCHEDULES = ("constant", "cosine")
 ADMM_SCOPES = ("global", "layer", "block")
 _NO_END = np.iinfo(np.int64).max
 
@@ -85,6 +87,8 @@ class ADMM(PruningMethod):
       `admm_epochs` (else `round(admm_fraction * epochs)`, at least 1) of ADMM, the rest
       masked fine-tuning. Giving both epoch counts requires them to sum to `epochs`.
     finetune_lr: learning rate for the fine-tune phase in `fit` (default: unchanged).
+    finetune_schedule: `constant` or `cosine` (decay the fine-tune learning rate to 0
+      over the fine-tune steps of `fit`).
     block_size, allocation: for `scope="block"` (allocation defaults to global).
     schedule: ignored by ADMM except for serialization compatibility.
   """
@@ -92,7 +96,7 @@ class ADMM(PruningMethod):
   def __init__(self, target_sparsity=0.9, scope="global", admm_interval=100, rho0=1e-3,
                rho_growth=1.2, rho_max=1.0, penalty="loss", admm_steps=None,
                admm_epochs=None, finetune_epochs=None, admm_fraction=0.6, finetune_lr=None,
-               block_size=4, allocation="global", schedule=None, n=2, m=4):
+               finetune_schedule="constant", block_size=4, allocation="global", schedule=None, n=2, m=4):
     if scope not in ADMM_SCOPES:
       raise ValueError(f"ADMM supports scopes {', '.join(ADMM_SCOPES)}; got {scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
@@ -116,6 +120,9 @@ class ADMM(PruningMethod):
         raise ValueError(f"{key} must be >= 0, got {value!r}.")
     if not 0.0 < float(admm_fraction) <= 1.0:
       raise ValueError(f"admm_fraction must be in (0, 1], got {admm_fraction!r}.")
+    if finetune_schedule not in FINETUNE_SCHEDULES:
+      raise ValueError(f"finetune_schedule must be one of {', '.join(FINETUNE_SCHEDULES)}, "
+                       f"got {finetune_schedule!r}.")
     if finetune_lr is not None and not float(finetune_lr) > 0:
       raise ValueError(f"finetune_lr must be > 0, got {finetune_lr!r}.")
     self.admm_interval = int(admm_interval)
@@ -125,6 +132,7 @@ class ADMM(PruningMethod):
     self.finetune_epochs = None if finetune_epochs is None else int(finetune_epochs)
     self.admm_fraction = float(admm_fraction)
     self.finetune_lr = None if finetune_lr is None else float(finetune_lr)
+    self.finetune_schedule = finetune_schedule
     self.admm_steps = None
     self._end = tf.Variable(_NO_END, dtype=tf.int64, trainable=False, name="admm_end")
     self.set_admm_steps(admm_steps)
@@ -328,6 +336,10 @@ class ADMM(PruningMethod):
         out[f"admm/kept/{name}"] = kept
     return out
 
+  def write_artifacts(self, output_dir):
+    """`kept_fraction.png`: the per-layer allocation the global Z-projection chose."""
+    return [plot_kept_fraction(self, os.path.join(output_dir, "kept_fraction.png"))]
+
   def report(self):
     """A JSON-ready dict: config, phases, per-Z-step residuals and per-layer allocation."""
     final_kept = {}
@@ -396,7 +408,9 @@ class ADMM(PruningMethod):
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose,
                         callbacks=[PruningCallback(self),
-                                   _PhaseCallback(self, admm_epochs), *callbacks])
+                                   _PhaseCallback(self, admm_epochs,
+                                                  finetune_epochs * steps_per_epoch),
+                                   *callbacks])
     return dict(history.history)
 
   def get_config(self):
@@ -405,7 +419,8 @@ class ADMM(PruningMethod):
                    "rho_growth": self.rho_growth, "rho_max": self.rho_max,
                    "penalty": self.penalty, "admm_steps": self.admm_steps,
                    "admm_epochs": self.admm_epochs, "finetune_epochs": self.finetune_epochs,
-                   "admm_fraction": self.admm_fraction, "finetune_lr": self.finetune_lr})
+                   "admm_fraction": self.admm_fraction, "finetune_lr": self.finetune_lr,
+                   "finetune_schedule": self.finetune_schedule})
     return config
 
 
@@ -428,16 +443,27 @@ def _steps_per_epoch(x, batch_size):
 
 
 class _PhaseCallback(keras.callbacks.Callback):
-  """Fine-tune learning rate at the hard prune; stops on a non-finite loss."""
+  """Fine-tune learning rate (schedule) after the hard prune; stops on a non-finite loss."""
 
-  def __init__(self, method, admm_epochs):
+  def __init__(self, method, admm_epochs, finetune_steps):
     super().__init__()
     self.method = method
     self.admm_epochs = admm_epochs
+    self.finetune_steps = max(int(finetune_steps), 1)
+    self.base_lr = None
 
   def on_epoch_begin(self, epoch, logs=None):
-    if epoch == self.admm_epochs and self.method.finetune_lr is not None:
-      self.model.optimizer.learning_rate = self.method.finetune_lr
+    if epoch == self.admm_epochs:
+      self.base_lr = (self.method.finetune_lr if self.method.finetune_lr is not None
+                      else float(self.model.optimizer.learning_rate))
+      self.model.optimizer.learning_rate = self.base_lr
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if self.base_lr is None or self.method.finetune_schedule != "cosine":
+      return
+    t = int(self.method.step.numpy()) - 1 - self.method.admm_steps  # fine-tune step
+    frac = min(max(t, 0) / self.finetune_steps, 1.0)
+    self.model.optimizer.learning_rate = self.base_lr * 0.5 * (1 + math.cos(math.pi * frac))
 
   def on_train_batch_end(self, batch, logs=None):
     loss = (logs or {}).get("loss")
@@ -462,9 +488,8 @@ def plot_kept_fraction(source, path, title=None):
   Returns:
     `path`.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from tfprune import plots  # pylint: disable=g-import-not-at-top
+  plt = plots.plt
   if isinstance(source, ADMM):
     source = source.report()
   kept = source.get("kept_fraction", source) if isinstance(source, dict) else None
@@ -483,6 +508,5 @@ def plot_kept_fraction(source, path, title=None):
   ax.set_ylim(0, min(1.0, max(values) * 1.25 + 1e-3))
   ax.set_title(title or "Per-layer kept fraction chosen by the allocation")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
   return path
