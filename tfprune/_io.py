@@ -3,6 +3,12 @@ import os
 import tempfile
 
 
+def _default_mode():
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 def atomic_write(path, data):
   """Writes `data` (bytes or str) to `path` atomically.
 
@@ -24,6 +30,7 @@ def atomic_write(path, data):
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, _default_mode())  # mkstemp makes 0600; give the usual 0644-style mode
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
