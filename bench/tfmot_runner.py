@@ -35,10 +35,11 @@ def lenet_300_100(input_shape, num_classes):
 
 
 def lenet5(input_shape, num_classes, padding="valid"):
+  """Caffe LeNet-5 as in tfprune.zoo: no activation after the convolutions."""
   inp = keras.Input(input_shape)
-  h = L.Conv2D(20, 5, padding=padding, activation="relu")(inp)
+  h = L.Conv2D(20, 5, padding=padding)(inp)
   h = L.MaxPooling2D(2)(h)
-  h = L.Conv2D(50, 5, padding=padding, activation="relu")(h)
+  h = L.Conv2D(50, 5, padding=padding)(h)
   h = L.MaxPooling2D(2)(h)
   h = L.Flatten()(h)
   h = L.Dense(500, activation="relu")(h)
