@@ -3,6 +3,8 @@
 Usage (from the repo root; writes bench/out/layerwise_*.json/png):
   TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/layerwise_bench.py
   TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/layerwise_bench.py --parts=speed
+  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/layerwise_bench.py --parts=finetune \
+      --nets=lenet_300_100 --sparsities=0.9,0.95
 Dense models are trained once (Adam 1e-3, batch 128; 10 epochs LeNet-300-100, 6 epochs
 LeNet-5) and cached in bench/out/. Calibration: the first 10,000 training images; no
 labels and no retraining are used by the pruning.
@@ -125,8 +127,58 @@ def run_speed(name, model, data, results):
     rows = layerwise.prune_layerwise(pruned, cal, logsum.LogSumSolver(eta=eta),
                                      sparsity=0.9, mode="parallel", verbose=True)
     out[str(eta)] = {"accuracy": accuracy(pruned, data), "rows": rows}
-    # A single solve at the lambda the search found (the paper's per-solve time).
     save(results)
+
+
+def run_finetune(name, model, data, results):
+  """logsum (global, cascade) + 1 masked fine-tune epoch vs TFMOT with 1 pruning epoch.
+
+  Same dense weights and the same total epoch count (dense epochs + 1). TFMOT runs in
+  its own venv through bench/tfmot_runner.py (a subprocess; never imported here).
+  """
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tfprune  # pylint: disable=g-import-not-at-top
+  (x, y), (xt, yt) = data
+  out = results.setdefault(f"finetune/{name}", {})
+  sparsities = [float(s) for s in FLAGS.sparsities]
+  for s in sparsities:
+    pruned = tfprune.prune(model, logsum.LogSum(target_sparsity=s, scope="global"))
+    rows = tfprune.get_method(pruned).apply(pruned, x[:FLAGS.calibration_samples])
+    before = accuracy(pruned, data)
+    pruned.compile(optimizer=keras.optimizers.Adam(1e-3),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    keras.utils.set_random_seed(0)
+    pruned.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    stripped = tfprune.strip(pruned)
+    kernels = [l.kernel.numpy() for l in layerwise.supported_layers(stripped)]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+    out[str(s)] = {"no_finetune": before, "finetune_1": accuracy(stripped, data),
+                   "achieved_sparsity": zeros, "per_layer": [r["sparsity"] for r in rows]}
+    print(f"finetune {name} {s}: {out[str(s)]}", flush=True)
+    save(results)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  tfmot_python = os.path.join(repo, ".venv-tfmot", "bin", "python")
+  if not os.path.exists(tfmot_python) or name != "lenet_300_100":
+    return  # tfmot_runner's lenet5 has ReLU convs, unlike zoo.lenet5 (Caffe): not comparable
+  npz_w = os.path.join(FLAGS.out, f"layerwise_{name}_dense.npz")
+  np.savez(npz_w, *model.get_weights())
+  npz_d = os.path.join(FLAGS.out, "layerwise_mnist_uint8.npz")
+  if not os.path.exists(npz_d):
+    np.savez(npz_d, x_train=np.round(x * 255).astype(np.uint8), y_train=y,
+             x_test=np.round(xt * 255).astype(np.uint8), y_test=yt)
+  job = {"model": name, "input_shape": [28, 28, 1], "num_classes": 10, "weights": npz_w,
+         "data": npz_d, "batch_size": 128, "prune_epochs": 1, "schedule_fraction": 0.6,
+         "frequency": 100, "learning_rate": 1e-3, "seed": 0, "sparsities": sparsities}
+  job_path = os.path.join(FLAGS.out, f"layerwise_tfmot_job_{name}.json")
+  res_path = os.path.join(FLAGS.out, f"layerwise_tfmot_{name}.json")
+  with open(job_path, "w") as f:
+    json.dump(job, f)
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+  runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfmot_runner.py")
+  subprocess.run([tfmot_python, runner, job_path, res_path], check=True, env=env)
+  with open(res_path) as f:
+    out["tfmot_1_epoch"] = json.load(f)
+  save(results)
 
 
 def save(results):
@@ -158,8 +210,39 @@ def plot(results):
   fig.savefig(os.path.join(FLAGS.out, "layerwise_time_per_layer.png"), dpi=120)
 
 
+def write_tables(results):
+  """bench/out/layerwise_tables.md: accuracy and per-layer seconds, from the JSON."""
+  lines = []
+  for name, res in results.items():
+    if name.startswith("speed/"):
+      lines.append(f"\n### {name}: logsum @0.90 (parallel), seconds per layer by eta\n")
+      lines.append("| eta | accuracy | " + " | ".join(
+          f"{r['layer']} s (it, solves)" for r in next(iter(res.values()))["rows"]) + " |")
+      lines.append("|---" * (2 + len(next(iter(res.values()))["rows"])) + "|")
+      for eta, v in res.items():
+        lines.append(f"| {eta} | {100 * v['accuracy']:.2f} | " + " | ".join(
+            f"{r['seconds']:.2f} ({r['iterations']}, {r['solves']})" for r in v["rows"])
+                     + " |")
+      continue
+    lines.append(f"\n### {name} (dense {100 * res['dense']:.2f}%), no retraining\n")
+    lines.append("| sparsity | allocation | magnitude | logsum | l0 (IHT) | logsum s/layer |"
+                 " l0 s/layer | logsum per-layer sparsity |")
+    lines.append("|---" * 8 + "|")
+    for s in FLAGS.sparsities:
+      for alloc in FLAGS.allocations:
+        get = lambda m, key="accuracy": res.get(f"{m}/{alloc}/{float(s)}", {}).get(key)
+        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"
+        secs = lambda m: ", ".join(f"{r['seconds']:.1f}" for r in (get(m, "rows") or []))
+        alloc_s = ", ".join(f"{r['sparsity']:.3f}" for r in (get("logsum", "rows") or []))
+        lines.append(f"| {s} | {alloc} | {fmt(get('magnitude'))} | {fmt(get('logsum'))} | "
+                     f"{fmt(get('l0'))} | {secs('logsum')} | {secs('l0')} | {alloc_s} |")
+  with open(os.path.join(FLAGS.out, "layerwise_tables.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
 def main(argv):
   del argv
+  tf.get_logger().setLevel("ERROR")
   os.makedirs(FLAGS.out, exist_ok=True)
   path = os.path.join(FLAGS.out, "layerwise_results.json")
   results = json.load(open(path)) if os.path.exists(path) else {}
@@ -170,7 +253,10 @@ def main(argv):
       run_speed(name, model, data, results)
     if "accuracy" in FLAGS.parts:
       run_accuracy(name, model, data, results)
+    if "finetune" in FLAGS.parts:
+      run_finetune(name, model, data, results)
     save(results)
+    write_tables(results)
   plot(results)
 
 

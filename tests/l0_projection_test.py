@@ -31,8 +31,8 @@ def _nonzeros(method):
 def test_fit_keeps_exactly_k(scope):
   pruned = tfprune.prune(_mlp(), "l0_projection", target_sparsity=0.75, scope=scope)
   method = tfprune.get_method(pruned)
-  x, y = _data()
-  method.fit(pruned, x, y, epochs=2, batch_size=16, verbose=0)
+  x, y = _data(32)
+  method.fit(pruned, x, y, epochs=1, batch_size=16, verbose=0)
   sizes = [int(np.prod(w.shape)) for w in method.weights]
   nz = _nonzeros(method)
   if scope == "layer":

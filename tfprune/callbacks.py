@@ -2,6 +2,7 @@
 import keras
 import tensorflow as tf
 
+from tfprune import distribute
 from tfprune import model as model_lib
 
 
@@ -33,6 +34,7 @@ class PruningCallback(keras.callbacks.Callback):
     if int(spe if not hasattr(spe, "numpy") else spe.numpy()) != 1:
       raise ValueError("PruningCallback needs steps_per_execution=1 in model.compile (the "
                        "schedule advances once per batch).")
+    distribute.check_method_strategy(self.method)
     self.method.on_train_begin()
     if self.log_dir and self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)

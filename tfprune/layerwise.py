@@ -36,7 +36,6 @@ import math
 import time
 import warnings
 
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -148,6 +147,36 @@ def layer_patches(inner, x):
   cin = x.shape[-1]
   patches = tf.reshape(patches, [-1, depth // cin, cin])  # (kh*kw, cin) order
   return tf.transpose(patches, [2, 0, 1])
+
+
+def topk_mask(scores, k):
+  """Exact top-k 0/1 mask by bisection on the float bits (fast; for solver loops).
+
+  Same result as `tfprune.masks.topk_mask` (ties keep the lower flat index) for
+  non-negative finite `scores`, but costs ~32 counting passes instead of a sort: the
+  k-th largest value is found by binary search on the int32 bit pattern, which is
+  monotone for non-negative float32.
+  """
+  flat = tf.reshape(tf.cast(scores, tf.float32), [-1])
+  n = tf.size(flat)
+  k = tf.clip_by_value(tf.cast(k, tf.int32), 0, n)
+  bits = tf.bitcast(flat, tf.int32)
+  count_above = lambda t: tf.reduce_sum(tf.cast(bits > t, tf.int32))
+
+  def body(lo, hi):
+    mid = lo + (hi - lo) // 2
+    small = count_above(mid) < k
+    return tf.where(small, lo, mid), tf.where(small, mid, hi)
+
+  _, thr = tf.while_loop(lambda lo, hi: hi - lo > 1, body,
+                         (tf.constant(-1, tf.int32), tf.reduce_max(bits)))
+  above = bits > thr
+  ties = tf.equal(bits, thr)
+  room = k - tf.reduce_sum(tf.cast(above, tf.int32))
+  keep_ties = tf.logical_and(ties, tf.cumsum(tf.cast(ties, tf.int32)) <= room)
+  mask = tf.cast(tf.logical_or(above, keep_ties), scores.dtype)
+  mask = tf.where(k >= n, tf.ones_like(mask), mask)
+  return tf.reshape(mask, tf.shape(scores))
 
 
 # ------------------------------------------------------------------------ statistics
@@ -455,7 +484,7 @@ def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
         ok = False
       if ok or r >= 1e-2:
         break
-      r = min(r * 1000.0, 1e-2)
+      r = min(max(r, 1e-10) * 1000.0, 1e-2)
     ridge_used = max(ridge_used, r)
     sol = np.where(valid, sol, 0.0)
     for s, (b, j) in enumerate(part):
@@ -489,7 +518,7 @@ class LayerSolver:
       diag = tf.linalg.diag_part(p.gram)[..., None]
       scores.append(tf.reshape(p.w0 ** 2 * diag, [-1]))
     sizes = [int(s.shape[0]) for s in scores]
-    keep = masks_lib.topk_mask(tf.concat(scores, 0), k_total)
+    keep = topk_mask(tf.concat(scores, 0), k_total)
     return [int(tf.reduce_sum(part)) for part in tf.split(keep, sizes)]
 
 
@@ -515,7 +544,7 @@ def _make_problem(name, stats, w0, min_ratio=1e-12, few_sample_ridge=1e-3):
   if stats.n < d_live:
     ridge = few_sample_ridge * float(np.mean(np.diagonal(gram, axis1=1, axis2=2)))
     gram += ridge * np.eye(d_live)[None]
-    notes.append(f"{stats.n} rows < {d_live} inputs: G += {few_sample_ridge:g}*mean(diag G)*I")
+    notes.append(f"{stats.n} rows < {d_live} inputs: ridge G += {few_sample_ridge:g}*mean(diag G)*I")
     warnings.warn(f"Layer {name!r}: only {stats.n} calibration rows for {d_live} live "
                   f"inputs; G is rank-deficient, regularised with a ridge of "
                   f"{few_sample_ridge:g} * mean(diag G). Use more calibration samples.")
@@ -598,7 +627,7 @@ def _targets(entries, sparsity):
 def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="layer",
                     mode="cascade", layers=None, batch_size=256, max_samples=None,
                     relu_model=False, relu_passes=2, stats_dtype="float32",
-                    refit_ridge=1e-8, verbose=True):
+                    refit_ridge=1e-8, verbose=True, strategy=None):
   """Prunes `model` IN PLACE layer by layer; returns the per-layer report.
 
   Args:
@@ -619,7 +648,10 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     relu_passes: MM passes for the ReLU model (each streams the calibration data once).
     stats_dtype: `float32` (per-batch products in float32, float64 sums) or `float64`.
     refit_ridge: relative ridge of the refit systems.
-    verbose: print one progress line per layer (also sent to absl logging).
+    verbose: print one progress line per layer.
+    strategy: optional `tf.distribute` strategy: G and C are accumulated per replica on
+      its shard of the calibration data and all-reduced (`tfprune.distribute.layer_stats`;
+      the ReLU-model passes stay on one device).
 
   Returns:
     A list of dicts, one per pruned layer (see `format_table`).
@@ -671,8 +703,22 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
 
   stats_time = {}
 
+  if strategy is not None:
+    from tfprune import distribute  # pylint: disable=g-import-not-at-top
+    dataset = distribute.calibration_dataset(calibration_data, batch_size, max_samples)
+    cascade = lambda entry, *unused: _distributed_stats(entry, original, model, strategy,
+                                                        dataset, stats_dtype, stats_time)
+  else:
+    cascade = _cascade_stats
+
   def parallel_stats():
     t0 = time.perf_counter()
+    if strategy is not None:
+      out = distribute.layer_stats(strategy, original, [e.original for e in entries],
+                                   dataset, stats_dtype, w0=[e.w0 for e in entries])
+      for e in entries:
+        stats_time[e.layer.name] = (time.perf_counter() - t0) / len(entries)
+      return out
     ext = _extractor(original, [e.original for e in entries])
     accs = [_Accumulator(e.inner, e.w0, stats_dtype) for e in entries]
     for x in batches():
@@ -685,6 +731,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       stats_time[e.layer.name] = dt
     return [a.result() for a in accs]
 
+  global_keep = {}
   all_stats = parallel_stats() if (mode == "parallel" or allocation == "global") else None
   if allocation == "global":
     problems = [_make_problem(e.inner.name, s, e.w0)[0] for e, s in zip(entries, all_stats)]
@@ -692,6 +739,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     k_total = int(masks_lib.keep_count(total, targets[0]))
     ks = solver.allocate(problems, k_total)
     targets = [1.0 - k / p.size for k, p in zip(ks, problems)]
+    global_keep = dict(zip([e.inner.name for e in entries], ks))
     if verbose:
       alloc = ", ".join(f"{e.inner.name}={t:.3f}" for e, t in zip(entries, targets))
       _log(f"global allocation of sparsity {sparsity}: {alloc}")
@@ -700,17 +748,17 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   for i, (entry, target) in enumerate(zip(entries, targets)):
     name = entry.inner.name
     if mode == "parallel" or i == 0:
-      stats = all_stats[i] if all_stats is not None else _cascade_stats(
+      stats = all_stats[i] if all_stats is not None else cascade(
           entry, original, model, batches, stats_dtype, stats_time)
     else:
-      stats = _cascade_stats(entry, original, model, batches, stats_dtype, stats_time)
+      stats = cascade(entry, original, model, batches, stats_dtype, stats_time)
     t0 = time.perf_counter()
     problem, ridge, notes = _make_problem(name, stats, entry.w0)
-    k = int(masks_lib.keep_count(problem.size, target))
+    k = global_keep.get(name, int(masks_lib.keep_count(problem.size, target)))
     k_live = min(k, int(problem.live.sum()) * entry.w0.shape[0] * entry.w0.shape[2])
     w, info = solver.solve(problem, k_live)
     scores = support_scores(problem, tf.convert_to_tensor(w, tf.float32))
-    keep = masks_lib.topk_mask(scores, k_live).numpy().astype(bool)
+    keep = topk_mask(scores, k_live).numpy().astype(bool)
     full_support = np.zeros(entry.w0.shape, bool)
     full_support[:, problem.live] = keep
     w_full = np.zeros(entry.w0.shape)
@@ -746,7 +794,17 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
 
 def _log(line):
   print(line, flush=True)
-  logging.info(line)
+
+
+def _distributed_stats(entry, original, model, strategy, dataset, stats_dtype, stats_time):
+  """Cascade-mode statistics of one layer, all-reduced over `strategy`'s replicas."""
+  from tfprune import distribute  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  (stats,) = distribute.layer_stats(strategy, model, [entry.layer], dataset, stats_dtype,
+                                    w0=[entry.w0], original_model=original,
+                                    original_layers=[entry.original])
+  stats_time[entry.layer.name] = time.perf_counter() - t0
+  return stats
 
 
 def _cascade_stats(entry, original, model, batches, stats_dtype, stats_time):
@@ -788,7 +846,7 @@ def _relu_refine(entry, original, model, batches, mode, position, gram, w, suppo
           problem, cross=tf.constant(cross[:, live] * (problem.scale / problem.energy),
                                      tf.float32))
       w_new = solver.resolve(scaled, k, tf.constant(w[:, live] / problem.scale, tf.float32))
-      keep = masks_lib.topk_mask(support_scores(scaled, w_new), k).numpy().astype(bool)
+      keep = topk_mask(support_scores(scaled, w_new), k).numpy().astype(bool)
       support = np.zeros_like(support)
       support[:, live] = keep
     w, _ = refit(gram, cross, support, refit_ridge)

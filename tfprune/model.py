@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 
+from tfprune import distribute
 from tfprune import pqi
 from tfprune import registry
 from tfprune.methods import base
@@ -112,6 +113,7 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
     ValueError: subclassed or unbuilt model, unknown method, unknown or unprunable layer.
   """
   _check_graph_model(model, "tfprune.prune")
+  distribute.check_prune_scope(model)
   if isinstance(method, str):
     method = base.get_method_class(method)(**method_kwargs)
   elif not isinstance(method, base.PruningMethod):
@@ -167,8 +169,9 @@ def strip(model, shrink=False):
   """
   _check_graph_model(model, "tfprune.strip")
   if shrink:
-    from tfprune import shrink as shrink_lib  # pylint: disable=g-import-not-at-top
-    return shrink_lib.shrink(strip(model))
+    # (`tfprune.shrink` is the re-exported function, not the module: import by path.)
+    from tfprune.shrink import shrink as shrink_fn  # pylint: disable=g-import-not-at-top
+    return shrink_fn(strip(model))
 
   def make_layer(layer):
     return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)

@@ -20,6 +20,8 @@ gradient of every weight pruned by an ADMM method with `penalty="optimizer"`.
 import keras
 import tensorflow as tf
 
+from tfprune import distribute
+
 
 class WrappedOptimizer(keras.optimizers.Optimizer):
   """Base class: wraps `inner_optimizer`, changing gradients and/or variables.
@@ -78,7 +80,10 @@ class WrappedOptimizer(keras.optimizers.Optimizer):
                      else self._trainable_variables)
     grads = self.transform_gradients(grads, variables)
     self.inner_optimizer.apply(grads, trainable_variables)
-    self.after_apply(variables)
+    if type(self).after_apply is not WrappedOptimizer.after_apply:
+      # Under tf.distribute, run the hook once, cross-replica (a merge_call), on the
+      # synchronised weights: its assignments write every replica identically.
+      distribute.call_in_cross_replica(self.after_apply, variables)
 
   def stateless_apply(self, optimizer_variables, grads, trainable_variables):
     raise NotImplementedError(f"{type(self).__name__} supports the TensorFlow backend's "

@@ -82,6 +82,13 @@ class PruneWrapper(keras.layers.Wrapper):
                                dtype=w.dtype, initializer="zeros", trainable=False)
                for w in self.prunable_weights]
         for slot in slot_names}
+    # Keras tracks these lists for .weights.h5 but not for tf.train.Checkpoint (custom
+    # loops, tf.distribute): give every mask and slot a named checkpoint dependency.
+    for w, m in zip(self.prunable_weights, self.masks):
+      self._track_trackable(m, name=f"{_slot_prefix(w)}_mask", overwrite=True)
+    for slot, variables in self.slots.items():
+      for w, v in zip(self.prunable_weights, variables):
+        self._track_trackable(v, name=f"{_slot_prefix(w)}_{slot}", overwrite=True)
     self.built = True
 
   def masked_weights(self):

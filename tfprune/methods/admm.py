@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import distribute
 from tfprune import masks as masks_lib
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
@@ -455,7 +456,7 @@ class _PhaseCallback(keras.callbacks.Callback):
   def on_epoch_begin(self, epoch, logs=None):
     if epoch == self.admm_epochs:
       self.base_lr = (self.method.finetune_lr if self.method.finetune_lr is not None
-                      else float(self.model.optimizer.learning_rate))
+                      else distribute.to_float(self.model.optimizer.learning_rate))
       self.model.optimizer.learning_rate = self.base_lr
 
   def on_train_batch_begin(self, batch, logs=None):

@@ -25,6 +25,8 @@ Custom training loop:
       optimizer.apply_gradients(zip(grads, pruned.trainable_variables))
     method.on_train_end()
 """
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -80,6 +82,24 @@ def find_wrappers(model):
   return found
 
 
+def _in_model_strategy(fit):
+  """Runs a method's `fit` recipe inside the model's `tf.distribute` strategy scope.
+
+  A recipe compiles the model and creates optimizers; under a strategy both must happen
+  in the scope the model was built in, so callers need not remember to enter it.
+  """
+
+  @functools.wraps(fit)
+  def scoped_fit(self, model, *args, **kwargs):
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or tf.distribute.has_strategy():
+      return fit(self, model, *args, **kwargs)
+    with strategy.scope():
+      return fit(self, model, *args, **kwargs)
+
+  return scoped_fit
+
+
 class PruningMethod:
   """Base class of all pruning methods.
 
@@ -96,6 +116,11 @@ class PruningMethod:
 
   name = None
   post_training = False
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if "fit" in cls.__dict__:  # every recipe runs in the model's strategy scope
+      cls.fit = _in_model_strategy(cls.__dict__["fit"])
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation="layer"):
@@ -234,6 +259,7 @@ class PruningMethod:
     for w, m in zip(self.weights, self.masks):
       w.assign(w * m)
 
+  @_in_model_strategy
   def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
           metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
     """Prunes the bound, wrapped `model` while training it for `epochs` (the recipe).

@@ -23,7 +23,6 @@ deleting one weight) across layers; the ReLU model uses the MM scheme above.
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune import masks as masks_lib
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
 from tfprune.methods.logsum import _check_range
@@ -31,7 +30,7 @@ from tfprune.methods.logsum import _check_range
 
 def hard_threshold(w, k):
   """`H_k`: keeps exactly the `k` largest `|w|` over the whole tensor, zeroes the rest."""
-  return w * tf.cast(masks_lib.topk_mask(tf.abs(w), k), w.dtype)
+  return w * tf.cast(layerwise.topk_mask(tf.abs(w), k), w.dtype)
 
 
 @tf.function(reduce_retracing=True)
@@ -96,7 +95,7 @@ class IHTSolver(layerwise.LayerSolver):
     accelerate: extrapolation with monotone restart.
   """
 
-  def __init__(self, eta=1e-3, max_iter=3000, accelerate=True):
+  def __init__(self, eta=1e-3, max_iter=1000, accelerate=True):
     self.eta = _check_range("eta", eta, 0.0, 1.0)
     if int(max_iter) < 1:
       raise ValueError(f"max_iter must be >= 1, got {max_iter!r}.")
@@ -135,7 +134,7 @@ class L0(PruningMethod):
   post_training = True
   _SCOPES = ("layer", "global")
 
-  def __init__(self, target_sparsity=0.9, scope="layer", eta=1e-3, max_iter=3000,
+  def __init__(self, target_sparsity=0.9, scope="layer", eta=1e-3, max_iter=1000,
                mode="cascade", calibration_samples=10000, batch_size=256,
                relu_model="auto", relu_passes=2, stats_dtype="float32", **kwargs):
     if scope not in self._SCOPES:
@@ -154,8 +153,11 @@ class L0(PruningMethod):
     self.stats_dtype = stats_dtype
     self.report = []
 
-  def apply(self, model=None, calibration_data=None, verbose=True):
-    """Prunes `model` (default: the bound model) in place; returns the per-layer report."""
+  def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
+    """Prunes `model` (default: the bound model) in place; returns the per-layer report.
+
+    `strategy`: optional `tf.distribute` strategy (statistics all-reduced over replicas).
+    """
     model = self.model if model is None else model
     if model is None or calibration_data is None:
       raise ValueError(f"Method {self.name!r} needs a model and calibration data: "
@@ -164,7 +166,8 @@ class L0(PruningMethod):
         model, calibration_data, self.solver, sparsity=self.target_sparsity,
         allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
         max_samples=self.calibration_samples, relu_model=self.relu_model,
-        relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose)
+        relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
+        strategy=strategy)
     return self.report
 
   def get_config(self):

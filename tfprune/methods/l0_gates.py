@@ -24,6 +24,11 @@ Training (the recipe in `fit`):
      columns (the `structured` scope).
   3. fine-tune the weights with fixed gates (cosine learning-rate decay).
 `tfprune.strip(model, shrink=True)` then deletes the closed units (`tfprune.shrink`).
+
+Optional (`distill > 0`): both phases also match the softened logits of the model as it
+was when `fit` began (the dense model: at the default `droprate_init` every test-time gate
+is 1), Hinton et al.'s knowledge distillation - no extra data or epochs, the teacher's
+logits are computed once on `x`.
 """
 import math
 
@@ -125,6 +130,50 @@ def _output_layer_ids(model):
   return ids
 
 
+def _pack(labels, teacher_logits):
+  """`[label, teacher logits...]` rows: how `fit` passes both to `DistillationLoss`."""
+  labels = np.asarray(labels).reshape(-1, 1).astype(np.float32)
+  return np.concatenate([labels, np.asarray(teacher_logits, np.float32)], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class DistillationLoss(keras.losses.Loss):
+  """CE on the label column + `T^2 * KL` to the teacher logits (the other columns)."""
+
+  def __init__(self, alpha=0.5, temperature=4.0, name="l0_distillation", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.alpha, self.temperature = float(alpha), float(temperature)
+
+  def call(self, y_true, y_pred):
+    labels = tf.cast(y_true[:, 0], tf.int32)
+    teacher = tf.cast(y_true[:, 1:], y_pred.dtype)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=y_pred)
+    t = self.temperature
+    p_teacher = tf.nn.softmax(teacher / t)
+    kl = tf.reduce_sum(p_teacher * (tf.nn.log_softmax(teacher / t)
+                                    - tf.nn.log_softmax(y_pred / t)), axis=-1)
+    return (1.0 - self.alpha) * ce + self.alpha * t * t * kl
+
+  def get_config(self):
+    return {**super().get_config(), "alpha": self.alpha, "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PackedAccuracy(keras.metrics.MeanMetricWrapper):
+  """Accuracy against the label column of packed `[label, teacher logits...]` targets."""
+
+  def __init__(self, name="accuracy", dtype=None):
+    super().__init__(fn=_packed_accuracy, name=name, dtype=dtype)
+
+  def get_config(self):
+    return {"name": self.name, "dtype": self.dtype}
+
+
+def _packed_accuracy(y_true, y_pred):
+  labels = tf.cast(y_true[:, 0], tf.int64)
+  return tf.cast(tf.equal(tf.argmax(y_pred, axis=-1), labels), tf.float32)
+
+
 @register_method("l0_gates")
 class L0Gates(PruningMethod):
   """Structured L0: hard-concrete gates on neurons / filters, then a hard unit budget.
@@ -142,12 +191,18 @@ class L0Gates(PruningMethod):
     lambda_max: cap of the multipliers (so the data loss can keep the useful units).
     gate_fraction: fraction of `fit`'s epochs spent with stochastic gates; the rest
       fine-tunes with fixed gates.
+    distill: weight in [0, 1) of the distillation term in `fit` (0: plain loss):
+      `(1 - distill) * CE(y, logits) + distill * T^2 * KL(softmax(t / T) ||
+      softmax(logits / T))`, `t` the logits of the model when `fit` began. Needs integer
+      labels and the default loss.
+    temperature: the distillation temperature `T`.
     **kwargs: `schedule` etc. of `PruningMethod` (the scope is always `structured`).
   """
 
   def __init__(self, target_sparsity=0.5, target_units=None, allocation="layer",
                droprate_init=0.05, log_alpha_scale=10.0, lambda_init=0.0, dual_lr=1e-3,
-               lambda_max=0.02, gate_fraction=0.6, **kwargs):
+               lambda_max=0.02, gate_fraction=0.6, distill=0.0, temperature=4.0,
+               **kwargs):
     kwargs.pop("scope", None)
     super().__init__(target_sparsity=target_sparsity, scope="structured",
                      allocation=allocation, **kwargs)
@@ -166,6 +221,12 @@ class L0Gates(PruningMethod):
     self.dual_lr = float(dual_lr)
     self.lambda_max = float(lambda_max)
     self.gate_fraction = float(gate_fraction)
+    if not 0.0 <= float(distill) < 1.0:
+      raise ValueError(f"distill must be in [0, 1), got {distill!r}.")
+    if float(temperature) <= 0:
+      raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+    self.distill = float(distill)
+    self.temperature = float(temperature)
 
   # ------------------------------------------------------------ wrapping
   def make_wrapper(self, layer):
@@ -333,6 +394,17 @@ class L0Gates(PruningMethod):
     if model is not self.model:
       self.bind(model)
     optimizer = optimizer or keras.optimizers.Adam(1e-3)
+    if self.distill > 0:
+      if loss is not None or y is None:
+        raise ValueError("l0_gates distill > 0 needs arrays x, y of integer labels and "
+                         "the default loss (loss=None).")
+      loss = DistillationLoss(self.distill, self.temperature)
+      plain_metrics = list(metrics)
+      metrics = [PackedAccuracy() if m in ("accuracy", "acc") else m for m in metrics]
+      y = _pack(y, model.predict(x, batch_size=1024, verbose=0))
+      if validation_data is not None:
+        vx, vy = validation_data[:2]
+        validation_data = (vx, _pack(vy, model.predict(vx, batch_size=1024, verbose=0)))
     loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     gate_epochs = max(1, min(epochs - 1, int(round(self.gate_fraction * epochs))))
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
@@ -356,6 +428,11 @@ class L0Gates(PruningMethod):
                           callbacks=list(callbacks)).history
       for k, v in history.items():
         merged.setdefault(k, []).extend(v)
+    if self.distill > 0:
+      # Leave the model compiled for plain labels (evaluate, save, clone).
+      model.compile(optimizer=model.optimizer,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=list(plain_metrics))
     return merged
 
   def get_config(self):
@@ -366,5 +443,6 @@ class L0Gates(PruningMethod):
                    "log_alpha_scale": self.log_alpha_scale,
                    "lambda_init": self.lambda_init, "dual_lr": self.dual_lr,
                    "lambda_max": self.lambda_max,
-                   "gate_fraction": self.gate_fraction})
+                   "gate_fraction": self.gate_fraction,
+                   "distill": self.distill, "temperature": self.temperature})
     return config

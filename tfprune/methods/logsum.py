@@ -38,7 +38,7 @@ def prox_step(w, grad, lipschitz, lam, eps):
 
 @tf.function(reduce_retracing=True)
 def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
-                 accelerate=True):
+                 accelerate=True, min_iter=0):
   """Proximal iteratively reweighted log-sum solver on `[B, d, m]` problems.
 
   Args:
@@ -49,6 +49,8 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
     lam, eps, eta: scalars (lambda > 0 scaled by nothing here; eps > 0; eta > 0).
     max_iter: iteration cap (int scalar).
     accelerate: FISTA extrapolation with restart when the objective increases.
+    min_iter: the `eta` rule is not checked before this many iterations (a warm start
+      at a new lambda moves slowly at first and would otherwise stop at once).
 
   Returns:
     `(w, iterations)`.
@@ -81,7 +83,7 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
     phi_new = objective(w_new, gw_new)
     t_next = tf.where(phi_new > phi, tf.constant(1.0, gram.dtype), t_next)
     step = tf.norm(w_new - w)
-    done = step <= eta * tf.maximum(1.0, tf.norm(w))
+    done = tf.logical_and(step <= eta * tf.maximum(1.0, tf.norm(w)), k + 1 >= min_iter)
     return k + 1, w_new, w, gw_new, gw, t_next, phi_new, done
 
   k, w, *_ = tf.while_loop(cond, body, state)
@@ -116,7 +118,8 @@ class LogSumSolver(layerwise.LayerSolver):
   """
 
   def __init__(self, eps=0.1, eta=1e-3, lam=None, max_iter=5000, search_tol=0.05,
-               max_solves=12, accelerate=True):
+               max_solves=12, accelerate=True, search="secant", chunk=50, path_start=0.25,
+               warm_min_iter=100):
     self.eps = _check_range("eps", eps, 0.0, 10.0, high_open=False)
     self.eta = _check_range("eta", eta, 0.0, 1.0)
     self.lam = None if lam is None else _check_range("lambda", lam, 0.0, math.inf)
@@ -127,38 +130,70 @@ class LogSumSolver(layerwise.LayerSolver):
     self.search_tol = _check_range("search_tol", search_tol, 0.0, 10.0)
     self.max_solves = int(max_solves)
     self.accelerate = bool(accelerate)
+    if search not in ("path", "secant"):
+      raise ValueError(f"search must be 'secant' or 'path', got {search!r}.")
+    self.search = search
+    self.chunk = int(chunk)
+    self.path_start = float(path_start)
+    self.warm_min_iter = int(warm_min_iter)
     self._lam_hint = {}
 
-  def run(self, problem, lam, w_init=None):
+  def run(self, problem, lam, w_init=None, max_iter=None, min_iter=0):
     """One solve at scaled `lam`; returns `(w, iterations, nnz)`."""
     w_init = problem.w0 if w_init is None else w_init
+    max_iter = self.max_iter if max_iter is None else max_iter
     w, it = logsum_solve(problem.gram, problem.cross, w_init, problem.lipschitz,
                          tf.constant(lam, tf.float32), tf.constant(self.eps, tf.float32),
-                         tf.constant(self.eta, tf.float32), tf.constant(self.max_iter),
-                         self.accelerate)
+                         tf.constant(self.eta, tf.float32), tf.constant(max_iter),
+                         self.accelerate, tf.constant(min_iter))
     return w, int(it), int(tf.math.count_nonzero(w))
 
+  def path(self, problem, k, lam, w_init=None):
+    """Continuation: raise lambda every `chunk` iterations while nnz > (1 + tol) k.
+
+    Warm-started chunks of the same solver; lambda grows by `clip(sqrt(nnz / k), 1.05,
+    2)` per chunk, then the iterate is run to the `eta` rule at the last lambda. Costs
+    about one long solve instead of a dozen (log-sum zeros are sticky, so the path
+    tracks the solutions of increasing lambda).
+    """
+    w = problem.w0 if w_init is None else w_init
+    iterations = chunks = 0
+    while True:
+      w, it, nnz = self.run(problem, lam, w, max_iter=self.chunk)
+      iterations += it
+      chunks += 1
+      converged = it < self.chunk
+      if nnz > (1.0 + self.search_tol) * k and iterations < self.max_iter:
+        lam *= min(max(math.sqrt(nnz / max(k, 1)), 1.05), 2.0) ** (2 if converged else 1)
+      elif converged or iterations >= self.max_iter:
+        return w, {"iterations": iterations, "solves": chunks, "lambda": lam}
+
   def initial_lambda(self, problem, k):
-    """Guess: the fixed point kills `|w| < lam / (L (|w| + eps))`; solve at the k-th
-    largest `|w0|` (scaled units)."""
+    """Guess from the marginal weight: deleting a weight of scaled size `q` (the k-th
+    largest `|w0|`) costs about `q^2 mean(diag G~) / 2` in F~ and saves
+    `lam * log(1 + q / eps)` of penalty; equate the two."""
     if problem.name in self._lam_hint:
       return self._lam_hint[problem.name]
     flat = tf.reshape(tf.abs(problem.w0), [-1])
     k = max(1, min(int(k), int(flat.shape[0])))
     q = float(tf.math.top_k(flat, k).values[-1])
-    lip = float(tf.reduce_max(problem.lipschitz))
-    return max(0.5 * lip * q * (q + self.eps), 1e-12)
+    diag = float(tf.reduce_mean(tf.linalg.diag_part(problem.gram)))
+    return max(0.5 * q * q * diag / math.log1p(q / self.eps), 1e-20)
 
   def solve(self, problem, k, w_init=None):
     if self.lam is not None:
       w, it, _ = self.run(problem, self.lam, w_init)
       return w, {"iterations": it, "solves": 1, "lambda": self.lam}
     lam = self.initial_lambda(problem, k)
+    if self.search == "path":
+      return self.path(problem, k, lam * self.path_start, w_init)
     lo = hi = None  # (lam, w, nnz): lo has nnz >= k (denser), hi has nnz < k
     iterations = solves = 0
+    lam *= 0.5
     while solves < self.max_solves:
       start = lo[1] if lo is not None else (problem.w0 if w_init is None else w_init)
-      w, it, nnz = self.run(problem, lam, start)
+      w, it, nnz = self.run(problem, lam, start,
+                            min_iter=self.warm_min_iter if lo is not None else 0)
       iterations += it
       solves += 1
       if nnz >= k:
@@ -167,15 +202,24 @@ class LogSumSolver(layerwise.LayerSolver):
           break
       else:
         hi = (lam, w, nnz)
-      if hi is None:
-        lam *= 4.0
-      elif lo is None:
-        lam /= 4.0
-      else:
-        lam = math.sqrt(lo[0] * hi[0])
+      lam = self._next_lambda(lo, hi, (1.0 + 0.5 * self.search_tol) * k)
     if lo is None:  # too sparse even at the smallest lambda tried: rank what we have
       lo = hi
     return lo[1], {"iterations": iterations, "solves": solves, "lambda": lo[0]}
+
+  @staticmethod
+  def _next_lambda(lo, hi, target, slope=0.55):
+    """Safeguarded secant on log(nnz) vs log(lambda) (nnz ~ lambda^-slope at first)."""
+    if lo is not None and hi is not None:
+      a, b = math.log(lo[0]), math.log(hi[0])
+      fa, fb = math.log(max(lo[2], 1)), math.log(max(hi[2], 1))
+      x = a + (math.log(target) - fa) * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
+      x = min(max(x, a + 0.15 * (b - a)), a + 0.85 * (b - a))
+      return math.exp(x)
+    lam, _, nnz = lo if lo is not None else hi
+    factor = (max(nnz, 1) / target) ** (1.0 / slope)
+    factor = min(max(factor, 1.25), 8.0) if lo is not None else min(max(factor, 1 / 8), 0.8)
+    return lam * factor
 
   def allocate(self, problems, k_total):
     """Global allocation: one shared scaled lambda; bisection on the total count."""
@@ -185,7 +229,8 @@ class LogSumSolver(layerwise.LayerSolver):
     lo = hi = None
     current = [p.w0 for p in problems]
     for _ in range(self.max_solves):
-      results = [self.run(p, lam, w) for p, w in zip(problems, current)]
+      results = [self.run(p, lam, w, min_iter=self.warm_min_iter if lo is not None else 0)
+                 for p, w in zip(problems, current)]
       nnz = sum(r[2] for r in results)
       if nnz >= k_total:
         lo = (lam, results, nnz)
@@ -251,13 +296,14 @@ class LogSum(PruningMethod):
     self.stats_dtype = stats_dtype
     self.report = []
 
-  def apply(self, model=None, calibration_data=None, verbose=True):
+  def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
     """Prunes `model` (default: the bound model) in place; returns the per-layer report.
 
     Args:
       model: a wrapped (`tfprune.prune`) or plain trained Keras model.
       calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`).
       verbose: one progress line per layer.
+      strategy: optional `tf.distribute` strategy (statistics all-reduced over replicas).
     """
     model = self.model if model is None else model
     if model is None or calibration_data is None:
@@ -267,7 +313,8 @@ class LogSum(PruningMethod):
         model, calibration_data, self.solver, sparsity=self.target_sparsity,
         allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
         max_samples=self.calibration_samples, relu_model=self.relu_model,
-        stats_dtype=self.stats_dtype, verbose=verbose)
+        stats_dtype=self.stats_dtype, verbose=verbose,
+        strategy=strategy)
     return self.report
 
   def get_config(self):

@@ -1,0 +1,245 @@
+"""Tests of the shared layer-wise engine (statistics, im2col, refit, modes, errors)."""
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprune import layerwise
+from tfprune import masks as masks_lib
+from tfprune.methods import logsum
+
+L = keras.layers
+
+
+def _explicit_patches_2d(x, kh, kw, stride, dilation, padding):
+  """Reference im2col with Python loops (channels_last, NHWC)."""
+  n, h, w, c = x.shape
+  ekh, ekw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+  if padding == "same":
+    oh, ow = -(-h // stride), -(-w // stride)
+    ph = max((oh - 1) * stride + ekh - h, 0)
+    pw = max((ow - 1) * stride + ekw - w, 0)
+    x = np.pad(x, [(0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)])
+  else:
+    oh, ow = (h - ekh) // stride + 1, (w - ekw) // stride + 1
+  rows = []
+  for b in range(n):
+    for i in range(oh):
+      for j in range(ow):
+        patch = x[b, i * stride:i * stride + ekh:dilation, j * stride:j * stride + ekw:dilation]
+        rows.append(patch.reshape(-1))
+  return np.array(rows)
+
+
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, "valid"), (2, 1, "same"),
+                                                     (1, 2, "same"), (2, 1, "valid")])
+def test_conv2d_im2col_gram_matches_explicit_patches(stride, dilation, padding):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 7, 6, 3)).astype(np.float32)
+  layer = L.Conv2D(4, (3, 2), strides=stride, dilation_rate=dilation, padding=padding)
+  y = layer(x).numpy()
+  ref = _explicit_patches_2d(x, 3, 2, stride, dilation, padding)
+  patches = layerwise.layer_patches(layer, x).numpy()[0]
+  np.testing.assert_allclose(patches, ref, atol=1e-6)
+  w = layerwise.kernel_to_problems(layer, layer.kernel.numpy())[0]
+  np.testing.assert_allclose(patches @ w + layer.bias.numpy(), y.reshape(-1, 4), atol=1e-5)
+  stats = layerwise.compute_stats(layer, [x[:1], x[1:]])
+  np.testing.assert_allclose(stats.gram[0], ref.T @ ref / len(ref), rtol=1e-5, atol=1e-6)
+  assert stats.n == len(ref)
+
+
+@pytest.mark.parametrize("padding", ["causal", "same", "valid"])
+def test_conv1d_patches_reproduce_layer(padding):
+  x = np.random.default_rng(1).normal(size=(2, 9, 3)).astype(np.float32)
+  layer = L.Conv1D(5, 3, dilation_rate=2, padding=padding)
+  y = layer(x).numpy().reshape(-1, 5)
+  patches = layerwise.layer_patches(layer, x).numpy()[0]
+  w = layerwise.kernel_to_problems(layer, layer.kernel.numpy())[0]
+  np.testing.assert_allclose(patches @ w + layer.bias.numpy(), y, atol=1e-5)
+
+
+def test_depthwise_is_one_problem_per_channel():
+  x = np.random.default_rng(2).normal(size=(2, 6, 6, 3)).astype(np.float32)
+  layer = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")
+  y = layer(x).numpy().reshape(-1, 3, 2)  # channel c*mult + j
+  patches = layerwise.layer_patches(layer, x).numpy()  # [cin, N, 9]
+  w = layerwise.kernel_to_problems(layer, layer.kernel.numpy())  # [cin, 9, mult]
+  assert patches.shape == (3, 72, 9) and w.shape == (3, 9, 2)
+  out = np.einsum("bnd,bdm->nbm", patches, w) + layer.bias.numpy().reshape(3, 2)
+  np.testing.assert_allclose(out, y, atol=1e-5)
+  back = layerwise.problems_to_kernel(layer, w, layer.kernel.shape)
+  np.testing.assert_array_equal(back, layer.kernel.numpy())
+
+
+@pytest.mark.parametrize("stats_dtype", ["float32", "float64"])
+def test_streamed_stats_equal_one_shot(stats_dtype):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(300, 12)).astype(np.float32)
+  layer = L.Dense(4)
+  layer.build((None, 12))
+  w0 = layer.kernel.numpy().astype(np.float64)
+  streamed = layerwise.compute_stats(layer, [x[i:i + 64] for i in range(0, 300, 64)],
+                                     stats_dtype=stats_dtype)
+  x64 = x.astype(np.float64)
+  y = x64 @ w0
+  np.testing.assert_allclose(streamed.gram[0], x64.T @ x64 / 300, rtol=1e-5)
+  np.testing.assert_allclose(streamed.cross[0], x64.T @ y / 300, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(streamed.y_sq, np.sum(y ** 2) / 300, rtol=1e-5)
+  np.testing.assert_allclose(streamed.y_colsum[0], y.sum(0) / 300, rtol=1e-4, atol=1e-7)
+  assert streamed.n == 300
+  # The relative output error computed from the statistics equals the direct one.
+  w = w0 * (rng.random(w0.shape) < 0.5)
+  b = rng.normal(size=4)
+  direct = np.linalg.norm(x64 @ w + b - (y + b)) / np.linalg.norm(y + b)
+  got = layerwise.relative_error(streamed, w[None], b[None])
+  np.testing.assert_allclose(got, direct, rtol=1e-4)
+
+
+def test_refit_reaches_least_squares_optimum_on_support():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(200, 15))
+  y = rng.normal(size=(200, 6))
+  gram, cross = x.T @ x / 200, x.T @ y / 200
+  support = rng.random((15, 6)) < 0.4
+  support[:, 0] = False  # an empty column stays zero
+  w, ridge = layerwise.refit(gram[None], cross[None], support[None], ridge=0.0,
+                             max_entries=50)  # tiny chunks exercise the chunking
+  assert ridge == 0.0
+  for j in range(6):
+    s = support[:, j]
+    expected = np.zeros(15)
+    if s.any():
+      expected[s] = np.linalg.lstsq(x[:, s], y[:, j], rcond=None)[0]
+    np.testing.assert_allclose(w[0, :, j], expected, atol=1e-8)
+
+
+def test_refit_ridges_a_singular_support():
+  x = np.random.default_rng(5).normal(size=(50, 3))
+  x = np.concatenate([x, x[:, :1]], axis=1)  # duplicated input: G singular
+  gram, cross = x.T @ x / 50, x.T @ x[:, :2] / 50
+  w, ridge = layerwise.refit(gram[None], cross[None], np.ones((1, 4, 2), bool), ridge=0.0)
+  assert np.all(np.isfinite(w))
+  np.testing.assert_allclose(x @ w[0], x[:, :2], atol=1e-3)
+
+
+def test_power_iteration_matches_eigvalsh():
+  a = np.random.default_rng(6).normal(size=(2, 30, 30))
+  g = np.einsum("bij,bkj->bik", a, a)
+  lam = layerwise.power_iteration(tf.constant(g, tf.float32), 300).numpy()
+  expected = np.linalg.eigvalsh(g)[:, -1]
+  assert np.all(lam >= expected * 0.999) and np.all(lam <= expected * 1.03)
+
+
+@pytest.mark.parametrize("n,k", [(20, 7), (1000, 0), (1000, 1000), (4000, 333)])
+def test_fast_topk_matches_masks_topk_with_ties(n, k):
+  x = np.abs(np.random.default_rng(n).normal(size=n)).astype(np.float32)
+  x[::5] = x[1]
+  x[::11] = 0.0
+  got = layerwise.topk_mask(x, k).numpy()
+  assert got.sum() == k
+  np.testing.assert_array_equal(got, masks_lib.topk_mask(tf.constant(x), k).numpy())
+
+
+def _mlp(seed=0):
+  keras.utils.set_random_seed(seed)
+  inp = keras.Input((20,), name="pixels")
+  h = L.Dense(16, activation="relu", name="h1")(inp)
+  h = L.Dense(12, activation="relu", name="h2")(h)
+  return keras.Model(inp, L.Dense(3, name="out")(h))
+
+
+def _data(n=400, seed=0):
+  return np.random.default_rng(seed).normal(size=(n, 20)).astype(np.float32)
+
+
+def test_cascade_and_parallel_differ_as_expected():
+  x = _data()
+  base = _mlp()
+  runs = {}
+  for mode in ("parallel", "cascade"):
+    model = keras.models.clone_model(base)
+    model.set_weights(base.get_weights())
+    rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.6,
+                                     mode=mode, verbose=False)
+    runs[mode] = (model, rows)
+  # The first layer sees the same inputs in both modes: identical result.
+  np.testing.assert_allclose(runs["parallel"][0].get_layer("h1").kernel.numpy(),
+                             runs["cascade"][0].get_layer("h1").kernel.numpy(), atol=1e-6)
+  # Later layers are fitted to different inputs...
+  assert not np.allclose(runs["parallel"][0].get_layer("h2").kernel.numpy(),
+                         runs["cascade"][0].get_layer("h2").kernel.numpy())
+  # ...and cascade, which compensates the earlier layers' errors, ends closer to the
+  # original network output.
+  ref = base.predict(x, verbose=0)
+  err = {m: np.linalg.norm(runs[m][0].predict(x, verbose=0) - ref) for m in runs}
+  assert err["cascade"] < err["parallel"]
+  for rows in (runs["parallel"][1], runs["cascade"][1]):
+    for r in rows:
+      assert abs(r["sparsity"] - 0.6) < 0.02
+      assert r["err_after_refit"] <= r["err_before_refit"] + 1e-9
+
+
+def test_wrapped_model_gets_masks_and_kernels():
+  import tfprune  # pylint: disable=g-import-not-at-top
+  from tfprune import model as model_lib  # pylint: disable=g-import-not-at-top
+  base = _mlp()
+  pruned = model_lib.prune(base, "logsum", target_sparsity=0.75)
+  method = pruned.get_layer("prune_h1").method
+  rows = method.apply(pruned, _data(), verbose=False)
+  assert [r["layer"] for r in rows] == ["h1", "h2", "out"]
+  for name in ("h1", "h2", "out"):
+    wrapper = pruned.get_layer(f"prune_{name}")
+    kernel = wrapper.layer.kernel.numpy()
+    mask = wrapper.masks[0].numpy()
+    assert np.all(kernel[mask == 0] == 0)
+    assert abs(1 - mask.mean() - 0.75) < 0.02
+  assert np.all(np.isfinite(pruned.predict(_data(10), verbose=0)))
+  del tfprune
+
+
+def test_global_allocation_hits_total_sparsity():
+  model = _mlp()
+  rows = layerwise.prune_layerwise(model, _data(), logsum.LogSumSolver(), sparsity=0.7,
+                                   allocation="global", mode="parallel", verbose=False)
+  sizes = {"h1": 320, "h2": 192, "out": 36}
+  zeros = sum(r["sparsity"] * sizes[r["layer"]] for r in rows)
+  assert abs(zeros / sum(sizes.values()) - 0.7) < 0.01
+  assert len({round(r["sparsity"], 3) for r in rows}) > 1  # not uniform
+
+
+def test_wrong_calibration_shape_names_input_and_shape():
+  with pytest.raises(ValueError, match=r"pixels.*\(batch,\) \+ \(20,\)"):
+    layerwise.prune_layerwise(_mlp(), np.zeros((10, 21), np.float32),
+                              logsum.LogSumSolver(), verbose=False)
+  with pytest.raises(ValueError, match="numeric"):
+    layerwise.prune_layerwise(_mlp(), np.array([["a"] * 20]), logsum.LogSumSolver(),
+                              verbose=False)
+
+
+def test_too_few_samples_warns_and_regularises():
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = _mlp()
+    rows = layerwise.prune_layerwise(model, _data(8), logsum.LogSumSolver(), sparsity=0.5,
+                                     verbose=False)
+  assert any("only 8 calibration rows" in str(w.message) for w in caught)
+  assert "ridge" in rows[0]["notes"][0]
+  assert np.all(np.isfinite(model.get_layer("h1").kernel.numpy()))
+
+
+def test_bad_arguments_are_named():
+  with pytest.raises(ValueError, match="mode"):
+    layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), mode="serial")
+  with pytest.raises(ValueError, match=r"unknown layers \['nope'\]"):
+    layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), sparsity={"nope": .5})
+  with pytest.raises(ValueError, match="sparsity"):
+    layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), sparsity=1.0)
+  with pytest.raises(ValueError, match="Cannot prune layers"):
+    layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), layers=["missing"])
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__]))

@@ -1,0 +1,116 @@
+"""Tests of the log-sum proximal iteratively reweighted solver and method."""
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprune import layerwise
+from tfprune.methods import base
+from tfprune.methods import logsum
+
+
+def _planted(seed=0, d=40, m=5, n=400, density=0.2):
+  """A noise-free problem whose exact sparse solution is `w_true`."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  w_true = rng.normal(size=(d, m)) * (rng.random((d, m)) < density)
+  w_true[np.abs(w_true) < 0.3] = 0.0
+  w_true[w_true != 0] += np.sign(w_true[w_true != 0]) * 0.5
+  gram = x.T @ x / n
+  y = x @ w_true
+  stats = layerwise.LayerStats(gram[None], (x.T @ y / n)[None], float(np.sum(y ** 2) / n),
+                               (y.sum(0) / n)[None], n)
+  w_start = w_true + 0.1 * rng.normal(size=w_true.shape)  # a dense "trained" kernel
+  problem, _, _ = layerwise._make_problem("planted", stats, w_start[None])
+  return problem, stats, w_true
+
+
+def test_soft_threshold_and_prox_step_match_numpy():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(3, 4)).astype(np.float32)
+  grad = rng.normal(size=(3, 4)).astype(np.float32)
+  lip, lam, eps = 2.5, 0.3, 0.1
+  z = w - grad / lip
+  thr = lam / (np.abs(w) + eps) / lip
+  expected = np.sign(z) * np.maximum(np.abs(z) - thr, 0.0)
+  np.testing.assert_allclose(logsum.soft_threshold(z, thr).numpy(), expected, atol=1e-6)
+  np.testing.assert_allclose(logsum.prox_step(w, grad, lip, lam, eps).numpy(), expected,
+                             atol=1e-6)
+
+
+def test_solver_recovers_planted_sparse_solution():
+  problem, stats, w_true = _planted()
+  k = int(np.count_nonzero(w_true))
+  w, info = logsum.LogSumSolver(eta=1e-5).solve(problem, k)
+  scores = layerwise.support_scores(problem, w)
+  support = layerwise.topk_mask(scores, k).numpy().astype(bool)
+  np.testing.assert_array_equal(support[0], w_true != 0)
+  refit, _ = layerwise.refit(stats.gram, stats.cross, support)
+  np.testing.assert_allclose(refit[0], w_true, atol=1e-6)
+  assert info["solves"] >= 1 and info["iterations"] > 0
+
+
+def test_larger_eta_stops_earlier():
+  problem, _, _ = _planted(seed=1)
+  solver = logsum.LogSumSolver()
+  its = []
+  for eta in (1e-2, 1e-3, 1e-4):
+    solver.eta = eta
+    _, it, _ = solver.run(problem, 1e-3)
+    its.append(it)
+  assert its[0] < its[1] < its[2], its
+
+
+def test_fixed_lambda_zero_keeps_least_squares_solution():
+  problem, _, _ = _planted(seed=2)
+  w, _ = logsum.LogSumSolver(lam=1e-12, eta=1e-6).solve(problem, 10)
+  # With (almost) no penalty the solver converges to the dense least-squares optimum.
+  grad = tf.matmul(problem.gram, w) - problem.cross
+  assert float(tf.reduce_max(tf.abs(grad))) < 1e-3
+
+
+@pytest.mark.parametrize("kwargs,match", [({"eps": 0.0}, "eps"), ({"eps": -1}, "eps"),
+                                          ({"eta": 0.0}, "eta"), ({"eta": 1.5}, "eta"),
+                                          ({"lam": -0.1}, "lambda"),
+                                          ({"search": "grid"}, "search")])
+def test_out_of_range_hyperparameters(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    logsum.LogSumSolver(**kwargs)
+
+
+def test_method_registered_config_and_scope_errors():
+  assert base.get_method_class("logsum") is logsum.LogSum
+  method = logsum.LogSum(target_sparsity=0.8, scope="global", eta=1e-2, mode="parallel")
+  config = method.get_config()
+  again = logsum.LogSum.from_config(config)
+  assert again.get_config() == config
+  assert again.post_training
+  with pytest.raises(ValueError, match="scope 'layer' or 'global'"):
+    logsum.LogSum(scope="n:m")
+  with pytest.raises(ValueError, match="mode"):
+    logsum.LogSum(mode="serial")
+  with pytest.raises(ValueError, match="calibration data"):
+    logsum.LogSum().apply(None, None)
+
+
+def test_apply_on_plain_conv_model():
+  keras.utils.set_random_seed(0)
+  inp = keras.Input((8, 8, 2))
+  h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+  h = keras.layers.DepthwiseConv2D(3, name="dw")(h)
+  out = keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(h))
+  model = keras.Model(inp, out)
+  x = np.random.default_rng(0).normal(size=(64, 8, 8, 2)).astype(np.float32)
+  rows = logsum.LogSum(target_sparsity=0.5, calibration_samples=48).apply(
+      model, x, verbose=False)
+  assert [r["layer"] for r in rows] == ["conv", "dw", "fc"]
+  for r in rows:
+    assert abs(r["sparsity"] - 0.5) < 0.03
+    assert r["err_after_refit"] < 1.0
+  assert rows[0]["n"] == 48 * 64  # calibration_samples * output positions
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__]))
