@@ -158,8 +158,8 @@ def run_finetune(name, model, data, results):
     save(results)
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   tfmot_python = os.path.join(repo, ".venv-tfmot", "bin", "python")
-  if not os.path.exists(tfmot_python) or name != "lenet_300_100":
-    return  # tfmot_runner's lenet5 has ReLU convs, unlike zoo.lenet5 (Caffe): not comparable
+  if not os.path.exists(tfmot_python):
+    return
   npz_w = os.path.join(FLAGS.out, f"layerwise_{name}_dense.npz")
   np.savez(npz_w, *model.get_weights())
   npz_d = os.path.join(FLAGS.out, "layerwise_mnist_uint8.npz")

@@ -111,6 +111,8 @@ def test_distillation_loss_matches_formula():
   assert got == pytest.approx(float(np.mean(0.7 * ce + 0.3 * 4.0 * kl)), rel=1e-5)
   with pytest.raises(ValueError, match="distill"):
     tfprune.prune(_mlp(), "l0_gates", distill=1.0)
+  with pytest.raises(ValueError, match="finetune_lr_scale"):
+    tfprune.prune(_mlp(), "l0_gates", finetune_lr_scale=0.0)
 
 
 def test_save_load_gated_model(tmp_path):

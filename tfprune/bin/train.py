@@ -141,6 +141,20 @@ method_flag("sap_min_accuracy", None, "SAP: stop (keeping the previous round) wh
             "validation accuracy falls below this.", kwarg="min_accuracy")
 
 
+# Layer-wise, retrain-free methods (logsum, l0); --finetune_epochs fine-tunes after them.
+method_flag("calibration_samples", None, "logsum/l0: unlabelled training inputs used as "
+            "calibration data (default 10000).", "int", kwarg="calibration_samples")
+method_flag("eta", None, "logsum/l0: early-termination tolerance of each layer's solve "
+            "(default 1e-3).", kwarg="eta")
+method_flag("eps", None, "logsum: epsilon of the log-sum penalty (default 0.1).",
+            kwarg="eps")
+method_flag("layerwise_mode", None, "logsum/l0: 'cascade' (inputs from the pruned layers "
+            "before, default) or 'parallel' (from the original network).", "string",
+            kwarg="mode")
+method_flag("relu_model", None, "logsum/l0: fit only where the original ReLU output is "
+            "positive.", "bool", kwarg="relu_model")
+
+
 def _parse_method_args(values):
   parsed = {}
   for item in values:
@@ -156,8 +170,12 @@ def _parse_method_args(values):
 
 def method_kwargs(method_cls, steps_per_epoch, epochs):
   """Keyword arguments for `method_cls` from the flags (validated against its signature)."""
-  accepted = inspect.signature(method_cls.__init__).parameters
-  takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+  accepted = dict(inspect.signature(method_cls.__init__).parameters)
+  if any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+    # **kwargs go to PruningMethod.__init__: accept exactly its arguments too.
+    accepted.update(inspect.signature(tfprune.PruningMethod.__init__).parameters)
+  accepted = {k: v for k, v in accepted.items()
+              if k != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
   kwargs = {"target_sparsity": FLAGS.target_sparsity, "block_size": FLAGS.block_size}
   for name in ("scope", "allocation"):
     if FLAGS[name].value is not None:
@@ -174,18 +192,18 @@ def method_kwargs(method_cls, steps_per_epoch, epochs):
       continue  # the binary fine-tunes post-training methods itself
     if FLAGS[flag_name].present or (FLAGS[flag_name].value is not None and
                                     kwarg in accepted):
-      if kwarg not in accepted and not takes_any:
+      if kwarg not in accepted:
         raise app.UsageError(f"--{flag_name} is not used by --method={FLAGS.method}; its "
-                             f"arguments are {sorted(set(accepted) - {'self'})}.")
+                             f"arguments are {sorted(accepted)}.")
       kwargs[kwarg] = FLAGS[flag_name].value
   extra = _parse_method_args(FLAGS.method_arg)
   for key in extra:
-    if key not in accepted and not takes_any:
+    if key not in accepted:
       raise app.UsageError(f"--method_arg {key!r} is not an argument of "
                            f"--method={FLAGS.method}; valid: "
-                           f"{sorted(set(accepted) - {'self'})}.")
+                           f"{sorted(accepted)}.")
   kwargs.update(extra)
-  return {k: v for k, v in kwargs.items() if k in accepted or takes_any}
+  return {k: v for k, v in kwargs.items() if k in accepted}
 
 
 def _compile(model):
@@ -231,7 +249,7 @@ def run_pruning(dense, x_train, y_train, x_test, y_test, timings, log):
     extra_callbacks.append(callbacks_lib.PruningSummaries(FLAGS.tensorboard_dir, method))
   start = time.time()
   if method_cls.post_training:
-    method.apply(pruned, x_train)
+    method.apply(pruned, x_train)  # uses the method's calibration_samples
     finetune = FLAGS.finetune_epochs or 0
     if finetune:
       _compile(pruned)  # masks stay fixed: the wrapper masks the gradients

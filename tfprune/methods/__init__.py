@@ -3,8 +3,10 @@
 Importing this package registers every method (needed before loading a saved model).
 """
 from tfprune.methods import admm  # registers "admm"
+from tfprune.methods import l0  # registers "l0"
 from tfprune.methods import l0_gates  # registers "l0_gates"
 from tfprune.methods import l0_projection  # registers "l0_projection"
+from tfprune.methods import logsum  # registers "logsum"
 from tfprune.methods import magnitude  # registers "magnitude"
 from tfprune.methods import sap  # registers "sap"
 from tfprune.methods.base import available_methods

@@ -23,8 +23,8 @@ deleting one weight) across layers; the ReLU model uses the MM scheme above.
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
+from tfprune.methods.layerwise_method import LayerwiseMethod
 from tfprune.methods.logsum import _check_range
 
 
@@ -117,63 +117,27 @@ class IHTSolver(layerwise.LayerSolver):
 
 
 @register_method("l0")
-class L0(PruningMethod):
+class L0(LayerwiseMethod):
   """Layer-wise l0-constrained pruning (IHT + refit) of a trained model.
 
   Args:
-    target_sparsity: fraction of zeros, per layer or global (`scope`).
-    scope: `layer` or `global`.
+    target_sparsity, scope, mode, calibration_samples, batch_size, relu_passes,
+      stats_dtype: see `LayerwiseMethod`.
     eta, max_iter: see `IHTSolver`.
-    mode: `cascade` (default) or `parallel`.
-    calibration_samples, batch_size, stats_dtype: see `tfprune.methods.logsum.LogSum`.
     relu_model: `"auto"` (default: layers with a ReLU activation), True or False.
-    relu_passes: majorise-minimise passes of the ReLU model.
     **kwargs: `PruningMethod` arguments, unused by this method.
   """
-
-  post_training = True
-  _SCOPES = ("layer", "global")
 
   def __init__(self, target_sparsity=0.9, scope="layer", eta=1e-3, max_iter=1000,
                mode="cascade", calibration_samples=10000, batch_size=256,
                relu_model="auto", relu_passes=2, stats_dtype="float32", **kwargs):
-    if scope not in self._SCOPES:
-      raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
-                       f"{scope!r}.")
-    super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
-    if mode not in layerwise.MODES:
-      raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
-    self.solver = IHTSolver(eta=eta, max_iter=max_iter)
-    self.mode = mode
-    self.calibration_samples = None if calibration_samples is None else int(
-        calibration_samples)
-    self.batch_size = int(batch_size)
-    self.relu_model = relu_model
-    self.relu_passes = int(relu_passes)
-    self.stats_dtype = stats_dtype
-    self.report = []
-
-  def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
-    """Prunes `model` (default: the bound model) in place; returns the per-layer report.
-
-    `strategy`: optional `tf.distribute` strategy (statistics all-reduced over replicas).
-    """
-    model = self.model if model is None else model
-    if model is None or calibration_data is None:
-      raise ValueError(f"Method {self.name!r} needs a model and calibration data: "
-                       f"method.apply(model, calibration_data).")
-    self.report = layerwise.prune_layerwise(
-        model, calibration_data, self.solver, sparsity=self.target_sparsity,
-        allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
-        max_samples=self.calibration_samples, relu_model=self.relu_model,
-        relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
-        strategy=strategy)
-    return self.report
+    super().__init__(IHTSolver(eta=eta, max_iter=max_iter),
+                     target_sparsity=target_sparsity, scope=scope, mode=mode,
+                     calibration_samples=calibration_samples, batch_size=batch_size,
+                     relu_model=relu_model, relu_passes=relu_passes,
+                     stats_dtype=stats_dtype, **kwargs)
 
   def get_config(self):
     config = super().get_config()
-    config.update({"eta": self.solver.eta, "max_iter": self.solver.max_iter,
-                   "mode": self.mode, "calibration_samples": self.calibration_samples,
-                   "batch_size": self.batch_size, "relu_model": self.relu_model,
-                   "relu_passes": self.relu_passes, "stats_dtype": self.stats_dtype})
+    config.update({"eta": self.solver.eta, "max_iter": self.solver.max_iter})
     return config

@@ -191,6 +191,8 @@ class L0Gates(PruningMethod):
     lambda_max: cap of the multipliers (so the data loss can keep the useful units).
     gate_fraction: fraction of `fit`'s epochs spent with stochastic gates; the rest
       fine-tunes with fixed gates.
+    finetune_lr_scale: the fine-tune's cosine decay starts at this multiple of the
+      optimizer's (constant) learning rate.
     distill: weight in [0, 1) of the distillation term in `fit` (0: plain loss):
       `(1 - distill) * CE(y, logits) + distill * T^2 * KL(softmax(t / T) ||
       softmax(logits / T))`, `t` the logits of the model when `fit` began. Needs integer
@@ -201,8 +203,8 @@ class L0Gates(PruningMethod):
 
   def __init__(self, target_sparsity=0.5, target_units=None, allocation="layer",
                droprate_init=0.05, log_alpha_scale=10.0, lambda_init=0.0, dual_lr=1e-3,
-               lambda_max=0.02, gate_fraction=0.6, distill=0.0, temperature=4.0,
-               **kwargs):
+               lambda_max=0.02, gate_fraction=0.6, finetune_lr_scale=1.0, distill=0.0,
+               temperature=4.0, **kwargs):
     kwargs.pop("scope", None)
     super().__init__(target_sparsity=target_sparsity, scope="structured",
                      allocation=allocation, **kwargs)
@@ -226,6 +228,9 @@ class L0Gates(PruningMethod):
     if float(temperature) <= 0:
       raise ValueError(f"temperature must be > 0, got {temperature!r}.")
     self.distill = float(distill)
+    if float(finetune_lr_scale) <= 0:
+      raise ValueError(f"finetune_lr_scale must be > 0, got {finetune_lr_scale!r}.")
+    self.finetune_lr_scale = float(finetune_lr_scale)
     self.temperature = float(temperature)
 
   # ------------------------------------------------------------ wrapping
@@ -420,7 +425,8 @@ class L0Gates(PruningMethod):
       if isinstance(lr, (int, float)):
         n = len(x) if y is not None else None
         steps = tune_epochs * (math.ceil(n / batch_size) if n else 1000)
-        config["learning_rate"] = keras.optimizers.schedules.CosineDecay(float(lr), steps)
+        config["learning_rate"] = keras.optimizers.schedules.CosineDecay(
+            float(lr) * self.finetune_lr_scale, steps)
       tune_opt = type(optimizer).from_config(config)
       model.compile(optimizer=tune_opt, loss=loss, metrics=list(metrics))
       history = model.fit(x, y, epochs=tune_epochs, batch_size=batch_size,
@@ -444,5 +450,6 @@ class L0Gates(PruningMethod):
                    "lambda_init": self.lambda_init, "dual_lr": self.dual_lr,
                    "lambda_max": self.lambda_max,
                    "gate_fraction": self.gate_fraction,
+                   "finetune_lr_scale": self.finetune_lr_scale,
                    "distill": self.distill, "temperature": self.temperature})
     return config

@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
+from tfprune.methods.layerwise_method import LayerwiseMethod
 
 
 def soft_threshold(z, threshold):
@@ -258,70 +258,28 @@ class LogSumSolver(layerwise.LayerSolver):
 
 
 @register_method("logsum")
-class LogSum(PruningMethod):
+class LogSum(LayerwiseMethod):
   """Layer-wise log-sum pruning of a trained model (post-training, no labels).
 
   Args:
-    target_sparsity: fraction of zeros, per layer (`scope="layer"`) or over all pruned
-      layers (`scope="global"`).
-    scope: `layer` or `global`.
+    target_sparsity, scope, mode, calibration_samples, batch_size, relu_model,
+      relu_passes, stats_dtype: see `LayerwiseMethod` (relu_model default False: the
+      paper fits pre-activations).
     eps, eta, lam, max_iter: see `LogSumSolver`.
-    mode: `cascade` (default) or `parallel`.
-    calibration_samples: number of calibration samples used (None = all given).
-    batch_size: calibration batch size.
-    relu_model: see `tfprune.layerwise.prune_layerwise` (default False: the paper fits
-      pre-activations).
-    stats_dtype: `float32` (float64 sums) or `float64`.
     **kwargs: `PruningMethod` arguments (schedule, ...), unused by this method.
   """
 
-  post_training = True
-  _SCOPES = ("layer", "global")
-
   def __init__(self, target_sparsity=0.9, scope="layer", eps=0.1, eta=1e-3, lam=None,
                max_iter=5000, mode="cascade", calibration_samples=10000, batch_size=256,
-               relu_model=False, stats_dtype="float32", **kwargs):
-    if scope not in self._SCOPES:
-      raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
-                       f"{scope!r}.")
-    super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
-    self.solver = LogSumSolver(eps=eps, eta=eta, lam=lam, max_iter=max_iter)
-    if mode not in layerwise.MODES:
-      raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
-    self.mode = mode
-    self.calibration_samples = None if calibration_samples is None else int(
-        calibration_samples)
-    self.batch_size = int(batch_size)
-    self.relu_model = relu_model
-    self.stats_dtype = stats_dtype
-    self.report = []
-
-  def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
-    """Prunes `model` (default: the bound model) in place; returns the per-layer report.
-
-    Args:
-      model: a wrapped (`tfprune.prune`) or plain trained Keras model.
-      calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`).
-      verbose: one progress line per layer.
-      strategy: optional `tf.distribute` strategy (statistics all-reduced over replicas).
-    """
-    model = self.model if model is None else model
-    if model is None or calibration_data is None:
-      raise ValueError(f"Method {self.name!r} needs a model and calibration data: "
-                       f"method.apply(model, calibration_data).")
-    self.report = layerwise.prune_layerwise(
-        model, calibration_data, self.solver, sparsity=self.target_sparsity,
-        allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
-        max_samples=self.calibration_samples, relu_model=self.relu_model,
-        stats_dtype=self.stats_dtype, verbose=verbose,
-        strategy=strategy)
-    return self.report
+               relu_model=False, relu_passes=2, stats_dtype="float32", **kwargs):
+    super().__init__(LogSumSolver(eps=eps, eta=eta, lam=lam, max_iter=max_iter),
+                     target_sparsity=target_sparsity, scope=scope, mode=mode,
+                     calibration_samples=calibration_samples, batch_size=batch_size,
+                     relu_model=relu_model, relu_passes=relu_passes,
+                     stats_dtype=stats_dtype, **kwargs)
 
   def get_config(self):
     config = super().get_config()
     config.update({"eps": self.solver.eps, "eta": self.solver.eta, "lam": self.solver.lam,
-                   "max_iter": self.solver.max_iter, "mode": self.mode,
-                   "calibration_samples": self.calibration_samples,
-                   "batch_size": self.batch_size, "relu_model": self.relu_model,
-                   "stats_dtype": self.stats_dtype})
+                   "max_iter": self.solver.max_iter})
     return config

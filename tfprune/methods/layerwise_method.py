@@ -1,0 +1,82 @@
+"""The shared method class of the layer-wise, post-training methods (logsum, l0).
+
+Each layer-wise algorithm is a `tfprune.layerwise.LayerSolver` (in its own module) plus a
+thin subclass of `LayerwiseMethod`, which owns what they share: the calibration settings,
+`apply(model, calibration_data)` through `tfprune.layerwise.prune_layerwise`, the report
+and the serialized config.
+"""
+from tfprune import layerwise
+from tfprune.methods.base import PruningMethod
+
+
+class LayerwiseMethod(PruningMethod):
+  """Prunes a trained model layer by layer with `solver`, label-free and retrain-free.
+
+  Args:
+    solver: the `tfprune.layerwise.LayerSolver` of the algorithm.
+    target_sparsity: fraction of zeros, per layer (`scope="layer"`) or over all pruned
+      layers (`scope="global"`).
+    scope: `layer` or `global`.
+    mode: `cascade` (inputs from the already-pruned layers, default) or `parallel`.
+    calibration_samples: number of calibration samples used (None = all given).
+    batch_size: calibration batch size.
+    relu_model: fit only where the original ReLU output is positive (True / False /
+      `"auto"`: layers with a ReLU activation).
+    relu_passes: majorise-minimise passes of the ReLU model.
+    stats_dtype: `float32` (float64 sums across batches) or `float64`.
+    **kwargs: `PruningMethod` arguments (unused by layer-wise methods).
+  """
+
+  post_training = True
+  _SCOPES = ("layer", "global")
+
+  def __init__(self, solver, target_sparsity=0.9, scope="layer", mode="cascade",
+               calibration_samples=10000, batch_size=256, relu_model=False, relu_passes=2,
+               stats_dtype="float32", **kwargs):
+    if scope not in self._SCOPES:
+      raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
+                       f"{scope!r}.")
+    super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
+    if mode not in layerwise.MODES:
+      raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
+    self.solver = solver
+    self.mode = mode
+    self.calibration_samples = None if calibration_samples is None else int(
+        calibration_samples)
+    self.batch_size = int(batch_size)
+    self.relu_model = relu_model
+    self.relu_passes = int(relu_passes)
+    self.stats_dtype = stats_dtype
+    self.layer_table = []
+
+  def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
+    """Prunes `model` (default: the bound model) in place; returns the per-layer table.
+
+    Args:
+      model: a wrapped (`tfprune.prune`) or plain trained Keras model.
+      calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`).
+      verbose: one progress line per layer.
+      strategy: optional `tf.distribute` strategy (statistics all-reduced over replicas).
+    """
+    model = self.model if model is None else model
+    if model is None or calibration_data is None:
+      raise ValueError(f"Method {self.name!r} needs a model and calibration data: "
+                       f"method.apply(model, calibration_data).")
+    self.layer_table = layerwise.prune_layerwise(
+        model, calibration_data, self.solver, sparsity=self.target_sparsity,
+        allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
+        max_samples=self.calibration_samples, relu_model=self.relu_model,
+        relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
+        strategy=strategy)
+    return self.layer_table
+
+  def report(self):
+    """The per-layer table of the last `apply` (sparsity, errors, iterations, seconds)."""
+    return {"layers": self.layer_table}
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"mode": self.mode, "calibration_samples": self.calibration_samples,
+                   "batch_size": self.batch_size, "relu_model": self.relu_model,
+                   "relu_passes": self.relu_passes, "stats_dtype": self.stats_dtype})
+    return config
