@@ -7,8 +7,8 @@ r"""L0 benchmark: structured L0 gates + shrink, and L0Projection vs TFMOT, in on
    original dense model.
 2. `l0_projection` (layer and global scope) vs TFMOT at the TFMOT protocol
    (ALGORITHMS.md section 6) through `bench/compare.py` (TFMOT rerun in its venv).
-Writes bench/out/l0/structured.json, bench/out/l0/compare/results.md and
-bench/RESULTS_l0.md.
+Writes bench/out/l0/structured.{json,md} (and, with --parts=...,projection, the compare.py
+outputs under --projection_out). bench/RESULTS_l0.md is written by hand from these.
 
   nohup .venv/bin/python bench/l0_bench.py > bench/out/l0_bench.log 2>&1 &
 """
@@ -30,22 +30,28 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import tfprune  # pylint: disable=g-import-not-at-top
 from tfprune import data as data_lib  # pylint: disable=g-import-not-at-top
-from tfprune import shrink as shrink_lib  # pylint: disable=g-import-not-at-top
+from tfprune.shrink import count_params_and_macs  # pylint: disable=g-import-not-at-top
 from tfprune import zoo  # pylint: disable=g-import-not-at-top
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 FLAGS = flags.FLAGS
-flags.DEFINE_list("parts", ["structured", "projection"], "What to run.")
+flags.DEFINE_list("parts", ["structured"], "What to run: structured, projection.")
+flags.DEFINE_list("lenet300_seeds", ["0", "1", "2"], "LeNet-300-100 seeds (own dense each).")
+flags.DEFINE_list("lenet5_seeds", ["0", "1"], "LeNet-5 seeds.")
 flags.DEFINE_integer("lenet300_dense_epochs", 10, "")
 flags.DEFINE_integer("lenet300_gate_epochs", 10, "l0_gates fit budget (gates + fine-tune).")
-flags.DEFINE_string("lenet300_units", '{"fc1": 94, "fc2": 50}', "JSON unit budget.")
-flags.DEFINE_integer("lenet5_dense_epochs", 4, "")
-flags.DEFINE_integer("lenet5_gate_epochs", 8, "")
-flags.DEFINE_string("lenet5_units", '{"conv1": 8, "conv2": 20, "fc1": 128}', "")
+flags.DEFINE_string("lenet300_kwargs", '{"target_units": {"fc1": 96, "fc2": 32}, '
+                    '"gate_fraction": 0.3}',
+                    "JSON l0_gates kwargs (unit budget etc.).")
+flags.DEFINE_integer("lenet5_dense_epochs", 6, "")
+flags.DEFINE_integer("lenet5_gate_epochs", 6, "")
+flags.DEFINE_string("lenet5_kwargs", '{"target_units": {"conv1": 8, "conv2": 20, "fc1": 200}, '
+                    '"gate_fraction": 0.34}', "JSON l0_gates kwargs for LeNet-5.")
 flags.DEFINE_integer("invokes", 2000, "LiteRT single-sample invokes per model.")
 flags.DEFINE_string("sparsities", "0.95,0.98,0.99", "Projection sparsities.")
 flags.DEFINE_string("out", os.path.join(HERE, "out", "l0"), "")
+flags.DEFINE_string("projection_out", os.path.join(HERE, "out", "l0_projection"), "")
 
 
 def accuracy(model, x, y):
@@ -84,9 +90,9 @@ def architecture(model):
   return "-".join(parts)
 
 
-def structured(name, dense_epochs, gate_epochs, units, data):
+def structured(name, seed, dense_epochs, gate_epochs, kwargs, data):
   (x_train, y_train), (x_test, y_test) = data
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(seed)
   model = zoo.get(name, input_shape=x_train.shape[1:], num_classes=10)
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -94,7 +100,7 @@ def structured(name, dense_epochs, gate_epochs, units, data):
   t0 = time.time()
   model.fit(x_train, y_train, epochs=dense_epochs, batch_size=128, verbose=2)
   dense_acc = accuracy(model, x_test, y_test)
-  pruned = tfprune.prune(model, "l0_gates", target_units=units)
+  pruned = tfprune.prune(model, "l0_gates", **kwargs)
   method = tfprune.get_method(pruned)
   method.fit(pruned, x_train, y_train, epochs=gate_epochs, batch_size=128, verbose=2)
   gated_acc = accuracy(pruned, x_test, y_test)
@@ -104,13 +110,13 @@ def structured(name, dense_epochs, gate_epochs, units, data):
   diff = float(np.max(np.abs(shrunk.predict(x_test[:2000], verbose=0)
                              - pruned.predict(x_test[:2000], verbose=0))))
   os.makedirs(FLAGS.out, exist_ok=True)
-  shrunk.save(os.path.join(FLAGS.out, f"{name}_shrunk.keras"))
-  params, macs = shrink_lib.count_params_and_macs(model)
-  sparams, smacs = shrink_lib.count_params_and_macs(shrunk)
+  shrunk.save(os.path.join(FLAGS.out, f"{name}_s{seed}_shrunk.keras"))
+  params, macs = count_params_and_macs(model)
+  sparams, smacs = count_params_and_macs(shrunk)
   lat_dense, size_dense = litert_latency_us(model, x_test, FLAGS.invokes)
   lat_shrunk, size_shrunk = litert_latency_us(shrunk, x_test, FLAGS.invokes)
-  row = {"model": name, "dense_epochs": dense_epochs, "gate_epochs": gate_epochs,
-         "unit_budget": units, "kept": method.last_kept,
+  row = {"model": name, "seed": seed, "dense_epochs": dense_epochs,
+         "gate_epochs": gate_epochs, "l0_gates_kwargs": kwargs, "kept": method.last_kept,
          "dense_arch": architecture(model), "shrunk_arch": architecture(shrunk),
          "dense_acc": dense_acc, "gated_acc": gated_acc, "shrunk_acc": shrunk_acc,
          "max_abs_output_diff": diff, "params": params, "shrunk_params": sparams,
@@ -124,12 +130,12 @@ def structured(name, dense_epochs, gate_epochs, units, data):
 
 
 def structured_table(rows):
-  lines = ["| model | dense arch -> shrunk arch | dense acc | shrunk acc | params | "
+  lines = ["| model | seed | dense arch -> shrunk arch | dense acc | shrunk acc | params | "
            "MACs | LiteRT us dense / shrunk (speedup) | .tflite bytes | max |out diff| |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
-        f"| {r['model']} | {r['dense_arch']} -> {r['shrunk_arch']} | "
+        f"| {r['model']} | {r.get('seed', 0)} | {r['dense_arch']} -> {r['shrunk_arch']} | "
         f"{100 * r['dense_acc']:.2f}% | {100 * r['shrunk_acc']:.2f}% | "
         f"{r['params']:,} -> {r['shrunk_params']:,} ({100 * r['param_ratio']:.1f}%) | "
         f"{r['macs']:,} -> {r['shrunk_macs']:,} ({100 * r['mac_ratio']:.1f}%) | "
@@ -146,53 +152,26 @@ def main(argv):
   path = os.path.join(FLAGS.out, "structured.json")
   rows = json.load(open(path)) if os.path.exists(path) else []
   if "structured" in FLAGS.parts:
-    rows = [structured("lenet_300_100", FLAGS.lenet300_dense_epochs,
-                       FLAGS.lenet300_gate_epochs, json.loads(FLAGS.lenet300_units), data)]
-    with open(path, "w") as f:
-      json.dump(rows, f, indent=1)
-    rows.append(structured("lenet5", FLAGS.lenet5_dense_epochs, FLAGS.lenet5_gate_epochs,
-                           json.loads(FLAGS.lenet5_units), data))
-    with open(path, "w") as f:
-      json.dump(rows, f, indent=1)
-  compare_out = os.path.join(FLAGS.out, "compare")
-  compare_cmd = [sys.executable, os.path.join(HERE, "compare.py"), "--model=lenet_300_100",
-                 "--dataset=mnist", f"--sparsities={FLAGS.sparsities}",
-                 "--methods=l0_projection:layer,l0_projection:global",
-                 f"--output_dir={compare_out}"]
+    rows = []
+    jobs = ([("lenet_300_100", int(seed), FLAGS.lenet300_dense_epochs,
+              FLAGS.lenet300_gate_epochs, json.loads(FLAGS.lenet300_kwargs))
+             for seed in FLAGS.lenet300_seeds] +
+            [("lenet5", int(seed), FLAGS.lenet5_dense_epochs, FLAGS.lenet5_gate_epochs,
+              json.loads(FLAGS.lenet5_kwargs)) for seed in FLAGS.lenet5_seeds])
+    for job in jobs:
+      rows.append(structured(*job, data))
+      with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+  table = structured_table(rows)
+  with open(os.path.join(FLAGS.out, "structured.md"), "w") as f:
+    f.write(f"Command: `python bench/l0_bench.py {' '.join(sys.argv[1:])}`\n\n{table}\n")
+  print(table)
   if "projection" in FLAGS.parts:
-    subprocess.run(compare_cmd, check=True)
-  compare_md = os.path.join(compare_out, "results.md")
-  projection = open(compare_md).read() if os.path.exists(compare_md) else "(not run)"
-  report = f"""# L0 pruning results (tfprune issue 6, parts 2 and 3)
-
-Produced in ONE run by
-
-    nohup .venv/bin/python bench/l0_bench.py > bench/out/l0_bench.log 2>&1 &
-
-(MNIST, seed 0, Adam 1e-3, batch 128, CPU shared with other jobs: seconds are indicative).
-
-## Structured L0 (`method="l0_gates"`, `tfprune.strip(model, shrink=True)`)
-
-LeNet-300-100: {FLAGS.lenet300_dense_epochs} dense epochs, then `method.fit` for
-{FLAGS.lenet300_gate_epochs} epochs (60% stochastic gates with the unit budget
-{FLAGS.lenet300_units}, 40% fine-tune with fixed gates, cosine decay).
-LeNet-5: {FLAGS.lenet5_dense_epochs} dense + {FLAGS.lenet5_gate_epochs} epochs, budget
-{FLAGS.lenet5_units}. Architectures: input size, then units (`cN` = conv filters).
-Latency: `tf.lite.TFLiteConverter.from_keras_model`, `ai_edge_litert` Interpreter,
-1 thread, median of {FLAGS.invokes} single-sample invokes, same run.
-
-{structured_table(rows)}
-
-## L0Projection vs TFMOT (ALGORITHMS.md section 6 protocol)
-
-Command (run by the script above): `{' '.join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in compare_cmd[1:])}`
-
-{projection}
-"""
-  with open(os.path.join(HERE, "RESULTS_l0.md"), "w") as f:
-    f.write(report)
-  print(report)
-
+    subprocess.run([sys.executable, os.path.join(HERE, "compare.py"),
+                    "--model=lenet_300_100", "--dataset=mnist",
+                    f"--sparsities={FLAGS.sparsities}",
+                    "--methods=l0_projection:layer,l0_projection:global",
+                    f"--output_dir={FLAGS.projection_out}"], check=True)
 
 if __name__ == "__main__":
   app.run(main)

@@ -31,6 +31,14 @@ def test_polynomial_decay_matches_zhu_gupta_formula():
   assert prune == [False, True, False, True, True, False]
 
 
+def test_polynomial_decay_always_prunes_at_end_step():
+  # A short run: end_step 30 is before the first grid step (100) after begin_step 0.
+  sched = schedules.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=30, frequency=100)
+  prune, sparsity = _run(sched, [0, 29, 30, 31, 100])
+  assert prune == [True, False, True, False, False]  # 100 is past end_step
+  assert sparsity[2] == pytest.approx(0.8)
+
+
 def test_schedules_serialize_round_trip():
   for sched in [schedules.ConstantSparsity(0.5, 3, 90, 7),
                 schedules.PolynomialDecay(0.0, 0.95, 0, 500, 2, 25)]:

@@ -101,6 +101,17 @@ class PolynomialDecay(PruningSchedule):
   def final_sparsity(self):
     return self.final_sparsity_value
 
+  def should_prune(self, step):
+    """TFMOT's rule, plus always at `end_step`, so the final sparsity is reached.
+
+    TFMOT prunes only every `frequency` steps from `begin_step`: when `end_step` is not
+    on that grid (or comes before the first update after `begin_step`, as in a short
+    run) it silently stops short of `final_sparsity`. Pruning at `end_step` too removes
+    that trap; on the grid it changes nothing.
+    """
+    at_end = tf.equal(tf.cast(step, tf.int64), self.end_step)
+    return tf.logical_or(super().should_prune(step), at_end)
+
   def sparsity(self, step):
     step = tf.cast(step, tf.float32)
     span = float(max(self.end_step - self.begin_step, 1))

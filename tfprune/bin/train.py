@@ -288,7 +288,9 @@ def main(argv):
   log["layers"] = rows
   size = sum(r["size"] for r in rows)
   log["sparsity"] = 1.0 - sum(r["nonzeros"] for r in rows) / max(size, 1)
+  log["dense_parameters"] = int(dense.count_params())
   log["parameters"] = int(final.count_params())
+  log["nonzero_parameters"] = int(sum(int(np.count_nonzero(w)) for w in final.get_weights()))
   log["timings_s"] = timings
 
   out = FLAGS.output_dir
@@ -302,6 +304,9 @@ def main(argv):
     _io.atomic_write(os.path.join(out, "calibration.npz"), buf.getvalue())
   plots.sparsity_per_layer(rows, os.path.join(out, "sparsity.png"),
                            title=f"{FLAGS.model} / {FLAGS.method} @ {FLAGS.target_sparsity}")
+  print(f"parameters {log['dense_parameters']} -> {log['parameters']} "
+        f"({log['nonzero_parameters']} nonzero, "
+        f"{log['nonzero_parameters'] / max(log['dense_parameters'], 1):.1%} of dense)")
   print(f"dense accuracy {log['dense_accuracy']:.4f} -> pruned accuracy "
         f"{log['test_accuracy']:.4f} at sparsity {log['sparsity']:.4f}; wrote {out}/"
         f"model.keras, report.json, sparsity.png, calibration.npz")

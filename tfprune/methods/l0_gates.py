@@ -28,7 +28,8 @@ Training (the recipe in `fit`):
 Optional (`distill > 0`): both phases also match the softened logits of the model as it
 was when `fit` began (the dense model: at the default `droprate_init` every test-time gate
 is 1), Hinton et al.'s knowledge distillation - no extra data or epochs, the teacher's
-logits are computed once on `x`.
+logits are computed once on `x`. (It did not help on LeNet-300-100 / MNIST, whose
+dense teacher is weak: bench/RESULTS_l0.md.)
 """
 import math
 
