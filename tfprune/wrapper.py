@@ -124,8 +124,16 @@ class PruneWrapper(keras.layers.Wrapper):
     masked = {id(w): (w * m).numpy() for w, m in zip(self.prunable_weights, self.masks)}
     return [masked.get(id(v), v.numpy()) for v in self.layer.weights]
 
+  def state_mapping(self, training):
+    """(variable, effective value) pairs the inner layer computes with: W -> W * mask.
+
+    Subclasses that change the computation (e.g. the L0 gate wrapper) override this.
+    """
+    del training
+    return [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
+
   def call(self, inputs, *args, training=None, **kwargs):
-    mapping = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
+    mapping = self.state_mapping(training)
     if "training" in inspect.signature(self.layer.call).parameters:
       kwargs["training"] = training
     with keras.StatelessScope(state_mapping=mapping):

@@ -283,13 +283,17 @@ class PruningMethod:
     from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
     if model is not self.model:
       self.bind(model)
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=self.prepare_optimizer(optimizer or keras.optimizers.Adam(1e-3)),
                   loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=list(metrics))
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose,
                         callbacks=[PruningCallback(self), *callbacks])
     return dict(history.history)
+
+  def prepare_optimizer(self, optimizer):
+    """The optimizer the default recipe compiles with (default: `optimizer` itself)."""
+    return optimizer
 
   def report(self):
     """A JSON-serialisable dict for the training binary's report (default: diagnostics)."""

@@ -100,15 +100,9 @@ class L0GateWrapper(PruneWrapper):
       mapping.append((self.bias, self.bias * tf.cast(z, self.bias.dtype)))
     return mapping
 
-  def call(self, inputs, *args, training=None, **kwargs):
-    z = self.gate.gates(training=bool(training))
-    with keras.StatelessScope(state_mapping=self._effective(z)):
-      outputs = self.layer(inputs, *args, **kwargs)
-    if training and self._method is not None:
-      penalty = self._method.regularization(self)
-      if penalty is not None:
-        self.add_loss(penalty)
-    return outputs
+  def state_mapping(self, training):
+    """Masked weights scaled by the gates (stochastic while training)."""
+    return self._effective(self.gate.gates(training=bool(training)))
 
   def stripped_weights(self):
     """The inner layer's weights with masks and test-time gates folded in (NumPy)."""

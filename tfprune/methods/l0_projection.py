@@ -91,19 +91,9 @@ class L0ProjectionMethod(PruningMethod):
         m.assign(tf.cast(tf.not_equal(w * m, 0), m.dtype))
     super().on_train_end()
 
-  def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
-          metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
-    """Trains with `L0Projection(optimizer)` for `epochs`; see `PruningMethod.fit`."""
-    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
-    if model is not self.model:
-      self.bind(model)
-    model.compile(optimizer=self.make_optimizer(optimizer or keras.optimizers.Adam(1e-3)),
-                  loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=list(metrics))
-    history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
-                        validation_data=validation_data, verbose=verbose,
-                        callbacks=[PruningCallback(self), *callbacks])
-    return dict(history.history)
+  def prepare_optimizer(self, optimizer):
+    """The default recipe trains with `L0Projection(optimizer)` (see `PruningMethod.fit`)."""
+    return self.make_optimizer(optimizer)
 
   def get_config(self):
     return {**super().get_config(), "regrow": self.regrow}
