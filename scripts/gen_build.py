@@ -208,10 +208,22 @@ def render(targets):
       lines.append('    python_version = "PY3",')
     if kind == "py_test":
       lines.append('    size = "medium",')
+      if name.startswith("demo_"):  # the demos' C++/Kotlin sources, assets and tools
+        lines.append(f"    data = {_list(_demo_files())},")
     lines.append(f"    deps = {_list(target_deps)},")
     lines.append(")")
     chunks.append("\n".join(lines) + "\n")
   return "\n".join(chunks)
+
+
+def _demo_files():
+  """Every file under tflite_demo/ (explicit, so BUILD stays a literal)."""
+  found = []
+  for root, dirs, files in os.walk(os.path.join(ROOT, "tflite_demo")):
+    dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "build", ".gradle"))
+    found += [os.path.relpath(os.path.join(root, f), ROOT) for f in files
+              if not f.endswith((".pyc", ".o", ".so"))]
+  return sorted(found)
 
 
 def main(argv):

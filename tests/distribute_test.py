@@ -12,10 +12,14 @@ errors when pruning outside the strategy scope.
 """
 import sys
 
-import keras
-import numpy as np
-import pytest
-import tensorflow as tf
+if __name__ == "__main__":  # run through pytest so tests/conftest.py configures devices first
+  import pytest  # pylint: disable=g-import-not-at-top
+  sys.exit(pytest.main([__file__]))
+
+import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import tfprune
 from tfprune import distribute
@@ -302,6 +306,3 @@ def test_call_in_cross_replica_runs_once_and_writes_all_replicas():
   assert [float(c) for c in distribute.replica_values(v)] == [2.0, 2.0]
   assert [float(c) for c in distribute.replica_values(calls)] == [2.0, 2.0]
 
-
-if __name__ == "__main__":
-  sys.exit(pytest.main([__file__]))
