@@ -8,10 +8,13 @@ This is the *producer* side of the demos (it trains and exports); the demos them
 
 Models (MNIST, 28x28 digits flattened to 784 inputs, logits out, full int8):
   dense   LeNet-300-100-like (784-304-112-10), dense int8 (the baseline)
-  sparse  the same with 1x16 zero blocks along each Dense kernel's input axis,
-          fine-tuned with the mask fixed; FULLY_CONNECTED weights stored block-sparse
-  shrunk  STAND-IN for the structured-L0 model (issue: L0 gates, not delivered yet):
-          a dense int8 784-64-32-10 MLP trained from scratch
+  sparse  the dense model pruned with tfprune (`magnitude`, 1x16 blocks along each Dense
+          kernel's input axis; 90% of the blocks in the hidden layers, 50% in the output
+          layer) and fine-tuned with the masks fixed; FULLY_CONNECTED weights stored
+          block-sparse
+  shrunk  the dense model with tfprune's structured L0 gates (`l0_gates`, 64 and 32
+          hidden units kept), then `tfprune.strip(shrink=True)`: a smaller dense
+          784-64-32-10 MLP
 
 Export: the `tfprune-export` binary (`--quantize=int8`; micro models
 `--target=micro [--micro_sparse_kernel]`, Android models `--target=litert
@@ -35,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # pylint: disable=g-import-not-at-top
 
+import tfprune  # pylint: disable=g-import-not-at-top
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_DIR = os.path.join(REPO, "tflite_demo")
 sys.path.insert(0, os.path.join(DEMO_DIR, "tools"))
@@ -45,8 +50,10 @@ flags.DEFINE_string("micro_dir", os.path.join(DEMO_DIR, "micro"), "Where *_model
 flags.DEFINE_string("android_assets", os.path.join(DEMO_DIR, "android", "app", "src", "main",
                                                    "assets"), "Android assets directory.")
 flags.DEFINE_integer("epochs", 3, "Training epochs (dense and shrunk); fine-tuning uses 2.")
-flags.DEFINE_list("block_sparsity", ["0.9", "0.9", "0.5"],
-                  "Fraction of 1x16 blocks zeroed, per Dense layer of LeNet-300-100.")
+flags.DEFINE_float("block_sparsity", 0.9, "Fraction of the 1x16 blocks zeroed in each "
+                   "hidden Dense kernel.")
+flags.DEFINE_float("logits_sparsity", 0.5, "Fraction of the 1x16 blocks zeroed in the "
+                   "small 10-way output layer.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 
 # LeNet-300-100 with its hidden widths rounded up to multiples of 16 (304, 112): 1x16
@@ -60,7 +67,6 @@ C_NAMES = {"sparse": "sparse_model_data", "shrunk": "shrunk_model_data"}
 
 def load_mnist():
   """(x_train, y_train), (x_test, y_test): float32 [n, 784] in [0, 1], int labels."""
-  import tfprune.data  # pylint: disable=g-import-not-at-top
   (x, y), (xt, yt) = tfprune.data.load("mnist")
   return (x.reshape(-1, 784), y.astype(np.int32)), (xt.reshape(-1, 784), yt.astype(np.int32))
 
@@ -76,59 +82,36 @@ def mlp(hidden):
   return model
 
 
-def block_masks(model, sparsities):
-  """1x16 block masks along each kernel's input axis (Keras kernel is [in, out]).
+def _compiled(model):
+  model.compile(keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+  return model
 
-  Blocks with the smallest L1 norm are zeroed; a partial last block (in % 16 != 0) is
-  scored by its elements only.
+
+def train_models(data, epochs, sparsity, seed):
+  """Dense baseline, then the two pruned models, all with tfprune.
+
+  sparse: 1x16 blocks along each Dense kernel's input axis (`magnitude`, scope `block`,
+    per-layer targets), 2 epochs of masked fine-tuning, stripped.
+  shrunk: structured L0 gates on the hidden units (`l0_gates`, 64 and 32 kept), then
+    `strip(shrink=True)`: a physically smaller dense 784-64-32-10 MLP.
   """
-  masks = []
-  for layer, s in zip([l for l in model.layers if isinstance(l, keras.layers.Dense)],
-                      sparsities):
-    k = layer.kernel.numpy()
-    n_in, n_out = k.shape
-    nb = -(-n_in // 16)
-    padded = np.zeros((nb * 16, n_out), k.dtype)
-    padded[:n_in] = k
-    score = np.abs(padded.reshape(nb, 16, n_out)).sum(axis=1)  # [blocks, out]
-    n_zero = int(round(s * score.size))
-    keep = np.ones(score.size, bool)
-    keep[np.argsort(score, axis=None)[:n_zero]] = False
-    block_keep = keep.reshape(nb, n_out)
-    masks.append(np.repeat(block_keep, 16, axis=0)[:n_in].astype(k.dtype))
-  return masks
-
-
-class _ApplyMasks(keras.callbacks.Callback):
-
-  def __init__(self, masks):
-    super().__init__()
-    self.masks = masks
-
-  def apply(self):
-    dense = [l for l in self.model.layers if isinstance(l, keras.layers.Dense)]
-    for layer, m in zip(dense, self.masks):
-      layer.kernel.assign(layer.kernel.numpy() * m)
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.apply()
-
-
-def train_models(data, epochs, sparsities, seed):
   (x, y), (xt, yt) = data
   keras.utils.set_random_seed(seed)
-  models = {}
-  for name in ("dense", "shrunk"):
-    models[name] = mlp(HIDDEN[name])
-    models[name].fit(x, y, epochs=epochs, batch_size=128, verbose=0)
-  sparse = mlp(HIDDEN["sparse"])
-  sparse.set_weights(models["dense"].get_weights())
-  cb = _ApplyMasks(block_masks(sparse, sparsities))
-  cb.set_model(sparse)
-  cb.apply()
-  sparse.fit(x, y, epochs=2, batch_size=128, verbose=0, callbacks=[cb])
-  cb.apply()
-  models["sparse"] = sparse
+  dense = mlp(HIDDEN["dense"])
+  dense.fit(x, y, epochs=epochs, batch_size=128, verbose=0)
+  models = {"dense": dense}
+  pruned = tfprune.prune(dense, "magnitude", target_sparsity=sparsity, scope="block",
+                         block_size=16, layer_sparsity={"logits": FLAGS.logits_sparsity},
+                         schedule=tfprune.ConstantSparsity(sparsity, 0))
+  tfprune.get_method(pruned).fit(pruned, x, y, epochs=2, batch_size=128, verbose=0)
+  models["sparse"] = _compiled(tfprune.strip(pruned))
+  hidden = [l.name for l in dense.layers if l.name != "logits"]
+  gated = tfprune.prune(dense, "l0_gates",
+                        target_units=dict(zip(hidden, HIDDEN["shrunk"])))
+  tfprune.get_method(gated).fit(gated, x, y, epochs=epochs, batch_size=128, verbose=0)
+  models["shrunk"] = _compiled(tfprune.strip(gated, shrink=True))
   for name, m in models.items():
     logging.info("%s: keras test accuracy %.4f", name, m.evaluate(xt, yt, verbose=0)[1])
   return models
@@ -274,10 +257,9 @@ def io_spec(model_bytes):
 
 def main(argv):
   del argv
-  sparsities = [float(s) for s in FLAGS.block_sparsity]
   data = load_mnist()
   (x, _), (xt, yt) = data
-  models = train_models(data, FLAGS.epochs, sparsities, FLAGS.seed)
+  models = train_models(data, FLAGS.epochs, FLAGS.block_sparsity, FLAGS.seed)
   calibration = x[:500]
   tflite, android = {}, {}
   for name in ("sparse", "shrunk"):

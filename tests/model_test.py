@@ -176,6 +176,29 @@ def test_convnet_block_and_structured_scopes():
       assert row["sparsity"] == pytest.approx(0.5, abs=0.05), (scope, row)
 
 
+def test_layer_sparsity_overrides_per_layer_and_round_trips(tmp_path):
+  x, y = _data()
+  pruned = tfprune.prune(_mlp(), "magnitude", target_sparsity=0.75, schedule=_schedule(),
+                         layer_sparsity={"fc1": 0.5, "out": 0.25})
+  tfprune.get_method(pruned).fit(pruned, x, y, epochs=2, batch_size=32, verbose=0)
+  got = {r["layer"]: r for r in tfprune.sparsity_report(pruned, print_table=False)}
+  for name, s in {"fc1": 0.5, "fc2": 0.75, "out": 0.25}.items():
+    assert got[name]["nonzeros"] == int(np.ceil((1 - s) * got[name]["size"] - 1e-9)), name
+  path = str(tmp_path / "m.keras")
+  pruned.save(path)
+  assert tfprune.get_method(keras.models.load_model(path)).layer_sparsity == {
+      "fc1": 0.5, "out": 0.25}
+
+
+def test_layer_sparsity_errors():
+  with pytest.raises(ValueError, match="not pruned in model"):
+    tfprune.prune(_mlp(), "magnitude", layer_sparsity={"nope": 0.5})
+  with pytest.raises(ValueError, match="per-layer allocation"):
+    tfprune.prune(_mlp(), "magnitude", scope="global", layer_sparsity={"fc1": 0.5})
+  with pytest.raises(ValueError, match=r"layer_sparsity\['fc1'\] must be in"):
+    tfprune.prune(_mlp(), "magnitude", layer_sparsity={"fc1": 1.0})
+
+
 def test_sparsity_report_rows_and_pq_index(capsys):
   pruned = tfprune.prune(_mlp(), "magnitude", target_sparsity=0.5)
   rows = tfprune.sparsity_report(pruned)

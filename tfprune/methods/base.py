@@ -112,6 +112,8 @@ class PruningMethod:
     block_size: block length along the kernel input axis for `scope="block"`.
     n, m: the n:m pattern for `scope="n:m"`.
     allocation: `layer` or `global` allocation for `block` / `structured` scopes.
+    layer_sparsity: optional `{layer name: sparsity}` overriding `target_sparsity` for
+      those layers (per-layer allocation only; e.g. keep a small output layer denser).
   """
 
   name = None
@@ -123,9 +125,16 @@ class PruningMethod:
       cls.fit = _in_model_strategy(cls.__dict__["fit"])
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
-               m=4, allocation="layer"):
+               m=4, allocation="layer", layer_sparsity=None):
     self.target_sparsity = masks_lib.validate_sparsity(target_sparsity, "target_sparsity")
     masks_lib.validate_scope(scope, block_size, n, m, allocation)
+    self.layer_sparsity = {str(k): masks_lib.validate_sparsity(v, f"layer_sparsity[{k!r}]")
+                           for k, v in (layer_sparsity or {}).items()}
+    if self.layer_sparsity and (scope in ("global", "n:m") or allocation != "layer"):
+      raise ValueError(f"layer_sparsity sets per-layer targets: it needs a per-layer "
+                       f"allocation (scope layer, block or structured with "
+                       f"allocation='layer'), got scope={scope!r}, "
+                       f"allocation={allocation!r}.")
     self.scope = scope
     self.block_size = int(block_size)
     self.n, self.m = int(n), int(m)
@@ -152,6 +161,11 @@ class PruningMethod:
     if unbuilt:
       raise ValueError(f"Wrappers {unbuilt} are not built: call the model on data or give "
                        f"it an Input shape first.")
+    unknown = sorted(set(self.layer_sparsity) - {w.layer.name for w in wrappers})
+    if unknown:
+      raise ValueError(f"layer_sparsity names layers {unknown} that are not pruned in "
+                       f"model {model.name!r}; pruned layers: "
+                       f"{[w.layer.name for w in wrappers]}.")
     self.model = model
     self.wrappers = wrappers
     self._step_fn = None
@@ -215,10 +229,25 @@ class PruningMethod:
     return [tf.abs(w * m) for w, m in zip(self.weights, self.masks)]
 
   def compute_masks(self, sparsity):
-    """THE hook: new 0/1 masks (aligned with `weights`) at `sparsity`."""
-    return masks_lib.compute_masks(self.scores(), sparsity, scope=self.scope,
-                                   block_size=self.block_size, n=self.n, m=self.m,
-                                   allocation=self.allocation)
+    """THE hook: new 0/1 masks (aligned with `weights`) at `sparsity`.
+
+    With `layer_sparsity`, each listed layer follows its own target, scaled along the
+    schedule (`sparsity * own / final`); the others follow `sparsity`.
+    """
+    kwargs = dict(scope=self.scope, block_size=self.block_size, n=self.n, m=self.m,
+                  allocation=self.allocation)
+    scores = self.scores()
+    if not self.layer_sparsity:
+      return masks_lib.compute_masks(scores, sparsity, **kwargs)
+    final = max(self.schedule.final_sparsity, 1e-12)
+    out, i = [], 0
+    for wrapper in self.wrappers:
+      own = self.layer_sparsity.get(wrapper.layer.name)
+      layer_sparsity = sparsity if own is None else sparsity * (own / final)
+      count = len(wrapper.prunable_weights)
+      out += masks_lib.compute_masks(scores[i:i + count], layer_sparsity, **kwargs)
+      i += count
+    return out
 
   def assign_masks(self, new_masks):
     """Assigns masks and zeroes the pruned weights in place."""
@@ -312,10 +341,13 @@ class PruningMethod:
 
   # ---------------------------------------------------------- serialization
   def get_config(self):
-    return {"target_sparsity": self.target_sparsity, "scope": self.scope,
-            "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "block_size": self.block_size, "n": self.n, "m": self.m,
-            "allocation": self.allocation}
+    config = {"target_sparsity": self.target_sparsity, "scope": self.scope,
+              "schedule": keras.saving.serialize_keras_object(self.schedule),
+              "block_size": self.block_size, "n": self.n, "m": self.m,
+              "allocation": self.allocation}
+    if self.layer_sparsity:  # only then: subclasses without the argument stay loadable
+      config["layer_sparsity"] = dict(self.layer_sparsity)
+    return config
 
   @classmethod
   def from_config(cls, config):
