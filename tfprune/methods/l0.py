@@ -47,43 +47,10 @@ def iht_solve(gram, cross, w_init, lipschitz, k, eta, max_iter, accelerate=True)
   Returns:
     `(w, iterations)`, `w` with exactly `min(k, size)` entries kept (some may be 0).
   """
-  eta = tf.cast(eta, gram.dtype)
-
-  def objective(w, gw):
-    return 0.5 * tf.reduce_sum(w * gw) - tf.reduce_sum(w * cross)
-
-  w0 = hard_threshold(w_init, k)
-  gw0 = tf.matmul(gram, w0)
-  state = (tf.constant(0), w0, w0, gw0, gw0, tf.constant(1.0, gram.dtype),
-           objective(w0, gw0), tf.constant(False))
-
-  def cond(i, w, w_prev, gw, gw_prev, t, phi, done):
-    del w, w_prev, gw, gw_prev, t, phi
-    return tf.logical_and(i < max_iter, tf.logical_not(done))
-
-  def body(i, w, w_prev, gw, gw_prev, t, phi, done):
-    del done
-    t_next = 0.5 * (1.0 + tf.sqrt(1.0 + 4.0 * t * t))
-    beta = (t - 1.0) / t_next if accelerate else tf.constant(0.0, gram.dtype)
-    v = w + beta * (w - w_prev)
-    gv = gw + beta * (gw - gw_prev)
-    w_new = hard_threshold(v - (gv - cross) / lipschitz, k)
-    gw_new = tf.matmul(gram, w_new)
-    phi_new = objective(w_new, gw_new)
-
-    def plain():
-      wp = hard_threshold(w - (gw - cross) / lipschitz, k)
-      gwp = tf.matmul(gram, wp)
-      return wp, gwp, objective(wp, gwp)
-
-    worse = phi_new > phi
-    w_new, gw_new, phi_new = tf.cond(worse, plain, lambda: (w_new, gw_new, phi_new))
-    t_next = tf.where(worse, tf.constant(1.0, gram.dtype), t_next)
-    done = tf.norm(w_new - w) <= eta * tf.maximum(1.0, tf.norm(w))
-    return i + 1, w_new, w, gw_new, gw, t_next, phi_new, done
-
-  i, w, *_ = tf.while_loop(cond, body, state)
-  return w, i
+  return layerwise.accelerated_prox_solve(
+      gram, cross, hard_threshold(w_init, k), lipschitz,
+      prox=lambda z, w: hard_threshold(z, k), penalty=lambda w: 0.0, eta=eta,
+      max_iter=max_iter, accelerate=accelerate, monotone=True)
 
 
 class IHTSolver(layerwise.LayerSolver):

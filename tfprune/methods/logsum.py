@@ -57,37 +57,14 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
   """
   lam = tf.cast(lam, gram.dtype)
   eps = tf.cast(eps, gram.dtype)
-  eta = tf.cast(eta, gram.dtype)
 
-  def objective(w, gw):
-    return (0.5 * tf.reduce_sum(w * gw) - tf.reduce_sum(w * cross)
-            + lam * tf.reduce_sum(tf.math.log(tf.abs(w) + eps)))
+  def prox(z, w):  # weighted soft threshold: the prox of the l1 majoriser at w
+    return soft_threshold(z, lam / (tf.abs(w) + eps) / lipschitz)
 
-  gw0 = tf.matmul(gram, w_init)
-  state = (tf.constant(0), w_init, w_init, gw0, gw0, tf.constant(1.0, gram.dtype),
-           objective(w_init, gw0), tf.constant(False))
-
-  def cond(k, w, w_prev, gw, gw_prev, t, phi, done):
-    del w, w_prev, gw, gw_prev, t, phi
-    return tf.logical_and(k < max_iter, tf.logical_not(done))
-
-  def body(k, w, w_prev, gw, gw_prev, t, phi, done):
-    del done
-    t_next = 0.5 * (1.0 + tf.sqrt(1.0 + 4.0 * t * t))
-    beta = (t - 1.0) / t_next if accelerate else tf.constant(0.0, gram.dtype)
-    v = w + beta * (w - w_prev)
-    gv = gw + beta * (gw - gw_prev)  # G v, by linearity: one matmul per iteration
-    omega = lam / (tf.abs(w) + eps)
-    w_new = soft_threshold(v - (gv - cross) / lipschitz, omega / lipschitz)
-    gw_new = tf.matmul(gram, w_new)
-    phi_new = objective(w_new, gw_new)
-    t_next = tf.where(phi_new > phi, tf.constant(1.0, gram.dtype), t_next)
-    step = tf.norm(w_new - w)
-    done = tf.logical_and(step <= eta * tf.maximum(1.0, tf.norm(w)), k + 1 >= min_iter)
-    return k + 1, w_new, w, gw_new, gw, t_next, phi_new, done
-
-  k, w, *_ = tf.while_loop(cond, body, state)
-  return w, k
+  return layerwise.accelerated_prox_solve(
+      gram, cross, w_init, lipschitz, prox=prox,
+      penalty=lambda w: lam * tf.reduce_sum(tf.math.log(tf.abs(w) + eps)), eta=eta,
+      max_iter=max_iter, accelerate=accelerate, min_iter=min_iter)
 
 
 def _check_range(name, value, low, high, low_open=True, high_open=True):
