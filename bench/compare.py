@@ -102,7 +102,7 @@ def accuracy(model, x, y):
 
 def achieved_sparsity(model):
   rows = tfprune.sparsity_report(model, print_table=False)
-  return 1.0 - sum(r["nonzeros"] for r in rows) / sum(r["size"] for r in rows), rows
+  return tfprune.model.total_sparsity(rows), rows
 
 
 def run_tfmot(dense, seed, data, workdir):

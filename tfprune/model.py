@@ -46,51 +46,30 @@ def _clone(model, make_layer):
   return clone, pairs
 
 
-def _all_layers(model):
-  """Every layer of `model`, nested models included, in order, unique."""
-  found, seen = [], set()
-
-  def visit(layer):
-    for sub in getattr(layer, "layers", []):
-      if id(sub) not in seen:
-        seen.add(id(sub))
-        found.append(sub)
-        visit(sub)
-
-  visit(model)
-  return found
-
-
 def _select(model, layers):
-  """Ids of the layers to wrap (all prunable ones when `layers` is None)."""
-  all_layers = {}
-
-  def visit(layer):
-    for sub in getattr(layer, "layers", []):
-      all_layers.setdefault(sub.name, sub)
-      visit(sub)
-
-  visit(model)
-  wrapped = [n for n, l in all_layers.items() if isinstance(l, PruneWrapper)]
+  """The layers to wrap, in model order (all prunable ones when `layers` is None)."""
+  found = base.all_layers(model)
+  wrapped = [l.name for l in found if isinstance(l, PruneWrapper)]
   if wrapped:
     raise ValueError(f"Model {model.name!r} is already pruned (wrapped layers: {wrapped}). "
                      f"Call tfprune.strip(model) first to prune it again.")
   if layers is None:
-    chosen = [l for l in all_layers.values() if registry.is_prunable(l)]
+    chosen = [l for l in found if registry.is_prunable(l)]
     if not chosen:
       raise ValueError(f"Model {model.name!r} has no prunable layers; supported: "
                        f"{', '.join(registry.supported_layer_names())}.")
-    return {id(l) for l in chosen}
-  if isinstance(layers, str):
-    layers = [layers]
-  chosen = set()
-  for name in layers:
-    if name not in all_layers:
+    return chosen
+  by_name = {}
+  for layer in found:
+    by_name.setdefault(layer.name, layer)
+  wanted = set()
+  for name in [layers] if isinstance(layers, str) else layers:
+    if name not in by_name:
       raise ValueError(f"No layer named {name!r} in model {model.name!r}; layers are "
-                       f"{sorted(all_layers)}.")
-    registry.get_prunable_weights(all_layers[name])  # raises a clear error if not prunable
-    chosen.add(id(all_layers[name]))
-  return chosen
+                       f"{sorted(by_name)}.")
+    registry.get_prunable_weights(by_name[name])  # raises a clear error if not prunable
+    wanted.add(id(by_name[name]))
+  return [l for l in found if id(l) in wanted]
 
 
 def prune(model, method="magnitude", layers=None, **method_kwargs):
@@ -122,9 +101,7 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
   elif method_kwargs:
     raise ValueError(f"Pass method arguments {sorted(method_kwargs)} to the method's "
                      f"constructor when method is an instance.")
-  chosen = _select(model, layers)
-  candidates = [l for l in _all_layers(model) if id(l) in chosen]
-  chosen = {id(l) for l in method.select_layers(model, candidates,
+  chosen = {id(l) for l in method.select_layers(model, _select(model, layers),
                                                 explicit=layers is not None)}
 
   def make_layer(layer):
@@ -196,6 +173,16 @@ def _rows_for(layer):
       yield layer.name, w, value, (value != 0).astype(value.dtype)
 
 
+def effective_weights(model):
+  """Yields (layer name, variable, effective value, 0/1 mask) per prunable weight.
+
+  Wrapped layers give `weight * mask` and their mask; plain prunable layers (e.g. a
+  stripped model) their values and the nonzero pattern.
+  """
+  for layer in base.all_layers(model):
+    yield from _rows_for(layer)
+
+
 def sparsity_report(model, print_table=True, p=0.5, q=1.0):
   """Per-weight sparsity of a pruned (wrapped) or stripped model.
 
@@ -208,27 +195,23 @@ def sparsity_report(model, print_table=True, p=0.5, q=1.0):
   Returns:
     A list of dicts with keys layer, weight, shape, size, nonzeros, sparsity, pq_index.
   """
-  rows, seen = [], set()
-
-  def visit(layer):
-    for sub in getattr(layer, "layers", []):
-      if id(sub) in seen:
-        continue
-      seen.add(id(sub))
-      for name, w, value, mask in _rows_for(sub):
-        size = int(value.size)
-        nonzeros = int(np.count_nonzero(value))
-        rows.append({"layer": name, "weight": w.path.split("/")[-1],
-                     "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
-                     "sparsity": 1.0 - nonzeros / max(size, 1),
-                     "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
-      if not isinstance(sub, PruneWrapper):
-        visit(sub)
-
-  visit(model)
+  rows = []
+  for name, w, value, mask in effective_weights(model):
+    size = int(value.size)
+    nonzeros = int(np.count_nonzero(value))
+    rows.append({"layer": name, "weight": w.path.split("/")[-1],
+                 "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
+                 "sparsity": 1.0 - nonzeros / max(size, 1),
+                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
   if print_table:
     print(format_report(rows))
   return rows
+
+
+def total_sparsity(rows):
+  """Fraction of zeros over all the weights of `sparsity_report` rows."""
+  size = sum(r["size"] for r in rows)
+  return 1.0 - sum(r["nonzeros"] for r in rows) / max(size, 1)
 
 
 def format_report(rows):
@@ -243,5 +226,5 @@ def format_report(rows):
   size = sum(r["size"] for r in rows)
   nonzeros = sum(r["nonzeros"] for r in rows)
   lines.append("-" * len(header))
-  lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{1 - nonzeros / max(size, 1):>10.4f}")
+  lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{total_sparsity(rows):>10.4f}")
   return "\n".join(lines)

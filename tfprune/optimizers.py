@@ -263,7 +263,7 @@ class L0Projection(WrappedOptimizer):
         self._bound, self._plain_weights = model_lib.get_method(target), None
       else:
         weights = []
-        for layer in target._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        for layer in base.all_layers(target):
           if registry.is_prunable(layer) and not hasattr(layer, "layers"):
             weights.extend(registry.get_prunable_weights(layer))
         if not weights:

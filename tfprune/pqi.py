@@ -151,22 +151,9 @@ def retained_bound(d, index, p=0.5, q=1.0, eta_r=0.0):
 
 def _model_rows(model):
   """(layer name, weight name, effective value, mask) for every prunable weight."""
-  # pylint: disable=g-import-not-at-top
-  from tfprune import model as model_lib
-  from tfprune.wrapper import PruneWrapper
-  rows, seen = [], set()
-
-  def visit(layer):
-    for sub in getattr(layer, "layers", []):
-      if id(sub) in seen:
-        continue
-      seen.add(id(sub))
-      for name, w, value, mask in model_lib._rows_for(sub):  # pylint: disable=protected-access
-        rows.append((name, w.path.split("/")[-1], value, mask))
-      if not isinstance(sub, PruneWrapper):
-        visit(sub)
-
-  visit(model)
+  from tfprune import model as model_lib  # pylint: disable=g-import-not-at-top
+  rows = [(name, w.path.split("/")[-1], value, mask)
+          for name, w, value, mask in model_lib.effective_weights(model)]
   if not rows:
     raise ValueError(f"Model {model.name!r} has no prunable weights to measure.")
   return rows

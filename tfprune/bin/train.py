@@ -282,12 +282,11 @@ def main(argv):
   logging.info("Dense test accuracy: %.4f", log["dense_accuracy"])
 
   pruned, method = run_pruning(dense, x_train, y_train, x_test, y_test, timings, log)
-  final = tfprune.strip(pruned, shrink=True) if FLAGS.shrink else tfprune.strip(pruned)
+  final = tfprune.strip(pruned, shrink=FLAGS.shrink)
   log["test_accuracy"] = _accuracy(final, x_test, y_test)
   rows = tfprune.sparsity_report(final, print_table=True)
   log["layers"] = rows
-  size = sum(r["size"] for r in rows)
-  log["sparsity"] = 1.0 - sum(r["nonzeros"] for r in rows) / max(size, 1)
+  log["sparsity"] = tfprune.model.total_sparsity(rows)
   log["dense_parameters"] = int(dense.count_params())
   log["parameters"] = int(final.count_params())
   log["nonzero_parameters"] = int(sum(int(np.count_nonzero(w)) for w in final.get_weights()))

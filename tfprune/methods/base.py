@@ -63,23 +63,25 @@ def get_method_class(name):
   return _METHODS[name]
 
 
-def find_wrappers(model):
-  """All `PruneWrapper`s of a model (nested models included), in layer order, unique."""
-  from tfprune.wrapper import PruneWrapper  # pylint: disable=g-import-not-at-top
+def all_layers(model):
+  """Every layer of `model`, nested models included, in order, each once."""
   found, seen = [], set()
 
   def visit(layer):
-    if id(layer) in seen:
-      return
-    seen.add(id(layer))
-    if isinstance(layer, PruneWrapper):
-      found.append(layer)
-    elif hasattr(layer, "layers"):
-      for sub in layer.layers:
+    for sub in getattr(layer, "layers", []):
+      if id(sub) not in seen:
+        seen.add(id(sub))
+        found.append(sub)
         visit(sub)
 
   visit(model)
   return found
+
+
+def find_wrappers(model):
+  """All `PruneWrapper`s of a model (nested models included), in layer order, unique."""
+  from tfprune.wrapper import PruneWrapper  # pylint: disable=g-import-not-at-top
+  return [l for l in all_layers(model) if isinstance(l, PruneWrapper)]
 
 
 def _in_model_strategy(fit):
