@@ -15,13 +15,8 @@ from tfprune.export import sparsify
 
 
 @pytest.fixture(scope="module")
-def sparse_file(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  inp = keras.Input((64,))
-  model = keras.Model(inp, keras.layers.Dense(16)(keras.layers.Dense(64, activation="relu")(inp)))
-  for layer in model.layers[1:]:
-    k = layer.kernel.numpy()
-    layer.kernel.assign(k * np.repeat(rng.random((k.shape[0] // 4, k.shape[1])) > 0.9, 4, 0))
+def sparse_file(tmp_path_factory, sparse_mlp):
+  model = sparse_mlp(4, density=0.1)
   path = tmp_path_factory.mktemp("inspect") / "m.tflite"
   export.save_tflite(model, path)
   return path

@@ -17,26 +17,6 @@ RNG = np.random.default_rng(0)
 CALIB = RNG.standard_normal((32, 64)).astype(np.float32)
 
 
-def _mlp(pattern, seed=0):
-  """64-64-10 MLP whose kernels hold exact zeros in `pattern`."""
-  rng = np.random.default_rng(seed)
-  inp = keras.Input((64,))
-  x = keras.layers.Dense(64, activation="relu")(inp)
-  model = keras.Model(inp, keras.layers.Dense(16)(x))
-  for layer in model.layers[1:]:
-    k = layer.kernel.numpy()
-    n_in, n_out = k.shape
-    if pattern == "random":
-      mask = rng.random(k.shape) > 0.9
-    elif pattern == "2:4":
-      mask = np.zeros(k.shape, bool)
-      mask[0::4] = mask[1::4] = True
-    else:  # 1xB blocks along the Keras kernel's input axis (axis 0)
-      mask = np.repeat(rng.random((n_in // pattern, n_out)) > 0.85, pattern, axis=0)
-    layer.kernel.assign(k * mask)
-  return model
-
-
 def _fc_versions(model_bytes):
   m = graph.load(model_bytes)
   sg = m.subgraphs[0]
@@ -58,8 +38,8 @@ def _fc_versions(model_bytes):
     (4, "int8", "block", {"block1x16"}),
     (4, None, "off", {"dense"}),
 ])
-def test_formats_verified_xnnpack_on_and_off(pattern, quantize, sparse, formats):
-  model = _mlp(pattern)
+def test_formats_verified_xnnpack_on_and_off(pattern, quantize, sparse, formats, sparse_mlp):
+  model = sparse_mlp(pattern)
   result = export.convert(model, quantize=quantize, sparse=sparse, representative_data=CALIB)
   assert {t.format for t in result.tensors} == formats
   assert [r.runtime for r in result.verification] == ["xnnpack", "builtin"]
@@ -79,15 +59,15 @@ def test_formats_verified_xnnpack_on_and_off(pattern, quantize, sparse, formats)
   assert not export.inspect(result.model_bytes).warnings
 
 
-def test_auto_keeps_2_of_4_int8_dense():
-  result = export.convert(_mlp("2:4"), quantize="int8", representative_data=CALIB)
+def test_auto_keeps_2_of_4_int8_dense(sparse_mlp):
+  result = export.convert(sparse_mlp("2:4"), quantize="int8", representative_data=CALIB)
   assert [t.format for t in result.tensors] == ["dense", "dense"]
-  block = export.convert(_mlp("2:4"), quantize="int8", representative_data=CALIB, sparse="block")
+  block = export.convert(sparse_mlp("2:4"), quantize="int8", representative_data=CALIB, sparse="block")
   assert len(block.model_bytes) > len(result.model_bytes)
 
 
-def test_micro_dense_runs_in_tflm():
-  model = _mlp(16)
+def test_micro_dense_runs_in_tflm(sparse_mlp):
+  model = sparse_mlp(16)
   result = export.convert(model, target="micro", quantize="int8", representative_data=CALIB)
   assert [r.runtime for r in result.verification] == ["xnnpack", "builtin", "tflm"]
   m = graph.load(result.model_bytes)
@@ -98,8 +78,8 @@ def test_micro_dense_runs_in_tflm():
   assert np.max(np.abs(raw_tflm.astype(int) - raw_litert.astype(int))) <= 1
 
 
-def test_micro_sparse_kernel_uses_1x16_and_metadata():
-  result = export.convert(_mlp(16), target="micro", quantize="int8", representative_data=CALIB,
+def test_micro_sparse_kernel_uses_1x16_and_metadata(sparse_mlp):
+  result = export.convert(sparse_mlp(16), target="micro", quantize="int8", representative_data=CALIB,
                           micro_sparse_kernel=True)
   assert {t.format for t in result.tensors} == {"block1x16"}
   report = export.inspect(result.model_bytes)
@@ -123,14 +103,14 @@ def test_structurally_shrunk_model_goes_through_micro_unchanged():
     ({"quantize": "dynamic", "sparse": "csr"}, "sparse='csr' is not valid"),
     ({"micro_sparse_kernel": True}, "only valid with target='micro'"),
 ])
-def test_bad_arguments(kwargs, match):
+def test_bad_arguments(kwargs, match, sparse_mlp):
   with pytest.raises(ValueError, match=match):
-    export.to_tflite(_mlp(4), **kwargs)
+    export.to_tflite(sparse_mlp(4), **kwargs)
 
 
-def test_save_tflite_writes_file(tmp_path):
+def test_save_tflite_writes_file(tmp_path, sparse_mlp):
   path = tmp_path / "m.tflite"
-  result = export.save_tflite(_mlp(4), path)
+  result = export.save_tflite(sparse_mlp(4), path)
   assert path.read_bytes() == result.model_bytes
 
 

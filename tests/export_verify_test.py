@@ -4,7 +4,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
 import pytest
 
@@ -13,18 +12,8 @@ from tfprune.export import graph
 from tfprune.export import verify
 
 
-def _model():
-  rng = np.random.default_rng(0)
-  inp = keras.Input((64,))
-  model = keras.Model(inp, keras.layers.Dense(32)(keras.layers.Dense(64, activation="relu")(inp)))
-  for layer in model.layers[1:]:
-    k = layer.kernel.numpy()
-    layer.kernel.assign(k * np.repeat(rng.random((k.shape[0] // 16, k.shape[1])) > 0.8, 16, 0))
-  return model
-
-
-def test_sparse_fc_above_version_8_is_caught_and_named():
-  model = _model()
+def test_sparse_fc_above_version_8_is_caught_and_named(sparse_mlp):
+  model = sparse_mlp(16, out=32, density=0.2)
   good = export.to_tflite(model, quantize="dynamic")
   m = graph.load(good)
   for oc in m.operatorCodes:
