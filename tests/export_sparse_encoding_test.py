@@ -69,6 +69,48 @@ def test_block_sizes_smaller_than_csr_for_block_masks():
   assert se.encode_block(dense, 4).nbytes < se.encode_csr(dense).nbytes
 
 
+@pytest.mark.parametrize("shape", [(6, 9), (5, 4, 7), (4, 3, 3, 10)])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4, 1.0])
+def test_csf_round_trip_every_sparse_suffix(shape, density):
+  rng = np.random.default_rng(3)
+  dense = _random_sparse(rng, shape, density, np.int8)
+  for first_sparse in range(len(shape)):
+    enc = se.encode_csf(dense, first_sparse)
+    assert enc.values.size == np.count_nonzero(dense)  # one value per nonzero
+    formats = [d.format for d in enc.sparsity.dimMetadata]
+    assert formats == [se.DENSE] * first_sparse + [se.SPARSE_CSR] * (len(shape) - first_sparse)
+    assert se.describe(enc.sparsity) == "csr"
+    assert enc.nbytes == enc.values.nbytes + se.index_bytes(enc.sparsity)
+    np.testing.assert_array_equal(se.decode(enc.values, shape, enc.sparsity), dense)
+  assert se.encode_compressed(dense).nbytes == min(
+      se.encode_csf(dense, f).nbytes for f in range(len(shape)))
+
+
+def test_compressed_beats_csr_on_many_empty_rows():
+  dense = np.zeros((50, 5, 5, 20), np.int8)   # conv kernel, 40 nonzeros
+  dense[np.arange(0, 50, 5), 2, 2, :4] = 7
+  assert se.encode_compressed(dense).nbytes < se.encode_csr(dense).nbytes / 4
+
+
+@pytest.mark.parametrize("cols,segment", [(784, 196), (800, 200), (300, 150), (256, None),
+                                          (100, None), (257, None), (2048, 256)])
+def test_segment_length(cols, segment):
+  assert se.segment_length(cols) == segment
+
+
+def test_segmented_round_trip_uses_uint8_column_indices():
+  rng = np.random.default_rng(4)
+  dense = _random_sparse(rng, (30, 784), 0.03, np.int8)
+  dense[7] = 0
+  enc = se.encode_segmented(dense)
+  assert enc.stored_shape == (30, 4, 196)
+  assert isinstance(enc.sparsity.dimMetadata[-1].arrayIndices, se.schema.Uint8VectorT)
+  back = se.decode(enc.values, enc.stored_shape, enc.sparsity).reshape(dense.shape)
+  np.testing.assert_array_equal(back, dense)
+  assert enc.nbytes < se.encode_csr(dense).nbytes
+  assert se.encode_segmented(dense[:, :256]) is None
+
+
 def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="divisible by 16"):
     se.encode_block(np.ones((4, 20), np.float32), 16)
@@ -76,6 +118,10 @@ def test_bad_inputs_raise_clear_errors():
     se.encode_block(np.ones((4, 16), np.float32), 8)
   with pytest.raises(ValueError, match=">= 2 dimensions"):
     se.encode_csr(np.ones(5, np.float32))
+  with pytest.raises(ValueError, match=">= 2 dimensions"):
+    se.encode_csf(np.ones(5, np.float32), 0)
+  with pytest.raises(ValueError, match=r"first_sparse must be in \[0, 1\]"):
+    se.encode_csf(np.ones((2, 3), np.float32), 2)
   enc = se.encode_csr(np.ones((4, 4), np.float32))
   with pytest.raises(ValueError, match="values"):
     se.decode(enc.values[:3], (4, 4), enc.sparsity)

@@ -11,6 +11,7 @@ import pytest
 
 from tfprune import export
 from tfprune.export import graph
+from tfprune.export import tflite
 from tfprune.export import verify
 
 RNG = np.random.default_rng(0)
@@ -94,6 +95,100 @@ def test_structurally_shrunk_model_goes_through_micro_unchanged():
   assert [t.format for t in result.tensors] == ["dense", "dense"]
 
 
+CONV_LAYERS = {
+    "conv2d": ((10, 10, 8), lambda: keras.layers.Conv2D(16, 3)),
+    "depthwise": ((10, 10, 8), lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=4)),
+    "conv1d": ((20, 8), lambda: keras.layers.Conv1D(16, 3)),
+    "conv2d_transpose": ((5, 5, 8), lambda: keras.layers.Conv2DTranspose(16, 3, strides=2)),
+}
+
+
+def _sparse_conv_model(kind, keep=0.1):
+  shape, make = CONV_LAYERS[kind]
+  rng = np.random.default_rng(0)
+  inp = keras.Input(shape)
+  conv = make()
+  model = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(conv(inp))))
+  conv.kernel.assign(conv.kernel.numpy() * (rng.random(conv.kernel.shape) < keep))
+  data = rng.standard_normal((16,) + shape).astype(np.float32)
+  return model, data, conv.kernel.numpy().size
+
+
+@pytest.mark.parametrize("kind", sorted(CONV_LAYERS))
+def test_int8_conv_weights_sparse_via_densify(kind):
+  model, data, size = _sparse_conv_model(kind)
+  result = export.convert(model, quantize="int8", representative_data=data)
+  conv = [t for t in result.tensors if t.dense_bytes == size]
+  assert [t.format for t in conv] == ["csr"]
+  assert all(r.ok for r in result.verification)           # XNNPACK on and off
+  m = graph.load(result.model_bytes)
+  assert "DENSIFY" in {graph.op_name(m, op) for op in m.subgraphs[0].operators}
+  assert not export.inspect(result.model_bytes).warnings
+  # Dynamic-range: XNNPACK fails to delegate a hybrid conv reading DENSIFY -> stays dense.
+  dynamic = export.convert(model, quantize="dynamic", representative_data=data)
+  assert all(t.format == "dense" for t in dynamic.tensors if t.dense_bytes == size)
+  assert all(r.ok for r in dynamic.verification)
+
+
+def test_segmented_csr_for_wide_int8_fc():
+  rng = np.random.default_rng(1)
+  inp = keras.Input((784,))
+  dense = keras.layers.Dense(32)
+  model = keras.Model(inp, dense(inp))
+  dense.kernel.assign(dense.kernel.numpy() * (rng.random((784, 32)) < 0.03))
+  data = rng.standard_normal((16, 784)).astype(np.float32)
+  result = export.convert(model, quantize="int8", representative_data=data)
+  assert all(r.ok for r in result.verification)
+  m = graph.load(result.model_bytes)
+  sg = m.subgraphs[0]
+  names = [graph.op_name(m, op) for op in sg.operators]
+  assert names == ["DENSIFY", "RESHAPE", "FULLY_CONNECTED"]
+  sparse = [t for t in sg.tensors if t.sparsity is not None]
+  assert [list(t.shape) for t in sparse] == [[32, 4, 196]]
+  assert result.tensors[0].shape == (32, 784) and result.tensors[0].format == "csr"
+  report = export.inspect(result.model_bytes)
+  assert not report.warnings
+  assert [t.op for t in report.tensors if t.format == "csr"] == ["DENSIFY>FULLY_CONNECTED"]
+  # Float keeps plain CSR (XNNPACK's static DENSIFY path; no RESHAPE per invoke).
+  flt = graph.load(export.to_tflite(model))
+  assert "RESHAPE" not in {graph.op_name(flt, op) for op in flt.subgraphs[0].operators}
+
+
+def _fc_scales(model_bytes):
+  m = graph.load(model_bytes)
+  sg = m.subgraphs[0]
+  return [len(sg.tensors[op.inputs[1]].quantization.scale) for op in sg.operators
+          if graph.op_code(m, op) == graph.BuiltinOperator.FULLY_CONNECTED]
+
+
+def test_fc_quantization_auto_is_per_tensor_for_sparse_int8(sparse_mlp):
+  model = sparse_mlp("random", density=0.2)
+  auto = export.convert(model, quantize="int8", representative_data=CALIB)
+  assert auto.fc_quantization == "per_tensor"
+  assert _fc_scales(auto.model_bytes) == [1, 1]
+  per_channel = export.convert(model, quantize="int8", representative_data=CALIB,
+                               fc_quantization="per_channel")
+  assert per_channel.fc_quantization == "per_channel"
+  assert _fc_scales(per_channel.model_bytes) == [64, 16]
+  assert len(auto.model_bytes) < len(per_channel.model_bytes) - 24 * 64
+  assert export.inspect(auto.model_bytes).metadata["fc_quantization"] == "per_tensor"
+  # Dense exports keep the converter's per-channel default.
+  off = export.convert(model, quantize="int8", representative_data=CALIB, sparse="off")
+  assert off.fc_quantization == "per_channel"
+
+
+def test_fc_quantization_auto_keeps_per_channel_when_per_tensor_is_lossy(sparse_mlp):
+  model = sparse_mlp("random", density=0.2, seed=3)
+  layer = model.layers[1]
+  k = layer.kernel.numpy()
+  k[0, 0] = 200.0 * np.abs(k).max()   # one outlier: per-tensor rounding wipes the rest out
+  layer.kernel.assign(k)
+  assert tflite.per_tensor_error(k) > tflite.PER_TENSOR_MAX_ERROR
+  result = export.convert(model, quantize="int8", representative_data=CALIB)
+  assert result.fc_quantization == "per_channel"
+  assert tflite.per_tensor_error(np.zeros((3, 3))) == 0.0
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"target": "phone"}, "target must be one of"),
     ({"quantize": "fp16"}, "quantize must be one of"),
@@ -102,6 +197,7 @@ def test_structurally_shrunk_model_goes_through_micro_unchanged():
     ({"target": "micro", "quantize": "dynamic"}, "needs quantize='int8'"),
     ({"quantize": "dynamic", "sparse": "csr"}, "sparse='csr' is not valid"),
     ({"micro_sparse_kernel": True}, "only valid with target='micro'"),
+    ({"fc_quantization": "per_row"}, "fc_quantization must be one of"),
 ])
 def test_bad_arguments(kwargs, match, sparse_mlp):
   with pytest.raises(ValueError, match=match):

@@ -21,9 +21,11 @@ import numpy as np
 
 from tfprune.export import graph
 from tfprune.export import sparse_encoding
+from tfprune.export import sparsify
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
+RESHAPE = graph.BuiltinOperator.RESHAPE
 INT8 = graph.TensorType.INT8
 FLOAT32 = graph.TensorType.FLOAT32
 
@@ -159,6 +161,28 @@ def parse(data, label="<bytes>"):
   return model
 
 
+
+def _readers(model, sg, users, tensor):
+  """(op index, input position) of the ops reading `tensor`, looking through RESHAPE."""
+  out = []
+  for j, pos in users.get(tensor, []):
+    op = sg.operators[j]
+    if graph.op_code(model, op) == RESHAPE and pos == 0:
+      out += _readers(model, sg, users, op.outputs[0])
+    else:
+      out.append((j, pos))
+  return out
+
+
+def _safe_quantized_densify_reader(model, sg, user, pos):
+  """Whether `user` may read a DENSIFY output (input `pos`) in a quantized model."""
+  code = graph.op_code(model, user)
+  if code == FC:
+    return graph.op_version(model, user) == sparsify.SPARSE_FC_VERSION
+  full_int8 = sg.tensors[user.outputs[0]].type == INT8  # dynamic-range ops output float
+  return code in sparsify.INT8_DENSIFY_WEIGHT_OPS and pos == 1 and full_int8
+
+
 def inspect(path, target=None):
   """Reports every constant tensor of a .tflite file and known-broken patterns.
 
@@ -212,11 +236,11 @@ def inspect(path, target=None):
                           "version 8.")
       if code == DENSIFY:
         out = op.outputs[0]
-        for j, _ in users.get(out, []):
+        user_q = quantized or sg.tensors[out].type != FLOAT32
+        for j, pos in _readers(model, sg, users, out):
           user = sg.operators[j]
           uname, uver = graph.op_name(model, user), graph.op_version(model, user)
-          user_q = quantized or sg.tensors[out].type != FLOAT32
-          if user_q and not (graph.op_code(model, user) == FC and uver == 8):
+          if user_q and not _safe_quantized_densify_reader(model, sg, user, pos):
             warnings.append(f"DENSIFY (op #{i}) feeds {uname} v{uver} (op #{j}) in a quantized "
                             "model: XNNPACK fails at prepare (\"failed to delegate\").")
         if target == "micro":
@@ -235,7 +259,7 @@ def inspect(path, target=None):
         user = sg.operators[j]
         if graph.op_code(model, user) == DENSIFY:
           readers += [f"DENSIFY>{graph.op_name(model, sg.operators[k])}"
-                      for k, _ in users.get(user.outputs[0], [])]
+                      for k, _ in _readers(model, sg, users, user.outputs[0])]
         else:
           readers.append(graph.op_name(model, user))
       shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))

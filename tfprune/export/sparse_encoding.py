@@ -10,10 +10,18 @@ This module builds and reads those parameters with the flatbuffer object API
 (`ai_edge_litert.schema_py_generated`), but holds no TFLite graph logic: it only
 maps dense numpy arrays to (values, parameters) and back.
 
-Two encodings are written, the ones LiteRT kernels understand:
+Two families of encodings are written, the ones LiteRT kernels understand:
 
-* CSR: every dimension DENSE except the last, which is SPARSE_CSR. For a 2-D
-  `[rows, cols]` tensor this is classic CSR, one stored value per nonzero.
+* Compressed (read through a DENSIFY op; one stored value per nonzero):
+  - CSR: every dimension DENSE except the last, which is SPARSE_CSR. For a 2-D
+    `[rows, cols]` tensor this is classic CSR.
+  - CSF (`encode_csf`): a suffix of the dimensions SPARSE_CSR (a sparse level
+    lists which children of each stored parent hold a nonzero).
+  - Segmented CSR (`encode_segmented`): the tensor stored as `[..., cols / s, s]`
+    with `s` <= 256, so column indices fit in uint8 when `cols` > 256; the graph
+    reshapes the DENSIFY output back. (LiteRT reads block dimensions only when
+    they are DENSE, so splitting has to be a real reshape.)
+  `encode_compressed` tries these layouts and keeps the smallest.
 * Block 1xB: a 2-D `[rows, cols]` tensor split into `1 x B` blocks along the
   last dimension (TFLite's FULLY_CONNECTED weights are `[out, in]`, so blocks run
   along the Keras kernel's input axis). Dimensions: DENSE rows, SPARSE_CSR over
@@ -51,11 +59,14 @@ class Encoded:
     sparsity: `schema.SparsityParametersT` describing the layout.
     format: "csr" or "block1x4" / "block1x16".
     nbytes: bytes this encoding costs in the file (values + index arrays).
+    stored_shape: shape the sparse tensor must be stored with, when it differs
+      from the dense tensor's (segmented CSR); None otherwise.
   """
   values: np.ndarray
   sparsity: object
   format: str
   nbytes: int
+  stored_shape: tuple = None
 
 
 def index_dtype_for(max_value):
@@ -133,6 +144,111 @@ def encode_csr(dense):
   return Encoded(values, sp, "csr", values.nbytes + idx_bytes)
 
 
+def encode_csf(dense, first_sparse):
+  """Encodes an N-D array as compressed sparse fibres, one stored value per nonzero.
+
+  Levels before `first_sparse` are DENSE, the rest SPARSE_CSR: a sparse level
+  stores, for each stored position of the level above, the indices of the
+  children whose sub-array holds a nonzero. `first_sparse = N - 1` is CSR.
+
+  Args:
+    dense: numpy array with at least 2 dimensions.
+    first_sparse: index of the first SPARSE_CSR level (0 .. N - 1).
+
+  Returns:
+    An `Encoded` with format "csr".
+
+  Raises:
+    ValueError: on fewer than 2 dimensions or `first_sparse` out of range.
+  """
+  arr = np.asarray(dense)
+  if arr.ndim < 2:
+    raise ValueError(f"CSF needs a tensor with >= 2 dimensions, got shape {arr.shape}.")
+  shape = list(arr.shape)
+  if not 0 <= first_sparse < len(shape):
+    raise ValueError(f"first_sparse must be in [0, {len(shape) - 1}], got {first_sparse}.")
+  # has_nz[l]: whether the sub-array under each prefix of length l + 1 holds a nonzero.
+  has_nz = [None] * len(shape)
+  acc = arr != 0
+  for level in range(len(shape) - 1, -1, -1):
+    has_nz[level] = acc.reshape(-1)
+    acc = acc.any(axis=-1)
+  positions = np.zeros(1, np.int64)
+  dims, idx_bytes = [], 0
+  for level, size in enumerate(shape):
+    children = positions[:, None] * size + np.arange(size)[None, :]
+    if level < first_sparse:
+      positions = children.reshape(-1)
+      dims.append(_dense_dim(size))
+      continue
+    keep = has_nz[level][children]
+    segments = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    _, indices = np.nonzero(keep)
+    positions = children[keep]
+    dim, nbytes = _csr_dim(segments, indices)
+    dims.append(dim)
+    idx_bytes += nbytes
+  values = arr.reshape(-1)[positions]
+  sp = schema.SparsityParametersT()
+  sp.traversalOrder = list(range(len(shape)))
+  sp.blockMap = []
+  sp.dimMetadata = dims
+  return Encoded(values, sp, "csr", values.nbytes + idx_bytes)
+
+
+def segment_length(cols):
+  """Largest divisor of `cols` that is <= 256 (uint8 column indices), or None.
+
+  None when `cols` <= 256 (indices already fit in uint8) or no divisor >= 16
+  exists (the segment pointers would cost more than uint8 indices save).
+  """
+  limit = np.iinfo(np.uint8).max + 1
+  if cols <= limit:
+    return None
+  return next((s for s in range(limit, 15, -1) if cols % s == 0), None)
+
+
+def encode_segmented(dense):
+  """CSR of `dense` stored as `[..., cols / s, s]` (see `segment_length`), or None.
+
+  Args:
+    dense: numpy array with at least 2 dimensions.
+
+  Returns:
+    An `Encoded` whose `stored_shape` is the segmented shape (the reader must
+    reshape the densified tensor back to `dense.shape`), or None when the last
+    dimension has no suitable segment length.
+  """
+  dense = np.asarray(dense)
+  seg = segment_length(dense.shape[-1])
+  if seg is None:
+    return None
+  stored = dense.shape[:-1] + (dense.shape[-1] // seg, seg)
+  enc = encode_csf(dense.reshape(stored), len(stored) - 1)
+  enc.stored_shape = stored
+  return enc
+
+
+def encode_compressed(dense):
+  """The smallest one-value-per-nonzero encoding of `dense` with `dense`'s shape.
+
+  Tries CSR and every CSF sparse suffix of the dimensions, keeps the fewest bytes.
+
+  Args:
+    dense: numpy array with at least 2 dimensions.
+
+  Returns:
+    An `Encoded` with format "csr".
+  """
+  dense = np.asarray(dense)
+  best = encode_csr(dense)
+  for first_sparse in range(dense.ndim - 1):
+    enc = encode_csf(dense, first_sparse)
+    if enc.nbytes < best.nbytes:
+      best = enc
+  return best
+
+
 def encode_block(dense, block_size):
   """Encodes a 2-D `[rows, cols]` array in 1 x `block_size` blocks.
 
@@ -186,7 +302,8 @@ def describe(sparsity):
   """
   block_map = list(sparsity.blockMap or [])
   dims = sparsity.dimMetadata or []
-  if not block_map:
+  if not block_map or any(d.format == SPARSE_CSR for d in dims[len(dims) - len(block_map):]):
+    # No block dimensions, or sparse ones (segmented CSF): one value per nonzero.
     return "csr" if any(d.format == SPARSE_CSR for d in dims) else "dense-layout"
   sizes = "x".join(str(d.denseSize) for d in dims[len(dims) - len(block_map):])
   if block_map == [1] and len(dims) == 3:

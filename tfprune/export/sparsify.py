@@ -8,11 +8,15 @@ is correct for the op reading it, following the rules measured in
 * FULLY_CONNECTED may read sparse weights directly: 1x4 blocks for float weights,
   1x16 blocks for int8 weights; such an FC is retagged to version 8 (XNNPACK
   returns garbage for a sparse FC above version 8 and skips version 8).
-* Any other sparse tensor goes through a DENSIFY op. In a float model that is
-  allowed for every op. In a quantized model only FULLY_CONNECTED may read a
-  DENSIFY output, and that FC is retagged to version 8 (otherwise XNNPACK fails at
-  prepare with "failed to delegate FULLY_CONNECTED"); other quantized ops keep
-  dense weights.
+* Any other sparse tensor goes through a DENSIFY op, in the smallest
+  one-value-per-nonzero layout (`sparse_encoding.encode_compressed`: CSR, or CSF
+  with uint8-indexable segments). In a float model that is allowed for every op.
+  In a quantized model a FULLY_CONNECTED reading a DENSIFY output is retagged to
+  version 8 (otherwise XNNPACK fails at prepare with "failed to delegate
+  FULLY_CONNECTED"). In a full-int8 model the weights of CONV_2D,
+  DEPTHWISE_CONV_2D and TRANSPOSE_CONV may come from DENSIFY too (measured
+  correct with XNNPACK on and off); in a dynamic-range model they may not
+  (XNNPACK: "failed to delegate CONV_2D"), so they stay dense.
 * For TFLM (`target="micro"`) nothing is sparse, except 1x16 int8 FC weights when
   the application registers a sparse FC kernel (`micro_sparse_kernel=True`).
 """
@@ -27,9 +31,15 @@ from tfprune.export import sparse_encoding
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
+# Ops whose int8 weights (input 1) may be a DENSIFY output in a full-int8 model.
+INT8_DENSIFY_WEIGHT_OPS = frozenset({
+    graph.BuiltinOperator.CONV_2D, graph.BuiltinOperator.DEPTHWISE_CONV_2D,
+    graph.BuiltinOperator.TRANSPOSE_CONV})
 SPARSE_FC_VERSION = 8
 # Extra bytes a DENSIFY op and its output tensor add to the file (measured ~100-150).
 DENSIFY_OVERHEAD = 160
+# Extra bytes of the RESHAPE (op, shape constant, output tensor) behind a segmented CSR.
+RESHAPE_OVERHEAD = 240
 MIN_ELEMENTS = 64
 SPARSE_MODES = ("auto", "csr", "block", "off")
 
@@ -87,21 +97,42 @@ def densify_model(model):
   graph.compact(model)
 
 
-def _candidates(dense, dtype, fc_weight, quantized, target, micro_sparse_kernel):
-  """Possible encodings as (format, via_densify, Encoded) tuples."""
-  out = []
+def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_kernel):
+  """Possible encodings as (format, via_densify, Encoded) tuples.
+
+  Args:
+    dense: the constant as a numpy array.
+    fc_weight: every reader is a FULLY_CONNECTED reading it as weights.
+    int8_weight: every reader is an op of `INT8_DENSIFY_WEIGHT_OPS` reading it as weights.
+    quantize: None, "dynamic" or "int8".
+    target, micro_sparse_kernel: as in `encode_model`.
+  """
+  dtype = dense.dtype
   if target == "micro":
     if micro_sparse_kernel and fc_weight and dtype == np.int8 and dense.shape[-1] % 16 == 0:
-      out.append(("block1x16", False, sparse_encoding.encode_block(dense, 16)))
-    return out
+      return [("block1x16", False, sparse_encoding.encode_block(dense, 16))]
+    return []
+  out = []
   if fc_weight:
     block = 4 if dtype == np.float32 else 16
     if dense.shape[-1] % block == 0:
       out.append((f"block1x{block}", False, sparse_encoding.encode_block(dense, block)))
-    out.append(("csr", True, sparse_encoding.encode_csr(dense)))
-  elif not quantized and dtype == np.float32:
-    out.append(("csr", True, sparse_encoding.encode_csr(dense)))
+  if (fc_weight or (quantize is None and dtype == np.float32)
+      or (quantize == "int8" and dtype == np.int8 and int8_weight)):
+    out.append(("csr", True, sparse_encoding.encode_compressed(dense)))
+    # Segmented CSR needs a RESHAPE each invoke: only where the reader runs outside
+    # XNNPACK anyway (quantized); float DENSIFY weights are XNNPACK's fast static path.
+    segmented = sparse_encoding.encode_segmented(dense) if quantize else None
+    if segmented is not None:
+      out.append(("csr", True, segmented))
   return out
+
+
+def _cost(candidate):
+  """File bytes a candidate costs: encoding plus the ops it needs."""
+  _, via_densify, enc = candidate
+  return (enc.nbytes + (DENSIFY_OVERHEAD if via_densify else 0)
+          + (RESHAPE_OVERHEAD if enc.stored_shape is not None else 0))
 
 
 def _choose(mode, dense_bytes, candidates, has_zero):
@@ -110,16 +141,37 @@ def _choose(mode, dense_bytes, candidates, has_zero):
     return None
   if mode == "csr":
     picks = [c for c in candidates if c[0] == "csr"]
-    return picks[0] if picks else None
+    return min(picks, key=_cost) if picks else None
   if mode == "block":
     picks = [c for c in candidates if c[0].startswith("block")]
     return picks[0] if picks else None
-  best = min(candidates, key=lambda c: c[2].nbytes + (DENSIFY_OVERHEAD if c[1] else 0))
-  cost = best[2].nbytes + (DENSIFY_OVERHEAD if best[1] else 0)
-  return best if cost < dense_bytes else None
+  best = min(candidates, key=_cost)
+  return best if _cost(best) < dense_bytes else None
 
 
-def _add_densify(model, sg, tensor_index, users):
+def _add_tensor(sg, like, name, shape=None):
+  """Appends a non-constant copy of tensor `like` (same type and quantization)."""
+  t = copy.deepcopy(like)
+  t.sparsity = None
+  t.buffer = 0
+  t.name = name.encode()
+  if shape is not None:
+    t.shape = np.asarray(shape, np.int32)
+  sg.tensors.append(t)
+  return len(sg.tensors) - 1
+
+
+def _new_op(model, code, inputs, outputs, options_type, options):
+  op = schema.OperatorT()
+  op.opcodeIndex = graph.get_opcode_index(model, code, 1)
+  op.inputs = list(inputs)
+  op.outputs = list(outputs)
+  op.builtinOptionsType = options_type
+  op.builtinOptions = options
+  return op
+
+
+def _add_densify(model, sg, tensor_index, users, reshape_to=None):
   """Inserts DENSIFY(tensor) before its first user and rewires `users` to its output.
 
   Args:
@@ -127,27 +179,33 @@ def _add_densify(model, sg, tensor_index, users):
     sg: the subgraph holding the tensor.
     tensor_index: index of the sparse constant tensor.
     users: list of (operator object, input position) reading the tensor.
+    reshape_to: the users' shape when the tensor is stored segmented; a RESHAPE
+      after the DENSIFY restores it.
   """
   src = sg.tensors[tensor_index]
-  dst = copy.deepcopy(src)
-  dst.sparsity = None
-  dst.buffer = 0
-  dst.name = (graph.tensor_name(src) + "/densified").encode()
-  sg.tensors.append(dst)
-  dst_index = len(sg.tensors) - 1
-  op = schema.OperatorT()
-  op.opcodeIndex = graph.get_opcode_index(model, DENSIFY, 1)
-  op.inputs = [tensor_index]
-  op.outputs = [dst_index]
-  op.builtinOptionsType = schema.BuiltinOptions.DensifyOptions
-  op.builtinOptions = schema.DensifyOptionsT()
+  name = graph.tensor_name(src) + "/densified"
+  dst_index = _add_tensor(sg, src, name)
+  ops = [_new_op(model, DENSIFY, [tensor_index], [dst_index],
+                 schema.BuiltinOptions.DensifyOptions, schema.DensifyOptionsT())]
+  if reshape_to is not None:
+    shape_index = _add_tensor(sg, src, name + "/shape", [len(reshape_to)])
+    shape_t = sg.tensors[shape_index]
+    shape_t.type = schema.TensorType.INT32
+    shape_t.quantization = None
+    graph.set_constant(model, shape_t, np.asarray(reshape_to, np.int32))
+    out_index = _add_tensor(sg, src, name + "/reshaped", reshape_to)
+    options = schema.ReshapeOptionsT()
+    options.newShape = [int(d) for d in reshape_to]
+    ops.append(_new_op(model, graph.BuiltinOperator.RESHAPE, [dst_index, shape_index],
+                       [out_index], schema.BuiltinOptions.ReshapeOptions, options))
+    dst_index = out_index
   for user, pos in users:
     user.inputs[pos] = dst_index
   first = min(next(i for i, o in enumerate(sg.operators) if o is user) for user, _ in users)
-  sg.operators.insert(first, op)
+  sg.operators[first:first] = ops
 
 
-def encode_model(model, sparse="auto", quantized=False, target="litert",
+def encode_model(model, sparse="auto", quantize=None, target="litert",
                  micro_sparse_kernel=False):
   """Re-encodes the constants of a dense `model` and retags sparse FC ops.
 
@@ -155,7 +213,7 @@ def encode_model(model, sparse="auto", quantized=False, target="litert",
     model: dense `schema.ModelT` (see `densify_model`), modified in place.
     sparse: "auto" (smallest correct encoding per tensor, dense if sparse is not
       smaller), "csr", "block", or "off".
-    quantized: True for dynamic-range or full-int8 models.
+    quantize: None (float model), "dynamic" (dynamic-range) or "int8" (full integer).
     target: "litert" or "micro".
     micro_sparse_kernel: allow 1x16 int8 FC weights for a custom TFLM kernel.
 
@@ -181,12 +239,13 @@ def encode_model(model, sparse="auto", quantized=False, target="litert",
         continue
       dense = values.reshape(list(t.shape))
       ops = sorted({graph.op_name(model, sg.operators[i]) for i, _ in users})
-      fc_weight = all(graph.op_code(model, sg.operators[i]) == FC and pos == 1
-                      for i, pos in users) and dense.ndim == 2
+      codes = [(graph.op_code(model, sg.operators[i]), pos) for i, pos in users]
+      fc_weight = all(c == FC and pos == 1 for c, pos in codes) and dense.ndim == 2
+      int8_weight = all(c in INT8_DENSIFY_WEIGHT_OPS and pos == 1 for c, pos in codes)
       fmt, nbytes = "dense", dense.nbytes
       if (sparse != "off" and dense.size >= MIN_ELEMENTS
           and dense.dtype in (np.float32, np.int8)):
-        cands = _candidates(dense, dense.dtype, fc_weight, quantized, target,
+        cands = _candidates(dense, fc_weight, int8_weight, quantize, target,
                             micro_sparse_kernel)
         pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)))
         if pick is not None:
@@ -194,19 +253,24 @@ def encode_model(model, sparse="auto", quantized=False, target="litert",
           graph.set_constant(model, t, enc.values)
           t.sparsity = enc.sparsity
           nbytes = enc.nbytes
+          reshape_to = None
+          if enc.stored_shape is not None:
+            reshape_to = list(dense.shape)
+            t.shape = np.asarray(enc.stored_shape, np.int32)
           if via_densify:
-            pending_densify.append((ti, [(sg.operators[i], pos) for i, pos in users]))
-            if fc_weight and quantized:
+            pending_densify.append(
+                (ti, [(sg.operators[i], pos) for i, pos in users], reshape_to))
+            if fc_weight and quantize is not None:
               fc_to_retag.update(i for i, _ in users)
           else:
             fc_to_retag.update(i for i, _ in users)
       reports.append(TensorReport(
-          name=graph.tensor_name(t), op="/".join(ops), shape=tuple(int(s) for s in t.shape),
+          name=graph.tensor_name(t), op="/".join(ops), shape=tuple(int(s) for s in dense.shape),
           dtype=graph.type_name(t), format=fmt, nonzeros=int(np.count_nonzero(dense)),
           dense_bytes=int(dense.nbytes), bytes=int(nbytes)))
     retag_ops = [sg.operators[i] for i in fc_to_retag]
-    for ti, users in pending_densify:
-      _add_densify(model, sg, ti, users)
+    for ti, users, reshape_to in pending_densify:
+      _add_densify(model, sg, ti, users, reshape_to)
     for op in retag_ops:
       graph.set_op_version(model, op, SPARSE_FC_VERSION)
   graph.compact(model)

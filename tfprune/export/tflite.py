@@ -15,12 +15,17 @@ import json
 import numpy as np
 
 from tfprune import _io
+from tfprune import _layers
 from tfprune.export import graph
 from tfprune.export import sparsify
 from tfprune.export import verify as verify_lib
 
 TARGETS = ("litert", "micro")
 QUANTIZE = (None, "dynamic", "int8")
+FC_QUANTIZATION = ("auto", "per_channel", "per_tensor")
+# `fc_quantization="auto"` keeps per-channel FC weights unless per-tensor int8
+# rounding costs at most this relative RMS error on every Dense kernel's nonzeros.
+PER_TENSOR_MAX_ERROR = 0.01
 METADATA_NAME = "tfprune_export"
 
 
@@ -34,6 +39,8 @@ class ExportResult:
     verification: list of `verify.RuntimeResult` (all ok).
     dense_size: size of the plain dense conversion with the same quantisation.
     target, quantize, sparse: the settings used.
+    fc_quantization: "per_tensor" or "per_channel" (FULLY_CONNECTED weight scales;
+      meaningful only when quantized).
   """
   model_bytes: bytes
   tensors: list
@@ -42,6 +49,7 @@ class ExportResult:
   target: str
   quantize: str
   sparse: str
+  fc_quantization: str
 
   def size_table(self):
     """A plain-text table of per-tensor encodings and totals."""
@@ -56,13 +64,17 @@ class ExportResult:
     return "\n".join(rows)
 
 
-def _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel):
+def _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
+                fc_quantization):
   if target not in TARGETS:
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
   if quantize not in QUANTIZE:
     raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
   if sparse not in sparsify.SPARSE_MODES:
     raise ValueError(f"sparse must be one of {sparsify.SPARSE_MODES}, got {sparse!r}.")
+  if fc_quantization not in FC_QUANTIZATION:
+    raise ValueError(
+        f"fc_quantization must be one of {FC_QUANTIZATION}, got {fc_quantization!r}.")
   if target == "micro" and quantize != "int8":
     raise ValueError(
         f"target='micro' needs quantize='int8' (TFLite Micro runs full-int8 models and "
@@ -108,9 +120,35 @@ def _check_model(model):
     raise ValueError(f"model input shape {model.inputs[0].shape} must be fixed except the batch.")
 
 
-def _run_converter(model, quantize, samples, sparsity):
+def per_tensor_error(kernel):
+  """Relative RMS error of symmetric per-tensor int8 rounding on the nonzeros of `kernel`."""
+  w = np.asarray(kernel, np.float64)
+  nz = w[w != 0]
+  if nz.size == 0:
+    return 0.0
+  scale = np.max(np.abs(nz)) / 127.0
+  err = np.round(nz / scale) * scale - nz
+  return float(np.sqrt(np.mean(err ** 2) / np.mean(nz ** 2)))
+
+
+def _fc_per_tensor(model, fc_quantization, quantize, sparse_output):
+  """Whether FULLY_CONNECTED weights are quantized per tensor (see `to_tflite`)."""
+  if quantize is None or fc_quantization == "per_channel":
+    return False
+  if fc_quantization == "per_tensor":
+    return True
+  import keras  # pylint: disable=g-import-not-at-top
+  kernels = [layer.kernel for layer in _layers.all_layers(model)
+             if isinstance(layer, keras.layers.Dense)]
+  return sparse_output and all(per_tensor_error(k) <= PER_TENSOR_MAX_ERROR for k in kernels)
+
+
+def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  # Per-channel scales cost 12 bytes per output channel for the weights and again
+  # for the bias: a large share of a sparse file.
+  converter._experimental_disable_per_channel_quantization_for_dense_layers = fc_per_tensor  # pylint: disable=protected-access
   opts = []
   if sparsity:
     opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -140,22 +178,27 @@ def _verify_inputs(model, samples, num_samples, seed):
 
 
 def convert(model, target="litert", quantize=None, representative_data=None, sparse="auto",
-            micro_sparse_kernel=False, num_verify_samples=8, seed=0):
+            micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto"):
   """Converts and verifies; returns an `ExportResult` (see `to_tflite`)."""
-  _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel)
+  _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
+              fc_quantization)
   _check_model(model)
   samples = None if representative_data is None else _as_samples(model, representative_data)
   use_sparsity = target == "litert" and sparse != "off"
-  raw = _run_converter(model, quantize, samples, sparsity=use_sparsity)
+  fc_per_tensor = _fc_per_tensor(model, fc_quantization, quantize,
+                                 sparse_output=use_sparsity and target == "litert")
+  raw = _run_converter(model, quantize, samples, sparsity=use_sparsity,
+                       fc_per_tensor=fc_per_tensor)
   tfl = graph.load(raw)
   sparsify.densify_model(tfl)
   dense_bytes = graph.dump(tfl)
   reports = sparsify.encode_model(
       tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
-      quantized=quantize is not None, target=target, micro_sparse_kernel=micro_sparse_kernel)
+      quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
   graph.set_metadata(tfl, METADATA_NAME, json.dumps(
       {"target": target, "quantize": quantize, "sparse": sparse,
-       "micro_sparse_kernel": bool(micro_sparse_kernel)}).encode())
+       "micro_sparse_kernel": bool(micro_sparse_kernel),
+       "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}).encode())
   model_bytes = graph.dump(tfl)
   x = _verify_inputs(model, samples, num_verify_samples, seed)
   ref = np.asarray(model(x, training=False), np.float32)
@@ -166,11 +209,12 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   if target == "micro" and micro_sparse_kernel:
     # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
     results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"])
-  return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse)
+  return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
+                      "per_tensor" if fc_per_tensor else "per_channel")
 
 
 def to_tflite(model, target="litert", quantize=None, representative_data=None, sparse="auto",
-              micro_sparse_kernel=False, num_verify_samples=8, seed=0):
+              micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto"):
   """Converts a Keras 3 model to verified (sparse) .tflite bytes.
 
   Args:
@@ -187,6 +231,12 @@ def to_tflite(model, target="litert", quantize=None, representative_data=None, s
       1x16 block-sparse format for an application-registered sparse FC kernel.
     num_verify_samples: number of inputs used for verification.
     seed: seed for random verification inputs.
+    fc_quantization: scales of quantized FULLY_CONNECTED weights: "per_channel"
+      (the converter's default), "per_tensor" (one scale per weight tensor: saves
+      24 bytes per output channel, a large share of a sparse file), or "auto":
+      per tensor for a sparse LiteRT export when per-tensor int8 rounding changes
+      every Dense kernel's nonzeros by at most `PER_TENSOR_MAX_ERROR` (relative
+      RMS), per channel otherwise. The verification applies either way.
 
   Returns:
     The .tflite file contents as bytes.
@@ -197,7 +247,7 @@ def to_tflite(model, target="litert", quantize=None, representative_data=None, s
       targeted runtime configuration.
   """
   return convert(model, target, quantize, representative_data, sparse, micro_sparse_kernel,
-                 num_verify_samples, seed).model_bytes
+                 num_verify_samples, seed, fc_quantization).model_bytes
 
 
 def save_tflite(model, path, **kwargs):

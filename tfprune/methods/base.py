@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from tfprune import masks as masks_lib
+from tfprune._layers import all_layers
 from tfprune import schedules
 
 _METHODS = {}
@@ -61,21 +62,6 @@ def get_method_class(name):
     raise ValueError(f"Unknown pruning method {name!r}; valid methods are "
                      f"{', '.join(available_methods())}.")
   return _METHODS[name]
-
-
-def all_layers(model):
-  """Every layer of `model`, nested models included, in order, each once."""
-  found, seen = [], set()
-
-  def visit(layer):
-    for sub in getattr(layer, "layers", []):
-      if id(sub) not in seen:
-        seen.add(id(sub))
-        found.append(sub)
-        visit(sub)
-
-  visit(model)
-  return found
 
 
 def find_wrappers(model):
