@@ -32,6 +32,9 @@ flags.DEFINE_integer("prune_epochs", 10, "ADMM + fine-tune epochs")
 flags.DEFINE_string("kwargs", "{}", "JSON method kwargs")
 flags.DEFINE_string("out", "bench/out/admm_results.jsonl", "results file")
 flags.DEFINE_string("tag", "", "free-form tag stored with the result")
+flags.DEFINE_float("distill_alpha", 0.0, "Tried and not adopted: train ADMM + fine-tune on "
+                   "(1 - a) * one-hot + a * softmax(dense teacher logits) (distillation at "
+                   "T = 1); 0 = plain labels.")
 
 OUT = os.path.dirname(os.path.abspath(__file__)) + "/out"
 
@@ -63,12 +66,20 @@ def main(argv):
     for sparsity in [float(s) for s in FLAGS.sparsity]:
       dense, dense_acc = dense_model(FLAGS.model, FLAGS.dataset, seed, FLAGS.dense_epochs,
                                      x, y, xt, yt)
+      targets, loss, val = y, None, (xt, yt)
+      if FLAGS.distill_alpha:
+        teacher = keras.ops.softmax(dense.predict(x, batch_size=1024, verbose=0), -1)
+        onehot = np.eye(int(y.max()) + 1, dtype=np.float32)
+        targets = ((1 - FLAGS.distill_alpha) * onehot[y]
+                   + FLAGS.distill_alpha * keras.ops.convert_to_numpy(teacher))
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        val = (xt, onehot[yt])
       keras.utils.set_random_seed(seed + 1000)
       pruned = tfprune.prune(dense, "admm", target_sparsity=sparsity, **kwargs)
       method = tfprune.get_method(pruned)
       start = time.time()
-      method.fit(pruned, x, y, epochs=FLAGS.prune_epochs, batch_size=128,
-                 validation_data=(xt, yt), verbose=2)
+      method.fit(pruned, x, targets, epochs=FLAGS.prune_epochs, batch_size=128, loss=loss,
+                 validation_data=val, verbose=2)
       wall = time.time() - start
       stripped = tfprune.strip(pruned)
       _compile(stripped)
@@ -79,7 +90,7 @@ def main(argv):
              "test_acc": acc, "wall_s": wall, "zstep_s": rep["zstep_seconds_total"],
              "z_steps": rep["z_steps"], "final_primal": rep["final_primal_residual"],
              "kept": rep["kept_fraction"], "real_sparsity": rep["sparsity"],
-             "tag": FLAGS.tag}
+             "tag": FLAGS.tag, "distill_alpha": FLAGS.distill_alpha}
       print(json.dumps(row), flush=True)
       with open(FLAGS.out, "a") as f:
         f.write(json.dumps(row) + "\n")

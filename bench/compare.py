@@ -68,7 +68,8 @@ flags.DEFINE_string("tfmot_python",
                     "by bench/setup_tfmot.sh, else this one (pip install -e .[bench]).")
 flags.DEFINE_integer("train_samples", None, "Use only N training samples (smoke tests).")
 flags.DEFINE_bool("save_models", False, "Save every stripped model as "
-                  "<output_dir>/models/<method>_<sparsity>_seed<seed>.keras.")
+                  "<output_dir>/models/<method>_<sparsity>_seed<seed>.keras, and TFMOT's "
+                  "through the stock converter as tfmot_*_{float,int8}.tflite there.")
 flags.DEFINE_string("output_dir", None, "Output directory (default "
                     "bench/out/compare_<model>_<dataset>).")
 
@@ -105,8 +106,12 @@ def achieved_sparsity(model):
   return tfprune.model.total_sparsity(rows), rows
 
 
-def run_tfmot(dense, seed, data, workdir):
-  """Runs bench/tfmot_runner.py in the TFMOT venv; returns its results dict."""
+def run_tfmot(dense, seed, data, workdir, tflite_dir=None):
+  """Runs bench/tfmot_runner.py in the TFMOT venv; returns its results dict.
+
+  With `tflite_dir`, the runner also writes each TFMOT model through the stock
+  converter (float and int8 .tflite) there.
+  """
   if not os.path.exists(FLAGS.tfmot_python):
     raise app.UsageError(f"--tfmot_python={FLAGS.tfmot_python!r} does not exist: run "
                          f"bash bench/setup_tfmot.sh, or pass --notfmot.")
@@ -123,6 +128,9 @@ def run_tfmot(dense, seed, data, workdir):
          "batch_size": FLAGS.batch_size, "prune_epochs": FLAGS.prune_epochs,
          "learning_rate": FLAGS.learning_rate, "frequency": FLAGS.frequency,
          "schedule_fraction": FLAGS.schedule_fraction}
+  if tflite_dir:
+    os.makedirs(tflite_dir, exist_ok=True)
+    job["tflite_dir"] = tflite_dir
   if FLAGS.model == "lenet5":
     job["model_kwargs"] = {"padding": dense.layers[1].get_config()["padding"]}
   job_path = os.path.join(workdir, f"tfmot_job_seed{seed}.json")
@@ -226,7 +234,8 @@ def main(argv):
     dense_acc[seed] = accuracy(dense, data[1][0], data[1][1])
     print(f"seed {seed}: dense accuracy {dense_acc[seed]:.4f}", flush=True)
     if FLAGS.tfmot:
-      tfmot = run_tfmot(dense, seed, data, workdir)
+      tfmot = run_tfmot(dense, seed, data, workdir,
+                        os.path.join(out, "models") if FLAGS.save_models else None)
       if abs(tfmot["dense_accuracy"] - dense_acc[seed]) > 0.002:
         raise RuntimeError(f"TFMOT's copy of the dense model scores "
                            f"{tfmot['dense_accuracy']:.4f}, ours {dense_acc[seed]:.4f}: "

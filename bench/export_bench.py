@@ -10,7 +10,10 @@ Sections:
    kernel's input axis: dense vs sparse float and dynamic-range latency (median of
    single-sample invokes, 1 thread), XNNPACK on and off; every file verified.
 2. Pruned LeNets given by --model_path (stripped .keras): int8/float file sizes vs
-   dense and MNIST test accuracy through the interpreter vs Keras.
+   dense, MNIST test accuracy through the interpreter (XNNPACK on and off) vs Keras,
+   latency. Side by side: TFMOT's own pruned model of the same architecture and
+   sparsity through the stock converter, when `bench/compare.py --save_models` left
+   tfmot_*_<sparsity>_seed<seed>_{float,int8}.tflite next to the .keras file.
 3. Every emitted format x runtime (LiteRT XNNPACK on/off, TFLM): runs / correct.
 4. The same MLP weights through the stock converter (EXPERIMENTAL_SPARSITY, what
    TFMOT users get after strip_pruning), run in a subprocess of the TFMOT env.
@@ -195,30 +198,69 @@ def bench_formats(lines):
   lines.append("")
 
 
-def bench_lenet(lines, paths):
-  import keras  # pylint: disable=g-import-not-at-top
+def _tfmot_file(path, quantize):
+  """TFMOT's stock-converter file saved next to our model by compare.py, or None."""
+  import glob  # pylint: disable=g-import-not-at-top
+  stem = os.path.basename(path)[:-len(".keras")]            # <method>_<sparsity>_seed<s>
+  suffix = "_".join(stem.split("_")[-2:])                     # <sparsity>_seed<s>
+  found = glob.glob(os.path.join(os.path.dirname(path),
+                                 f"tfmot_*_{suffix}_{quantize or 'float'}.tflite"))
+  return found[0] if len(found) == 1 else None
+
+
+def _lenet_row(name, variant, data, dense_size, xt, y_test, iters, keras_acc=None):
+  """One table row: size, accuracy and latency with XNNPACK on and off."""
   from tfprune import export  # pylint: disable=g-import-not-at-top
   from tfprune.export import verify  # pylint: disable=g-import-not-at-top
-  lines += ["## 2. Pruned LeNets (MNIST test set through the interpreter)", ""]
+  accs, lats = [], []
+  for xnn in (True, False):
+    try:
+      y, _, _ = verify.run_litert(data, xt, xnnpack=xnn)
+      accs.append(f"{np.mean(np.argmax(y.reshape(len(xt), -1), -1) == y_test):.2%}")
+      lats.append(f"{_latency_us(data, xnn, iters):.0f}")
+    except Exception as e:  # pylint: disable=broad-except
+      accs.append(f"fails: {str(e).splitlines()[0][:40]}")
+      lats.append("-")
+  warnings = len(export.inspect(data).warnings)
+  keras_cell = "" if keras_acc is None else f"{keras_acc:.2%}"
+  return (f"| {name} | {variant} | {len(data)} | {dense_size / len(data):.1f}x | {keras_cell} | "
+          f"{accs[0]} | {accs[1]} | {lats[0]} | {lats[1]} | {warnings} |")
+
+
+def bench_lenet(lines, paths, iters):
+  import keras  # pylint: disable=g-import-not-at-top
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  lines += ["## 2. Pruned LeNets (full MNIST test set through the interpreter)", ""]
   if not paths:
     lines += ["Not run: pass --model_path=<stripped pruned .keras> (one per model).", ""]
     return
   from tfprune import data as tfdata  # pylint: disable=g-import-not-at-top
   _, (x_test, y_test) = tfdata.load("mnist")
-  lines += ["| model | variant | size (B) | dense size (B) | ratio | Keras acc | TFLite acc |",
-            "|---|---|---|---|---|---|---|"]
+  lines += ["Ratio = dense file of the same model and quantisation (stock converter "
+            "defaults, per-channel int8) / this file. Latency: median of single-sample "
+            f"invokes, 1 thread, {iters} iterations. Warnings: `tfprune-inspect` "
+            "known-broken patterns.", "",
+            "| model | file | size (B) | ratio | Keras acc | acc XNNPACK on | acc XNNPACK off | "
+            "us XNNPACK on | us XNNPACK off | warnings |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
   for path in paths:
     model = keras.models.load_model(path, compile=False)
+    name = model.name
     xt = x_test.reshape((-1,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
     keras_acc = float(np.mean(np.argmax(model.predict(xt, verbose=0), -1) == y_test))
     for q in (None, "int8"):
       calib = xt[:200]
       dense = export.to_tflite(model, quantize=q, sparse="off", representative_data=calib)
-      sparse = export.to_tflite(model, quantize=q, sparse="auto", representative_data=calib)
-      y, _, _ = verify.run_litert(sparse, xt, xnnpack=True)
-      acc = float(np.mean(np.argmax(y, -1) == y_test))
-      lines.append(f"| {os.path.basename(path)} | {q or 'float'} | {len(sparse)} | {len(dense)} | "
-                   f"{len(dense) / len(sparse):.1f}x | {keras_acc:.2%} | {acc:.2%} |")
+      ours = export.convert(model, quantize=q, sparse="auto", representative_data=calib)
+      label = q or "float"
+      lines.append(_lenet_row(name, f"{label} dense", dense, len(dense), xt, y_test, iters))
+      lines.append(_lenet_row(name, f"{label} tfprune ({ours.fc_quantization.replace('_', '-')} "
+                              "FC)" if q else f"{label} tfprune", ours.model_bytes, len(dense),
+                              xt, y_test, iters, keras_acc))
+      tfmot = _tfmot_file(path, q)
+      if tfmot:
+        lines.append(_lenet_row(name, f"{label} TFMOT + stock converter",
+                                open(tfmot, "rb").read(), len(dense), xt, y_test, iters))
   lines.append("")
 
 
@@ -228,7 +270,7 @@ def main(argv):
            "Command: `TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/export_bench.py "
            + " ".join(sys.argv[1:]) + "`", ""]
   bench_mlp(lines, _ITERS.value, _WIDTH.value, _TFMOT_PY.value)
-  bench_lenet(lines, _MODEL_PATHS.value)
+  bench_lenet(lines, _MODEL_PATHS.value, _ITERS.value)
   bench_formats(lines)
   from tfprune import _io  # pylint: disable=g-import-not-at-top
   _io.atomic_write(_OUTPUT.value, "\n".join(lines) + "\n")

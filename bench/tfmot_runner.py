@@ -5,7 +5,10 @@ a venv that has `tensorflow-model-optimization` + `tf-keras` (see bench/README.m
 hands it a JSON job file. It rebuilds the same architecture in tf_keras, loads the SAME
 dense weights (an .npz in layer order), and for each sparsity runs
 `prune_low_magnitude` with PolynomialDecay + `UpdatePruningStep`, strips, evaluates, and
-writes one JSON result per sparsity.
+writes one JSON result per sparsity. With "tflite_dir" in the job it also writes each
+stripped model through the stock converter, the way TFMOT's guide deploys it
+(EXPERIMENTAL_SPARSITY; float, and full int8 calibrated on 200 training images), as
+tfmot_<model>_<sparsity>_seed<seed>_{float,int8}.tflite for bench/export_bench.py.
 
 Usage: TF_USE_LEGACY_KERAS=1 python bench/tfmot_runner.py JOB.json OUT.json
 """
@@ -67,6 +70,28 @@ def accuracy(model, x, y):
   return float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), -1) == y))
 
 
+def stock_tflite(model, quantize, calibration):
+  """The stock converter's sparse TFLite file for a stripped TFMOT model."""
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+  if quantize == "int8":
+    converter.optimizations.append(tf.lite.Optimize.DEFAULT)
+    converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+  return converter.convert()
+
+
+def save_tflite(job, stripped, sparsity, calibration):
+  for quantize in ("float", "int8"):
+    name = f"tfmot_{job['model']}_{sparsity}_seed{job['seed']}_{quantize}.tflite"
+    path = os.path.join(job["tflite_dir"], name)
+    with open(path + ".tmp", "wb") as f:
+      f.write(stock_tflite(stripped, quantize, calibration))
+    os.replace(path + ".tmp", path)
+
+
 def main(job_path, out_path):
   with open(job_path) as f:
     job = json.load(f)
@@ -98,6 +123,8 @@ def main(job_path, out_path):
     results["runs"].append({"sparsity": sparsity, "accuracy": accuracy(stripped, x_test,
                                                                         y_test),
                             "achieved_sparsity": zeros / total, "seconds": seconds})
+    if job.get("tflite_dir"):
+      save_tflite(job, stripped, sparsity, x_train[:200])
     print(f"tfmot sparsity {sparsity}: {results['runs'][-1]}", flush=True)
   with open(out_path + ".tmp", "w") as f:
     json.dump(results, f)
