@@ -257,6 +257,10 @@ def bench_lenet(lines, paths, iters):
       lines.append(_lenet_row(name, f"{label} tfprune ({ours.fc_quantization.replace('_', '-')} "
                               "FC)" if q else f"{label} tfprune", ours.model_bytes, len(dense),
                               xt, y_test, iters, keras_acc))
+      # Speed over size: every block holding a nonzero is stored, read directly by the FC.
+      block = export.to_tflite(model, quantize=q, sparse="block", representative_data=calib)
+      lines.append(_lenet_row(name, f"{label} tfprune sparse=block", block, len(dense), xt,
+                              y_test, iters, keras_acc))
       tfmot = _tfmot_file(path, q)
       if tfmot:
         lines.append(_lenet_row(name, f"{label} TFMOT + stock converter",

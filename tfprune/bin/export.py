@@ -18,7 +18,10 @@ _OUTPUT = flags.DEFINE_string("output", None, "Output .tflite path.")
 _TARGET = flags.DEFINE_enum("target", "litert", ["litert", "micro"], "Runtime to target.")
 _QUANTIZE = flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "int8"],
                               "Quantisation: none (float), dynamic (dynamic-range), int8 (full).")
-_SPARSE = flags.DEFINE_enum("sparse", "auto", ["auto", "csr", "block", "off"], "Sparse encoding.")
+_SPARSE = flags.DEFINE_enum(
+    "sparse", "auto", ["auto", "csr", "block", "off"],
+    "Sparse encoding: auto = smallest file; block = 1x4 (float) / 1x16 (int8) blocks read "
+    "directly by FULLY_CONNECTED (speed), the rest as auto; csr; off = dense.")
 _FC_QUANT = flags.DEFINE_enum(
     "fc_quantization", "auto", ["auto", "per_channel", "per_tensor"],
     "Scales of quantized FULLY_CONNECTED weights; auto = per tensor for sparse LiteRT "

@@ -9,8 +9,10 @@ is correct for the op reading it, following the rules measured in
   1x16 blocks for int8 weights; such an FC is retagged to version 8 (XNNPACK
   returns garbage for a sparse FC above version 8 and skips version 8).
 * Any other sparse tensor goes through a DENSIFY op, in the smallest
-  one-value-per-nonzero layout (`sparse_encoding.encode_compressed`: CSR, or CSF
-  with uint8-indexable segments). In a float model that is allowed for every op.
+  one-value-per-nonzero layout: CSR or CSF (`sparse_encoding.encode_compressed`),
+  and in quantized models also segmented CSR (`sparse_encoding.encode_segmented`,
+  uint8 column indices; a RESHAPE after the DENSIFY restores the shape). In a
+  float model that is allowed for every op.
   In a quantized model a FULLY_CONNECTED reading a DENSIFY output is retagged to
   version 8 (otherwise XNNPACK fails at prepare with "failed to delegate
   FULLY_CONNECTED"). In a full-int8 model the weights of CONV_2D,
@@ -144,7 +146,8 @@ def _choose(mode, dense_bytes, candidates, has_zero):
     return min(picks, key=_cost) if picks else None
   if mode == "block":
     picks = [c for c in candidates if c[0].startswith("block")]
-    return picks[0] if picks else None
+    if picks:
+      return picks[0]
   best = min(candidates, key=_cost)
   return best if _cost(best) < dense_bytes else None
 
@@ -212,7 +215,8 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
   Args:
     model: dense `schema.ModelT` (see `densify_model`), modified in place.
     sparse: "auto" (smallest correct encoding per tensor, dense if sparse is not
-      smaller), "csr", "block", or "off".
+      smaller), "csr", "block" (1x4 / 1x16 blocks wherever a FULLY_CONNECTED reads
+      them directly, every other tensor as in "auto"), or "off".
     quantize: None (float model), "dynamic" (dynamic-range) or "int8" (full integer).
     target: "litert" or "micro".
     micro_sparse_kernel: allow 1x16 int8 FC weights for a custom TFLM kernel.

@@ -185,8 +185,7 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   _check_model(model)
   samples = None if representative_data is None else _as_samples(model, representative_data)
   use_sparsity = target == "litert" and sparse != "off"
-  fc_per_tensor = _fc_per_tensor(model, fc_quantization, quantize,
-                                 sparse_output=use_sparsity and target == "litert")
+  fc_per_tensor = _fc_per_tensor(model, fc_quantization, quantize, sparse_output=use_sparsity)
   raw = _run_converter(model, quantize, samples, sparsity=use_sparsity,
                        fc_per_tensor=fc_per_tensor)
   tfl = graph.load(raw)
@@ -226,7 +225,9 @@ def to_tflite(model, target="litert", quantize=None, representative_data=None, s
     representative_data: array `[n, ...]` of typical inputs; required for "int8";
       also used as verification inputs (else random normal inputs).
     sparse: "auto" (per tensor the smallest correct encoding; dense when sparse
-      would be larger), "csr", "block" (1x4 float / 1x16 int8 FC weights), "off".
+      would be larger), "csr", "block" (the fast path: 1x4 float / 1x16 int8 blocks
+      for every FC weight whose input width allows it, read directly by the FC; every
+      other tensor as in "auto"), "off".
     micro_sparse_kernel: with target="micro", store int8 FC weights in TFLite's
       1x16 block-sparse format for an application-registered sparse FC kernel.
     num_verify_samples: number of inputs used for verification.
