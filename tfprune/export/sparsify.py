@@ -191,11 +191,13 @@ def _add_densify(model, sg, tensor_index, users, reshape_to=None):
   ops = [_new_op(model, DENSIFY, [tensor_index], [dst_index],
                  schema.BuiltinOptions.DensifyOptions, schema.DensifyOptionsT())]
   if reshape_to is not None:
-    shape_index = _add_tensor(sg, src, name + "/shape", [len(reshape_to)])
-    shape_t = sg.tensors[shape_index]
+    shape_t = schema.TensorT()
+    shape_t.name = (name + "/shape").encode()
+    shape_t.shape = np.asarray([len(reshape_to)], np.int32)
     shape_t.type = schema.TensorType.INT32
-    shape_t.quantization = None
     graph.set_constant(model, shape_t, np.asarray(reshape_to, np.int32))
+    sg.tensors.append(shape_t)
+    shape_index = len(sg.tensors) - 1
     out_index = _add_tensor(sg, src, name + "/reshaped", reshape_to)
     options = schema.ReshapeOptionsT()
     options.newShape = [int(d) for d in reshape_to]
