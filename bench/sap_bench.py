@@ -30,6 +30,8 @@ import numpy as np
 
 import tfprune
 from tfprune import data
+from tfprune import plots
+from tfprune import report
 from tfprune import zoo
 from tfprune.methods import sap
 
@@ -68,7 +70,7 @@ class FixedCountIMP(sap.SAP):
     else:
       total = int(self.counts[self._round])
     self._round += 1
-    parts = sap.distribute(min(total, remaining), d)
+    parts = sap.split_counts(min(total, remaining), d)
     return [{"d": np.array([di]), "pq_index": np.zeros(1), "bound": np.zeros(1),
              "count": np.array([c])} for di, c in zip(d, parts)]
 
@@ -104,7 +106,7 @@ def _run(name, dense, method, x, y, xt, yt):
   final = float(pruned.evaluate(xt, yt, verbose=0)[1])
   print(f"[{name}] {time.time() - start:.0f}s final sparsity {log[-1]['sparsity']:.4f} "
         f"accuracy {100 * final:.2f}%", flush=True)
-  print(sap.format_rounds(log), flush=True)
+  print(report.format_rounds(log), flush=True)
   pqis = [r["pq_index"] for r in log]
   accs = [r["accuracy"] for r in log]
   stop = sap.pqi_stop_round(pqis)
@@ -154,13 +156,13 @@ def main(argv):
               f"{run['pqi_stop_round']} -> keeps {run['pqi_chosen_round']}, accuracy first "
               f">1pt below best at round {run['accuracy_drop_round']}, below round 0 at "
               f"{run['accuracy_drop_round_vs_round0']})", "",
-              sap.format_rounds(run["round_log"]), ""]
+              report.format_rounds(run["round_log"]), ""]
   lines += ["### SAP vs IMP with the same per-round counts", "",
-            sap.format_rounds(runs["sap"]["round_log"], runs["imp_layer"]["round_log"],
+            report.format_rounds(runs["sap"]["round_log"], runs["imp_layer"]["round_log"],
                               "IMP-layer"), ""]
   with open(f"{FLAGS.out_dir}/rounds.md", "w") as f:
     f.write("\n".join(lines))
-  sap.plot_rounds(runs["sap"]["round_log"], f"{FLAGS.out_dir}/sap_rounds.png",
+  plots.sap_rounds(runs["sap"]["round_log"], f"{FLAGS.out_dir}/sap_rounds.png",
                   baselines={"IMP-layer (same counts)": runs["imp_layer"]["round_log"],
                              "IMP-global (same counts)": runs["imp_global"]["round_log"]},
                   title=f"LeNet-300-100 / MNIST: SAP ({FLAGS.scope}) vs IMP, "
@@ -168,7 +170,7 @@ def main(argv):
                   stop_round=runs["sap"]["pqi_stop_round"],
                   drop_round=runs["sap"]["accuracy_drop_round"])
   probe = runs["probe_imp_50"]
-  sap.plot_rounds(probe["round_log"], f"{FLAGS.out_dir}/probe_rounds.png",
+  plots.sap_rounds(probe["round_log"], f"{FLAGS.out_dir}/probe_rounds.png",
                   title=f"Collapse probe: IMP global {int(100 * FLAGS.probe_ratio)}%/round",
                   stop_round=probe["pqi_stop_round"], drop_round=probe["accuracy_drop_round"],
                   label="IMP-50")

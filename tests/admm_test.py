@@ -10,6 +10,7 @@ import tensorflow as tf
 import tfprune
 from tfprune import masks as masks_lib
 from tfprune import optimizers
+from tfprune import plots
 from tfprune.methods import admm
 
 
@@ -223,7 +224,7 @@ def test_fit_phases_masks_stay_zero_during_finetune(tmp_path):
   rep = method.report()
   assert rep["z_steps"] == len(rep["history"]) == 1 + 2 * steps_per_epoch // 2
   assert set(rep["kept_fraction"]) == {"fc1/kernel", "fc2/kernel", "logits/kernel"}
-  path = admm.plot_kept_fraction(method, str(tmp_path / "kept.png"))
+  path = plots.kept_fraction(method.report(), str(tmp_path / "kept.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

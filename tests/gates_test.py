@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tfprune
+from tfprune import distill
 from tfprune import gates
 from tfprune.methods import l0_gates
 
@@ -98,7 +99,7 @@ def test_distillation_loss_matches_formula():
   logits = rng.normal(size=(5, 4)).astype("float32")
   teacher = rng.normal(size=(5, 4)).astype("float32")
   labels = rng.integers(0, 4, 5)
-  loss = l0_gates.DistillationLoss(alpha=0.3, temperature=2.0)
+  loss = distill.DistillationLoss(alpha=0.3, temperature=2.0)
   got = float(loss(l0_gates._pack(labels, teacher), logits))  # pylint: disable=protected-access
 
   def log_softmax(v):

@@ -122,7 +122,7 @@ def test_model_scopes_match_sparsity_report():
   model = keras.Model(inp, out)
   pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
   tfprune.get_method(pruned).update_masks(0.5)
-  report = pqi.pq_index_report(pruned)
+  report = tfprune.pq_index_report(pruned)
   rows = tfprune.sparsity_report(pruned, print_table=False)
   assert [r["pq_index"] for r in rows] == pytest.approx(
       [layer["pq_index"] for layer in report["layers"]], abs=1e-6)
@@ -132,11 +132,11 @@ def test_model_scopes_match_sparsity_report():
   flat_mask = np.concatenate([m.reshape(-1) for m in masks])
   expected = _reference(flat[flat_mask > 0], 0.5, 1)
   assert report["global"] == pytest.approx(expected, abs=1e-5)
-  assert pqi.model_pq_index(pruned) == pytest.approx(expected, abs=1e-5)
+  assert tfprune.model_pq_index(pruned) == pytest.approx(expected, abs=1e-5)
   assert report["layers"][0]["neurons"].shape == (5,)
   assert report["layers"][0]["remaining"] == int(masks[0].sum())
   # A plain (stripped) model gives the same numbers: its zeros are the pruned weights.
-  assert pqi.model_pq_index(tfprune.strip(pruned)) == pytest.approx(expected, abs=1e-5)
+  assert tfprune.model_pq_index(tfprune.strip(pruned)) == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("p,q", [(1.0, 1.0), (2.0, 1.0), (0.0, 1.0), (-1.0, 2.0), ("a", 1)])
@@ -149,7 +149,7 @@ def test_model_without_prunable_weights_raises():
   inp = keras.Input((4,))
   model = keras.Model(inp, L.ReLU()(inp))
   with pytest.raises(ValueError, match="no prunable weights"):
-    pqi.model_pq_index(model)
+    tfprune.model_pq_index(model)
 
 
 if __name__ == "__main__":

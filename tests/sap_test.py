@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune import plots
 from tfprune import pqi
+from tfprune import report
 from tfprune.methods import sap
 
 L = keras.layers
@@ -67,11 +69,11 @@ def test_pqi_stop_round_and_accuracy_drop():
 
 
 def test_distribute():
-  np.testing.assert_array_equal(sap.distribute(10, [10, 10, 20]), [3, 2, 5])
-  parts = sap.distribute(7, [1, 100], [5, 1])
+  np.testing.assert_array_equal(sap.split_counts(10, [10, 10, 20]), [3, 2, 5])
+  parts = sap.split_counts(7, [1, 100], [5, 1])
   assert parts.sum() == 7 and parts[0] <= 1
   with pytest.raises(ValueError, match="Cannot distribute"):
-    sap.distribute(5, [1, 1])
+    sap.split_counts(5, [1, 1])
 
 
 # ------------------------------------------------------------------- one round
@@ -284,14 +286,14 @@ def test_plot_and_table(tmp_path):
   log = [{"round": t, "sparsity": 1 - 0.5 ** t, "pq_index": v, "accuracy": a,
           "pruned": 10 * (3 - t), "pq_index_layers": {"fc1/kernel": v, "out/kernel": v / 2}}
          for t, (v, a) in enumerate([(0.2, 0.97), (0.15, 0.975), (0.18, 0.96), (0.1, None)])]
-  path = sap.plot_rounds(log, str(tmp_path / "rounds.png"), baselines={"IMP": log[:3]},
+  path = plots.sap_rounds(log, str(tmp_path / "rounds.png"), baselines={"IMP": log[:3]},
                          stop_round=3, drop_round=2)
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  table = sap.format_rounds(log, log[:3])
+  table = report.format_rounds(log, log[:3])
   assert table.count("\n") == 5 and "IMP PQI" in table and "| 1 | 0.5000 | 0.1500 |" in table
   with pytest.raises(ValueError, match="at least one round"):
-    sap.plot_rounds([], str(tmp_path / "x.png"))
+    plots.sap_rounds([], str(tmp_path / "x.png"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests for tfprune.shrink and tfprune.strip(model, shrink=True)."""
+"""Tests for tfprune.shrink (`tfprune.shrink_model`) and tfprune.strip(model, shrink=True)."""
 import sys
 
 import keras
@@ -7,7 +7,7 @@ import pytest
 
 import tfprune
 from tfprune import zoo
-from tfprune.shrink import count_params_and_macs  # (tfprune.shrink is the function)
+from tfprune.shrink import count_params_and_macs
 
 L = keras.layers
 
@@ -67,7 +67,7 @@ def test_shrunk_model_matches_gated_model(make):
 def test_shrink_keeps_sequential_without_dead_units_equal():
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((5,)), L.Dense(6, activation="relu"), L.Dense(2)])
-  shrunk = tfprune.shrink(model)
+  shrunk = tfprune.shrink_model(model)
   x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
   np.testing.assert_allclose(shrunk.predict(x, verbose=0), model.predict(x, verbose=0),
                              atol=1e-6)
@@ -78,7 +78,7 @@ def test_dead_units_through_nonzero_activation_are_kept():
   model = keras.Sequential([keras.Input((5,)), L.Dense(6, activation="sigmoid", name="d"),
                             L.Dense(2)])
   model.get_layer("d").kernel.assign(np.zeros((5, 6), "float32"))
-  shrunk = tfprune.shrink(model)  # sigmoid(0) = 0.5: nothing may be deleted
+  shrunk = tfprune.shrink_model(model)  # sigmoid(0) = 0.5: nothing may be deleted
   assert shrunk.get_layer("d").units == 6
 
 
@@ -111,7 +111,7 @@ def test_refuses_reshape_and_subclassed():
   x = L.Reshape((2, 3), name="reshape")(x)
   model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
   model.get_layer("fc").kernel.assign(np.zeros((8, 6), "float32"))
-  shrunk = tfprune.shrink(model)  # dead units behind a Reshape are kept, not deleted
+  shrunk = tfprune.shrink_model(model)  # dead units behind a Reshape are kept, not deleted
   assert shrunk.get_layer("fc").units == 6
 
   class Sub(keras.Model):
@@ -119,7 +119,7 @@ def test_refuses_reshape_and_subclassed():
       return x
 
   with pytest.raises(ValueError, match="Sequential or Functional"):
-    tfprune.shrink(Sub())
+    tfprune.shrink_model(Sub())
 
 
 def test_count_params_and_macs():

@@ -1,12 +1,14 @@
 """tfprune: pruning for Keras 3 and sparse TFLite export.
 
 Public API (re-exports only). The exporter lives in `tfprune.export` and never imports
-training code (tests/boundaries_test.py checks it).
+training code (tests/boundaries_test.py checks it). No function shadows its submodule:
+`tfprune.shrink` is the module, `tfprune.shrink_model` its entry point.
 """
 from tfprune import data
 from tfprune import masks
 from tfprune import methods
 from tfprune import optimizers
+from tfprune import report
 from tfprune import schedules
 from tfprune import zoo
 from tfprune.callbacks import PruningCallback
@@ -14,17 +16,17 @@ from tfprune.callbacks import PruningSummaries
 from tfprune.gates import L0Gate
 from tfprune.methods import available_methods
 from tfprune.methods import PruningMethod
-from tfprune.model import get_method
 from tfprune.model import prune
-from tfprune.model import sparsity_report
 from tfprune.model import strip
-from tfprune.pqi import model_pq_index
 from tfprune.pqi import pq_index
-from tfprune.pqi import pq_index_report
 from tfprune.registry import PrunableLayer
+from tfprune.report import model_pq_index
+from tfprune.report import pq_index_report
+from tfprune.report import sparsity_report
 from tfprune.schedules import ConstantSparsity
 from tfprune.schedules import PolynomialDecay
-from tfprune.shrink import shrink
+from tfprune.shrink import shrink_model
+from tfprune.wrapper import get_method
 from tfprune.wrapper import PruneWrapper
 
 __version__ = "0.1.0"

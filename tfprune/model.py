@@ -1,11 +1,21 @@
-"""Model-level entry points: `prune`, `strip`, `get_method`, `sparsity_report`."""
+"""Model-level entry points: `prune` and `strip`.
+
+Lookup (`get_method`, `find_wrappers`) lives with the wrapper (`tfprune.wrapper`) and
+reporting in `tfprune.report`; both are re-exported here for older imports.
+"""
 import keras
-import numpy as np
 
 from tfprune import distribute
-from tfprune import pqi
 from tfprune import registry
+from tfprune import shrink as shrink_lib
+from tfprune._layers import all_layers
 from tfprune.methods import base
+from tfprune.report import effective_weights  # pylint: disable=unused-import
+from tfprune.report import format_report  # pylint: disable=unused-import
+from tfprune.report import sparsity_report  # pylint: disable=unused-import
+from tfprune.report import total_sparsity  # pylint: disable=unused-import
+from tfprune.wrapper import find_wrappers  # pylint: disable=unused-import
+from tfprune.wrapper import get_method  # pylint: disable=unused-import
 from tfprune.wrapper import PruneWrapper
 
 
@@ -48,7 +58,7 @@ def _clone(model, make_layer):
 
 def _select(model, layers):
   """The layers to wrap, in model order (all prunable ones when `layers` is None)."""
-  found = base.all_layers(model)
+  found = all_layers(model)
   wrapped = [l.name for l in found if isinstance(l, PruneWrapper)]
   if wrapped:
     raise ValueError(f"Model {model.name!r} is already pruned (wrapped layers: {wrapped}). "
@@ -116,39 +126,19 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
   return pruned
 
 
-def get_method(model):
-  """The pruning method of a pruned model, bound to it (also after `load_model`)."""
-  wrappers = base.find_wrappers(model)
-  if not wrappers:
-    raise ValueError(f"Model {model.name!r} has no PruneWrapper layers: call "
-                     f"tfprune.prune(model, ...) first.")
-  method = wrappers[0].method
-  if method is None:
-    raise ValueError(f"The wrappers of model {model.name!r} carry no method (they were "
-                     f"made with method=None).")
-  if method.model is not model:
-    # After load_model each wrapper holds its own copy of the method; share one.
-    for wrapper in wrappers:
-      wrapper._method = method  # pylint: disable=protected-access
-    method.bind(model)
-  return method
-
-
 def strip(model, shrink=False):
   """Returns a plain Keras model (no wrappers) whose pruned weights are exact zeros.
 
   Args:
     model: a pruned (wrapped) model.
     shrink: also delete the units (neurons / filters) that output exact zeros, with the
-      matching inputs of the next layers (`tfprune.shrink.shrink`): a physically smaller
+      matching inputs of the next layers (`tfprune.shrink_model`): a physically smaller
       dense model with the same outputs. Raises ValueError naming the layer where a
       shape cannot shrink.
   """
   _check_graph_model(model, "tfprune.strip")
   if shrink:
-    # (`tfprune.shrink` is the re-exported function, not the module: import by path.)
-    from tfprune.shrink import shrink as shrink_fn  # pylint: disable=g-import-not-at-top
-    return shrink_fn(strip(model))
+    return shrink_lib.shrink_model(strip(model))
 
   def make_layer(layer):
     return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)
@@ -160,71 +150,3 @@ def strip(model, shrink=False):
     else:
       new.set_weights(old.get_weights())
   return stripped
-
-
-def _rows_for(layer):
-  """(layer name, variable, effective value, mask) for each prunable weight of a layer."""
-  if isinstance(layer, PruneWrapper):
-    for w, m in zip(layer.prunable_weights, layer.masks):
-      yield layer.layer.name, w, (w * m).numpy(), m.numpy()
-  elif registry.is_prunable(layer) and layer.built:
-    for w in registry.get_prunable_weights(layer):
-      value = w.numpy()
-      yield layer.name, w, value, (value != 0).astype(value.dtype)
-
-
-def effective_weights(model):
-  """Yields (layer name, variable, effective value, 0/1 mask) per prunable weight.
-
-  Wrapped layers give `weight * mask` and their mask; plain prunable layers (e.g. a
-  stripped model) their values and the nonzero pattern.
-  """
-  for layer in base.all_layers(model):
-    yield from _rows_for(layer)
-
-
-def sparsity_report(model, print_table=True, p=0.5, q=1.0):
-  """Per-weight sparsity of a pruned (wrapped) or stripped model.
-
-  Args:
-    model: any Keras model; wrapped layers report their masked weights, plain prunable
-      layers their exact zeros.
-    print_table: print a table (and a total line).
-    p, q: PQ Index parameters (ALGORITHMS.md section 5).
-
-  Returns:
-    A list of dicts with keys layer, weight, shape, size, nonzeros, sparsity, pq_index.
-  """
-  rows = []
-  for name, w, value, mask in effective_weights(model):
-    size = int(value.size)
-    nonzeros = int(np.count_nonzero(value))
-    rows.append({"layer": name, "weight": w.path.split("/")[-1],
-                 "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
-                 "sparsity": 1.0 - nonzeros / max(size, 1),
-                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
-  if print_table:
-    print(format_report(rows))
-  return rows
-
-
-def total_sparsity(rows):
-  """Fraction of zeros over all the weights of `sparsity_report` rows."""
-  size = sum(r["size"] for r in rows)
-  return 1.0 - sum(r["nonzeros"] for r in rows) / max(size, 1)
-
-
-def format_report(rows):
-  """The text table `sparsity_report` prints."""
-  header = f"{'layer':<28}{'weight':<18}{'shape':<20}{'nonzeros':>10}{'size':>10}" \
-           f"{'sparsity':>10}{'PQI':>8}"
-  lines = [header, "-" * len(header)]
-  for r in rows:
-    lines.append(f"{r['layer'][:27]:<28}{r['weight'][:17]:<18}{str(r['shape'])[:19]:<20}"
-                 f"{r['nonzeros']:>10}{r['size']:>10}{r['sparsity']:>10.4f}"
-                 f"{r['pq_index']:>8.4f}")
-  size = sum(r["size"] for r in rows)
-  nonzeros = sum(r["nonzeros"] for r in rows)
-  lines.append("-" * len(header))
-  lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{total_sparsity(rows):>10.4f}")
-  return "\n".join(lines)

@@ -1,7 +1,7 @@
 """PQ Index: how sparse (how compressible) is a weight vector, a neuron, a layer, a model?
 
 Diao et al., "Pruning Deep Neural Networks from a Sparsity Perspective", ICLR 2023
-(ALGORITHMS.md section 5):
+(docs/algorithms.md section 5):
 
     I_pq(w) = 1 - d ** (1/q - 1/p) * ||w||_p / ||w||_q,   0 < p < q,
 
@@ -15,8 +15,8 @@ unpruned entries (`d` = number of mask-ones):
   * `pq_index(w)`: one tensor (or any vector);
   * `pq_index_per_unit(w)`: one value per output unit (last axis: Dense neurons, conv
     filters), the paper's "neuron" scope;
-  * `model_pq_index(model)` (global: all prunable weights of the model as one vector) and
-    `pq_index_report(model)` (global, per layer, per neuron).
+  * model-level values (`tfprune.model_pq_index`, `tfprune.pq_index_report`) live in
+    `tfprune.report`, which knows about models; this module is pure maths.
 
 Gap filled here: the all-zero vector (0/0 in the formula) is given the maximum value, the
 limit of ever sparser vectors; the empty vector (everything pruned) gets 0. Computed in
@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 
-def _check_pq(p, q):
+def check_pq(p, q):
+  """Raises ValueError unless 0 < p < q (the PQ Index is defined only then)."""
   try:
     ok = 0 < float(p) < float(q)
   except (TypeError, ValueError):
@@ -37,7 +38,7 @@ def _check_pq(p, q):
                      f"q={q!r}.")
 
 
-def _pq_columns(a, d, p, q):
+def pq_columns(a, d, p, q):
   """PQ Index of every column of `a`.
 
   Args:
@@ -95,9 +96,9 @@ def pq_index(w, p=0.5, q=1.0, mask=None):
   Raises:
     ValueError: unless 0 < p < q.
   """
-  _check_pq(p, q)
+  check_pq(p, q)
   a, d = _as_columns(w, mask, per_unit=False)
-  return tf.cast(_pq_columns(a, d, float(p), float(q))[0], tf.float32)
+  return tf.cast(pq_columns(a, d, float(p), float(q))[0], tf.float32)
 
 
 def pq_index_per_unit(w, p=0.5, q=1.0, mask=None):
@@ -117,9 +118,9 @@ def pq_index_per_unit(w, p=0.5, q=1.0, mask=None):
   Raises:
     ValueError: unless 0 < p < q.
   """
-  _check_pq(p, q)
+  check_pq(p, q)
   a, d = _as_columns(w, mask, per_unit=True)
-  return tf.cast(_pq_columns(a, d, float(p), float(q)), tf.float32)
+  return tf.cast(pq_columns(a, d, float(p), float(q)), tf.float32)
 
 
 def retained_bound(d, index, p=0.5, q=1.0, eta_r=0.0):
@@ -139,7 +140,7 @@ def retained_bound(d, index, p=0.5, q=1.0, eta_r=0.0):
   Raises:
     ValueError: unless 0 < p < q and eta_r > -1.
   """
-  _check_pq(p, q)
+  check_pq(p, q)
   if not float(eta_r) > -1.0:
     raise ValueError(f"eta_r must be > -1 (default 0), got {eta_r!r}.")
   p, q = float(p), float(q)
@@ -147,61 +148,3 @@ def retained_bound(d, index, p=0.5, q=1.0, eta_r=0.0):
   index = tf.clip_by_value(tf.cast(index, tf.float64), 0.0, 1.0)
   return (d * (1.0 + float(eta_r)) ** (-q / (q - p)) *
           tf.pow(1.0 - index, q * p / (q - p)))
-
-
-def _model_rows(model):
-  """(layer name, weight name, effective value, mask) for every prunable weight."""
-  from tfprune import model as model_lib  # pylint: disable=g-import-not-at-top
-  rows = [(name, w.path.split("/")[-1], value, mask)
-          for name, w, value, mask in model_lib.effective_weights(model)]
-  if not rows:
-    raise ValueError(f"Model {model.name!r} has no prunable weights to measure.")
-  return rows
-
-
-def model_pq_index(model, p=0.5, q=1.0):
-  """Global PQ Index: all prunable weights of `model` (unpruned entries) as one vector.
-
-  Args:
-    model: a pruned (wrapped) or plain Keras model; wrapped layers count their mask-ones,
-      plain layers their nonzeros.
-    p, q: the norms, `0 < p < q`.
-
-  Returns:
-    A Python float.
-  """
-  rows = _model_rows(model)
-  values = np.concatenate([r[2].reshape(-1) for r in rows])
-  masks = np.concatenate([r[3].reshape(-1) for r in rows])
-  return float(pq_index(values, p, q, mask=masks))
-
-
-def pq_index_report(model, p=0.5, q=1.0, per_neuron=True):
-  """PQ Index of a model at every scope: global, per layer, per neuron.
-
-  Args:
-    model: a pruned (wrapped) or plain Keras model.
-    p, q: the norms, `0 < p < q`.
-    per_neuron: include the per-unit values (NumPy arrays) for each weight.
-
-  Returns:
-    A dict: `p`, `q`, `global` (float), `layers`: a list of dicts with keys `layer`,
-    `weight`, `size`, `remaining`, `pq_index` (and `neurons`: float32 array per output
-    unit, `neuron_mean`, when `per_neuron`).
-  """
-  _check_pq(p, q)
-  rows = _model_rows(model)
-  layers = []
-  for name, weight, value, mask in rows:
-    entry = {"layer": name, "weight": weight, "size": int(value.size),
-             "remaining": int(np.count_nonzero(mask)),
-             "pq_index": float(pq_index(value, p, q, mask=mask))}
-    if per_neuron:
-      neurons = pq_index_per_unit(value, p, q, mask=mask).numpy()
-      entry["neurons"] = neurons
-      entry["neuron_mean"] = float(np.mean(neurons)) if neurons.size else 0.0
-    layers.append(entry)
-  values = np.concatenate([r[2].reshape(-1) for r in rows])
-  masks = np.concatenate([r[3].reshape(-1) for r in rows])
-  return {"p": float(p), "q": float(q),
-          "global": float(pq_index(values, p, q, mask=masks)), "layers": layers}

@@ -27,6 +27,13 @@ _BUILTIN = (
 )
 _RNN = (L.LSTM, L.GRU, L.SimpleRNN)
 
+# Layers whose output units can carry a per-unit gate / be deleted as whole units
+# (structured pruning: `l0_gates`), and the subclasses of those that cannot.
+UNIT_GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
+NOT_UNIT_GATEABLE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose,
+                     L.SeparableConv1D, L.SeparableConv2D, L.DepthwiseConv1D,
+                     L.DepthwiseConv2D)
+
 
 class PrunableLayer(abc.ABC):
   """Mix-in for custom layers: say which of your variables tfprune may prune.

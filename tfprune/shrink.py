@@ -3,11 +3,11 @@
 A unit (Dense neuron / conv filter) is dead when it outputs exact zeros for every input:
 its kernel column (over the live input rows) and bias are zero and its activation maps 0
 to 0. Structured pruning (`method="l0_gates"`, whose `strip` folds closed gates into
-zero columns and biases) produces such units. `shrink` deletes them together with the
+zero columns and biases) produces such units. `shrink_model` deletes them together with the
 matching input rows of every consumer (through channel-wise layers: activations,
 dropout, pooling, batch normalisation, Flatten) and returns a new model whose layers are
 narrower - what a microcontroller needs, since stock TFLM runs dense kernels only
-(EXPORT.md). The outputs are unchanged (to float rounding), and the model's inputs and
+(docs/export.md). The outputs are unchanged (to float rounding), and the model's inputs and
 outputs keep their shapes.
 
 Where a shape cannot shrink consistently - a merge (e.g. a residual `Add`) whose inputs
@@ -261,7 +261,7 @@ def _rebuild_layer(layer, keep_in, keep_out):
   return type(layer).from_config(config), layer.get_weights()
 
 
-def shrink(model):
+def shrink_model(model):
   """Returns a smaller dense copy of `model` without its dead units.
 
   Args:
@@ -306,6 +306,11 @@ def shrink(model):
     new_outputs = new_outputs[0]
   return keras.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0], new_outputs,
                      name=f"{model.name}_shrunk")
+
+
+# The name before 0.2 (the function was re-exported as `tfprune.shrink`, shadowing this
+# module; it is now `tfprune.shrink_model`).
+shrink = shrink_model
 
 
 def count_params_and_macs(model):

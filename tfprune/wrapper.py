@@ -6,6 +6,9 @@ The wrapper owns the state (as TFMOT's wrapper does); the maths lives in the met
   * per-weight slots that the method asks for (e.g. ADMM's Z and U),
 so all of it is saved by `model.save` and restored by `keras.models.load_model`.
 
+Lookup lives here too: `find_wrappers(model)` and `get_method(model)` (the method a
+pruned model's wrappers share, bound to it - also after `load_model`).
+
 The inner layer runs inside a `keras.StatelessScope` that maps each prunable variable to
 `variable * mask`: the layer computes exactly as the dense layer would on the masked
 weights, and the gradient of masked entries is exactly zero.
@@ -17,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfprune import registry
+from tfprune._layers import all_layers
 
 
 def _slot_prefix(variable):
@@ -55,7 +59,12 @@ class PruneWrapper(keras.layers.Wrapper):
 
   @property
   def method(self):
+    """The `PruningMethod` driving this wrapper's masks (None: masks only)."""
     return self._method
+
+  @method.setter
+  def method(self, method):
+    self._method = method
 
   def build(self, input_shape=None):
     if not self.layer.built:
@@ -133,6 +142,8 @@ class PruneWrapper(keras.layers.Wrapper):
     return [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
 
   def call(self, inputs, *args, training=None, **kwargs):
+    if training and self._method is not None:
+      self._method.check_training(self)  # at trace time: fit without the callback fails
     mapping = self.state_mapping(training)
     if "training" in inspect.signature(self.layer.call).parameters:
       kwargs["training"] = training
@@ -151,3 +162,27 @@ class PruneWrapper(keras.layers.Wrapper):
     if self._method is not None:
       config["method"] = keras.saving.serialize_keras_object(self._method)
     return config
+
+
+def find_wrappers(model):
+  """All `PruneWrapper`s of a model (nested models included), in layer order, unique."""
+  return [l for l in all_layers(model) if isinstance(l, PruneWrapper)]
+
+
+def get_method(model):
+  """The pruning method of a pruned model, bound to it (also after `load_model`).
+
+  Raises:
+    ValueError: the model has no `PruneWrapper`, or its wrappers carry no method.
+  """
+  wrappers = find_wrappers(model)
+  if not wrappers:
+    raise ValueError(f"Model {model.name!r} has no PruneWrapper layers: call "
+                     f"tfprune.prune(model, ...) first.")
+  method = wrappers[0].method
+  if method is None:
+    raise ValueError(f"The wrappers of model {model.name!r} carry no method (they were "
+                     f"made with method=None).")
+  if method.model is not model:
+    method.bind(model)  # after load_model each wrapper holds its own copy: share one
+  return method

@@ -14,7 +14,8 @@ weight `W_l` gets an auxiliary `Z_l` and a scaled dual `U_l` (non-trainable wrap
      * W-step, every training step: the user's optimizer minimises
        `f(W) + rho/2 * sum_l ||W_l - Z_l + U_l||_F^2` (squared Frobenius norm), either as
        a loss term (`penalty="loss"`, the default) or as `rho * (W - Z + U)` added to the
-       gradient by `tfprune.optimizers.ADMM` (`penalty="optimizer"`).
+       gradient by `ADMMOptimizer` (`penalty="optimizer"`; defined below, exported as
+       `tfprune.optimizers.ADMM`).
      * Z-step, at step 0 and every `admm_interval` steps: `Z = Proj_k(W + U)` (top-k of
        `|W + U|` over ALL layers for `global`); U-step right after: `U += W - Z`.
      * rho at step t: `min(rho0 * rho_growth ** (t // admm_interval), rho_max)`: it is
@@ -23,21 +24,21 @@ weight `W_l` gets an auxiliary `Z_l` and a scaled dual `U_l` (non-trainable wrap
   2. Hard prune at step `admm_steps`: a last Z-step, masks = support of Z (exactly k).
   3. Masked fine-tuning: the wrappers compute with `W * mask`, the penalty is off.
 
-Where the paper is silent this follows ALGORITHMS.md section 2: Z/U every 50-100 steps
+Where the paper is silent this follows docs/algorithms.md section 2: Z/U every 50-100 steps
 (not once per epoch), rho0 = 1e-3, growth 1.15-1.3 per Z-step, cap 1.0, U rescaling.
 """
 import math
 import os
 import time
-import weakref
 
 from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfprune import distribute
+from tfprune import callbacks as callbacks_lib
 from tfprune import masks as masks_lib
+from tfprune import optimizer_wrapper
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
 
@@ -45,14 +46,6 @@ PENALTIES = ("loss", "optimizer")
 FINETUNE_SCHEDULES = ("constant", "cosine")
 ADMM_SCOPES = ("global", "layer", "block")
 _NO_END = np.iinfo(np.int64).max
-
-_BOUND = weakref.WeakSet()
-
-
-def bound_methods():
-  """The ADMM methods currently bound to a model (used by `tfprune.optimizers.ADMM`)."""
-  return [m for m in list(_BOUND) if m.wrappers]
-
 
 def rho_at(step, rho0, rho_growth, rho_max, interval):
   """rho in effect at training step `step` (Python float): the closed-form schedule."""
@@ -71,6 +64,10 @@ def _layer_name(wrapper):
 @register_method("admm")
 class ADMM(PruningMethod):
   """ADMM pruning: ADMM phase -> hard prune -> masked fine-tune.
+
+  A phased method: `fit` runs the three phases. Under a plain `model.fit` with
+  `PruningCallback` (or a custom loop) the hard prune happens at `admm_steps`, or else
+  at train end with a warning that the fine-tune was skipped.
 
   Args:
     target_sparsity: the global removal ratio r in [0, 1).
@@ -94,11 +91,15 @@ class ADMM(PruningMethod):
     schedule: ignored by ADMM except for serialization compatibility.
   """
 
+  scopes = ADMM_SCOPES
+  phased = True
+  compile_update = False  # Z-steps log, time themselves and raise on non-finite weights
+
   def __init__(self, target_sparsity=0.9, scope="global", admm_interval=100, rho0=1e-3,
                rho_growth=1.2, rho_max=1.0, penalty="loss", admm_steps=None,
                admm_epochs=None, finetune_epochs=None, admm_fraction=0.6, finetune_lr=None,
                finetune_schedule="constant", block_size=4, allocation="global", schedule=None, n=2, m=4):
-    if scope not in ADMM_SCOPES:
+    if scope not in ADMM_SCOPES:  # (checked first: the message names ADMM's scopes)
       raise ValueError(f"ADMM supports scopes {', '.join(ADMM_SCOPES)}; got {scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
                      block_size=block_size, n=n, m=m, allocation=allocation)
@@ -162,7 +163,6 @@ class ADMM(PruningMethod):
     super().bind(model)
     self._check_k()
     self._fns = {}
-    _BOUND.add(self)
     return self
 
   def _check_k(self):
@@ -307,10 +307,8 @@ class ADMM(PruningMethod):
     return self.admm_steps is None or step < self.admm_steps
 
   # ------------------------------------------------------------ training
-  def on_train_step(self):
-    """Z/U steps on schedule, hard prune at `admm_steps`; advances the step counter."""
-    self._require_bound()
-    step = int(self.step.numpy())
+  def update(self, step):
+    """Z/U steps on schedule, hard prune at `admm_steps` (eager: `step` is an int)."""
     end = _NO_END if self.admm_steps is None else self.admm_steps
     if step < end:
       if step == 0:
@@ -319,11 +317,24 @@ class ADMM(PruningMethod):
         self._run_z_step(step)
     elif step == end and self.hard_prune_step != step:
       self.hard_prune()
-    self._fn("advance", self._advance)()
 
-  def _advance(self):
-    for wrapper in self.wrappers:
-      wrapper.pruning_step.assign_add(1)
+  def optimizer_class(self):
+    """`penalty="optimizer"` needs `ADMMOptimizer` (it adds the penalty gradient)."""
+    return ADMMOptimizer if self.penalty == "optimizer" else None
+
+  def finish_phases(self):
+    """A plain `model.fit` that ended in the ADMM phase: hard prune now (no fine-tune)."""
+    if self.hard_prune_step is not None:
+      return
+    step = int(self.step.numpy())
+    if self.admm_steps is not None and step > self.admm_steps:
+      return  # the hard prune ran in an earlier fit of this run
+    logging.warning(
+        "ADMM: model.fit ended in the ADMM phase (step %d, admm_steps=%s): hard-pruning "
+        "at train end; the masked fine-tune was skipped. Use method.fit(model, x, y, "
+        "epochs=...) for ADMM -> hard prune -> fine-tune, or set admm_steps.", step,
+        self.admm_steps)
+    self.hard_prune()
 
   def diagnostics(self):
     out = super().diagnostics()
@@ -339,7 +350,9 @@ class ADMM(PruningMethod):
 
   def write_artifacts(self, output_dir):
     """`kept_fraction.png`: the per-layer allocation the global Z-projection chose."""
-    return [plot_kept_fraction(self, os.path.join(output_dir, "kept_fraction.png"))]
+    from tfprune import plots  # pylint: disable=g-import-not-at-top (matplotlib: only here)
+    return [plots.kept_fraction(self.report(), os.path.join(output_dir,
+                                                            "kept_fraction.png"))]
 
   def report(self):
     """A JSON-ready dict: config, phases, per-Z-step residuals and per-layer allocation."""
@@ -387,8 +400,6 @@ class ADMM(PruningMethod):
     Raises:
       FloatingPointError: non-finite loss or weights during training (step named).
     """
-    from tfprune import optimizers  # pylint: disable=g-import-not-at-top
-    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
     if model is not self.model:
       self.bind(model)
     admm_epochs, finetune_epochs = self.split_epochs(epochs)
@@ -396,9 +407,7 @@ class ADMM(PruningMethod):
     start = int(self.step.numpy())
     self.set_admm_steps(start + admm_epochs * steps_per_epoch)
     self.history, self.hard_prune_step = [], None
-    optimizer = optimizer or keras.optimizers.Adam(1e-3)
-    if self.penalty == "optimizer" and not isinstance(optimizer, optimizers.ADMM):
-      optimizer = optimizers.ADMM(optimizer, method=self)
+    optimizer = self.prepare_optimizer(optimizer or keras.optimizers.Adam(1e-3))
     model.compile(optimizer=optimizer,
                   loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=list(metrics))
@@ -408,9 +417,15 @@ class ADMM(PruningMethod):
                  self.target_sparsity, self.scope)
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose,
-                        callbacks=[PruningCallback(self),
-                                   _PhaseCallback(self, admm_epochs,
-                                                  finetune_epochs * steps_per_epoch),
+                        callbacks=[callbacks_lib.PruningCallback(self),
+                                   callbacks_lib.FinetuneLearningRate(
+                                       admm_epochs, finetune_epochs * steps_per_epoch,
+                                       base_lr=self.finetune_lr,
+                                       schedule=self.finetune_schedule,
+                                       step_fn=lambda: self.step.numpy(),
+                                       phase_start_step=self.admm_steps, name="ADMM fit",
+                                       phases=("ADMM", "fine-tune"),
+                                       hint="the learning rate or rho0"),
                                    *callbacks])
     return dict(history.history)
 
@@ -443,71 +458,65 @@ def _steps_per_epoch(x, batch_size):
   return int(math.ceil(int(x.shape[0]) / int(batch_size)))
 
 
-class _PhaseCallback(keras.callbacks.Callback):
-  """Fine-tune learning rate (schedule) after the hard prune; stops on a non-finite loss."""
+# Registered as "tfprune>ADMMOptimizer": "tfprune>ADMM" is the pruning method.
+@keras.saving.register_keras_serializable(package="tfprune", name="ADMMOptimizer")
+class ADMMOptimizer(optimizer_wrapper.WrappedOptimizer):
+  """ADMM W-step as an optimizer wrapper: `grad += rho * (W - Z + U)` on pruned weights.
 
-  def __init__(self, method, admm_epochs, finetune_steps):
-    super().__init__()
-    self.method = method
-    self.admm_epochs = admm_epochs
-    self.finetune_steps = max(int(finetune_steps), 1)
-    self.base_lr = None
+  The ADMM state (`Z`, `U`, the step from which `rho` follows) lives in the pruned
+  model's wrappers; the method that owns it must use `penalty="optimizer"` (else the
+  penalty would be counted twice). The optimizer serves one ADMM method: passed as
+  `method=`, or attached by `method.on_train_begin(optimizer=...)` (which
+  `tfprune.PruningCallback` calls with the compiled optimizer, also after `load_model`).
+  Registered as `tfprune>ADMMOptimizer` (`tfprune>ADMM` is the method); also exported as
+  `tfprune.optimizers.ADMM`.
 
-  def on_epoch_begin(self, epoch, logs=None):
-    if epoch == self.admm_epochs:
-      self.base_lr = (self.method.finetune_lr if self.method.finetune_lr is not None
-                      else distribute.to_float(self.model.optimizer.learning_rate))
-      self.model.optimizer.learning_rate = self.base_lr
+  Example (custom loop):
 
-  def on_train_batch_begin(self, batch, logs=None):
-    if self.base_lr is None or self.method.finetune_schedule != "cosine":
-      return
-    t = int(self.method.step.numpy()) - 1 - self.method.admm_steps  # fine-tune step
-    frac = min(max(t, 0) / self.finetune_steps, 1.0)
-    self.model.optimizer.learning_rate = self.base_lr * 0.5 * (1 + math.cos(math.pi * frac))
-
-  def on_train_batch_end(self, batch, logs=None):
-    loss = (logs or {}).get("loss")
-    if loss is not None and not math.isfinite(float(loss)):
-      step = int(self.method.step.numpy()) - 1
-      phase = "ADMM" if self.method.admm_steps is None or step < self.method.admm_steps \
-          else "fine-tune"
-      raise FloatingPointError(f"ADMM fit: non-finite loss {loss} at step {step} "
-                               f"({phase} phase, batch {batch}); stopping before any model "
-                               f"is written (lower the learning rate or rho0).")
-
-
-def plot_kept_fraction(source, path, title=None):
-  """Writes a PNG bar chart of the fraction of weights kept per layer.
+      pruned = tfprune.prune(model, "admm", target_sparsity=0.98, penalty="optimizer",
+                             admm_steps=3000)
+      method = tfprune.get_method(pruned)
+      opt = method.prepare_optimizer(keras.optimizers.Adam(1e-3))
+      method.on_train_begin(optimizer=opt)
+      for x, y in dataset:
+        method.on_train_step()          # Z/U steps, hard prune at admm_steps
+        with tf.GradientTape() as tape:
+          loss = loss_fn(y, pruned(x, training=True))
+        grads = tape.gradient(loss, pruned.trainable_variables)
+        opt.apply_gradients(zip(grads, pruned.trainable_variables))
+      method.on_train_end()
 
   Args:
-    source: an ADMM method (its final masks, or its last Z-step before the hard prune),
-      a `report()` dict, or a dict {layer: kept fraction}.
-    path: output PNG path.
-    title: optional title.
-
-  Returns:
-    `path`.
+    inner_optimizer: the Keras optimizer doing the update.
+    method: optional `tfprune.methods.admm.ADMM` to attach now.
+    name: optional name.
   """
-  from tfprune import plots  # pylint: disable=g-import-not-at-top
-  plt = plots.plt
-  if isinstance(source, ADMM):
-    source = source.report()
-  kept = source.get("kept_fraction", source) if isinstance(source, dict) else None
-  if not isinstance(kept, dict) or not kept:
-    raise ValueError("plot_kept_fraction needs an ADMM method, its report() or a dict "
-                     "{layer: kept fraction}.")
-  names, values = list(kept), [float(v) for v in kept.values()]
-  fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3.5))
-  bars = ax.bar(range(len(names)), values, color="tab:blue")
-  for bar, v in zip(bars, values):
-    ax.text(bar.get_x() + bar.get_width() / 2, v, f"{100 * v:.1f}%", ha="center",
-            va="bottom", fontsize=8)
-  ax.set_xticks(range(len(names)))
-  ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel("fraction of weights kept")
-  ax.set_ylim(0, min(1.0, max(values) * 1.25 + 1e-3))
-  ax.set_title(title or "Per-layer kept fraction chosen by the allocation")
-  fig.tight_layout()
-  plots.save_figure(fig, path)
-  return path
+
+  def __init__(self, inner_optimizer, method=None, name=None, **kwargs):
+    super().__init__(inner_optimizer, name=name, **kwargs)
+    if method is not None:
+      self.attach(method)
+
+  def accepts(self, method):
+    return isinstance(method, ADMM)
+
+  def attach(self, method):
+    if isinstance(method, ADMM) and method.penalty != "optimizer":
+      raise ValueError(f"tfprune.optimizers.ADMM adds the ADMM penalty gradient, but the "
+                       f"ADMM method of model "
+                       f"{getattr(method.model, 'name', None)!r} already adds it to the "
+                       f"loss (penalty={method.penalty!r}). Use penalty='optimizer' with "
+                       f"this optimizer, or a plain optimizer with penalty='loss'.")
+    return super().attach(method)
+
+  def transform_gradients(self, grads, variables):
+    method = self.require_method()
+    terms = {id(var): term for var, term in method.penalty_gradients()}
+    out = []
+    for g, v in zip(grads, variables):
+      term = terms.get(id(v))
+      if g is None or term is None:
+        out.append(g)
+      else:
+        out.append(g + tf.cast(term, g.dtype))
+    return out

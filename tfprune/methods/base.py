@@ -1,22 +1,48 @@
-"""The one small interface every pruning algorithm implements.
+"""The method contract: a small core, plus optional parts a method declares.
 
 A `PruningMethod` is bound to a model whose prunable layers are `PruneWrapper`s (the
-wrappers own the state; the method owns the maths). Two kinds of methods:
+wrappers own the state; the method owns the maths).
 
-  * training-time methods (magnitude, admm, ...) run inside training. Each step, call
-    `on_train_step()` before the optimizer step (`tfprune.PruningCallback` does it in
-    `model.fit`); every `schedule.frequency` steps it recomputes the masks with
-    `compute_masks(sparsity)` - the hook subclasses override - and zeroes what is pruned.
-    Methods may add a loss term per wrapper (`regularization`) and ask the wrappers for
-    per-weight state (`slot_names`).
-  * post-training methods (`post_training = True`, e.g. layer-wise logsum / l0) prune a
-    trained model in one call: `apply(model, calibration_data)`.
+The core (every training-time method):
+  * `scores()`: importance of every prunable weight (default `|W * mask|`);
+  * `compute_masks(sparsity)`: 0/1 masks from the scores in the method's `scope`;
+  * `update(step)`: THE per-step hook, called once per training step before the
+    optimizer step with the step about to run. The default follows `schedule`:
+    on pruning steps `assign_masks(compute_masks(sparsity))`. Runs as a `tf.function`
+    (`compile_update = True`) or eagerly with a Python int step (`False`: methods that
+    log or raise per step, e.g. ADMM).
+
+The driver, the same for every method and not overridden: `on_train_begin(optimizer)`
+(validates, attaches the optimizer wrapper the method needs, marks the method started),
+`on_train_step()` (calls `update(step)`, then advances the wrappers' step counter) and
+`on_train_end()`. `tfprune.PruningCallback` calls them in `model.fit`; a custom loop
+calls them itself (below). A pruned model trained without them raises (the wrappers
+check, when the training step is traced, that the method was started), as TFMOT does
+without its `UpdatePruningStep` callback.
+
+Optional parts, declared here with safe defaults:
+  * per-weight state the wrappers create (`slot_names`) and a loss term
+    (`regularization`);
+  * a gradient hook: `uses_gradients = True` and `observe_gradients(grads, variables)`.
+    `prepare_optimizer(optimizer)` wraps the user's optimizer in a
+    `tfprune.optimizer_wrapper.GradientHook`, which hands it every gradient inside the
+    training step (`model.fit` and custom loops alike); a custom loop may instead call
+    `method.observe_gradients(grads, variables)` itself after computing the gradients;
+  * an optimizer the method needs (`optimizer_class()`: ADMM's penalty gradient,
+    L0 projection): `prepare_optimizer` builds it, `on_train_begin` refuses any other;
+  * a phased recipe: `fit(model, x, y, epochs, ...)` (`phased = True` when the method
+    has phases, e.g. ADMM -> hard prune -> fine-tune). Under a plain `model.fit` a phased
+    method either finishes its phases at train end (`finish_phases`, with a warning that
+    the recipe's fine-tune was skipped) or refuses before training (`check_plain_fit`);
+  * post-training methods (`post_training = True`): `apply(model, calibration_data)`
+    prunes a trained model in one call; they are never trained with the driver.
 
 Custom training loop:
 
     pruned = tfprune.prune(model, "magnitude", target_sparsity=0.9)
     method = tfprune.get_method(pruned)
-    method.on_train_begin()
+    optimizer = method.prepare_optimizer(keras.optimizers.Adam(1e-3))
+    method.on_train_begin(optimizer=optimizer)
     for x, y in dataset:
       method.on_train_step()
       with tf.GradientTape() as tape:
@@ -27,12 +53,16 @@ Custom training loop:
 """
 import functools
 
+from absl import logging
 import keras
 import tensorflow as tf
 
+from tfprune import callbacks as callbacks_lib
 from tfprune import masks as masks_lib
-from tfprune._layers import all_layers
+from tfprune import optimizer_wrapper
 from tfprune import schedules
+from tfprune import wrapper as wrapper_lib
+from tfprune._layers import all_layers  # pylint: disable=unused-import (re-exported)
 
 _METHODS = {}
 
@@ -64,10 +94,7 @@ def get_method_class(name):
   return _METHODS[name]
 
 
-def find_wrappers(model):
-  """All `PruneWrapper`s of a model (nested models included), in layer order, unique."""
-  from tfprune.wrapper import PruneWrapper  # pylint: disable=g-import-not-at-top
-  return [l for l in all_layers(model) if isinstance(l, PruneWrapper)]
+find_wrappers = wrapper_lib.find_wrappers  # (kept here for older imports)
 
 
 def _in_model_strategy(fit):
@@ -79,11 +106,15 @@ def _in_model_strategy(fit):
 
   @functools.wraps(fit)
   def scoped_fit(self, model, *args, **kwargs):
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is None or tf.distribute.has_strategy():
-      return fit(self, model, *args, **kwargs)
-    with strategy.scope():
-      return fit(self, model, *args, **kwargs)
+    outer, self.in_recipe = self.in_recipe, True
+    try:
+      strategy = getattr(model, "distribute_strategy", None)
+      if strategy is None or tf.distribute.has_strategy():
+        return fit(self, model, *args, **kwargs)
+      with strategy.scope():
+        return fit(self, model, *args, **kwargs)
+    finally:
+      self.in_recipe = outer
 
   return scoped_fit
 
@@ -102,10 +133,18 @@ class PruningMethod:
     allocation: `layer` or `global` allocation for `block` / `structured` scopes.
     layer_sparsity: optional `{layer name: sparsity}` overriding `target_sparsity` for
       those layers (per-layer allocation only; e.g. keep a small output layer denser).
+
+  Class attributes a subclass may set: `scopes` (the valid `scope` values; default the
+  mask scopes of `tfprune.masks`), `post_training`, `phased`, `uses_gradients`,
+  `compile_update` (see the module docstring).
   """
 
   name = None
+  scopes = masks_lib.SCOPES
   post_training = False
+  phased = False
+  uses_gradients = False
+  compile_update = True
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -114,8 +153,17 @@ class PruningMethod:
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation="layer", layer_sparsity=None):
-    self.target_sparsity = masks_lib.validate_sparsity(target_sparsity, "target_sparsity")
-    masks_lib.validate_scope(scope, block_size, n, m, allocation)
+    if target_sparsity is not None:  # None: the method has no fixed target (SAP)
+      target_sparsity = masks_lib.validate_sparsity(target_sparsity, "target_sparsity")
+    self.target_sparsity = target_sparsity
+    if scope not in self.scopes:
+      raise ValueError(f"Unknown scope {scope!r} for method {self.name!r}; valid scopes "
+                       f"are {', '.join(self.scopes)}.")
+    if scope in masks_lib.SCOPES:
+      masks_lib.validate_scope(scope, block_size, n, m, allocation)
+    elif allocation not in masks_lib.ALLOCATIONS:
+      raise ValueError(f"Unknown allocation {allocation!r}; valid: "
+                       f"{', '.join(masks_lib.ALLOCATIONS)}.")
     self.layer_sparsity = {str(k): masks_lib.validate_sparsity(v, f"layer_sparsity[{k!r}]")
                            for k, v in (layer_sparsity or {}).items()}
     if self.layer_sparsity and (scope in ("global", "n:m") or allocation != "layer"):
@@ -128,15 +176,24 @@ class PruningMethod:
     self.n, self.m = int(n), int(m)
     self.allocation = allocation
     schedule = schedules.deserialize(schedule)
-    if schedule is None:
-      schedule = schedules.ConstantSparsity(self.target_sparsity)
-    if not isinstance(schedule, schedules.PruningSchedule):
+    if schedule is None and self.target_sparsity is not None:
+      schedule = self.default_schedule()
+    if schedule is not None and not isinstance(schedule, schedules.PruningSchedule):
       raise ValueError(f"schedule must be a tfprune.schedules.PruningSchedule, got "
                        f"{type(schedule).__name__}.")
     self.schedule = schedule
     self.model = None
     self.wrappers = []
-    self._step_fn = None
+    self.started = False  # on_train_begin ran (and on_train_end not yet)
+    self.in_recipe = False  # the method's own `fit` is running
+    self._update_fn = None
+    self._advance_fn = None
+    self._gradient_steps = None
+    self._steps_since_begin = 0
+
+  def default_schedule(self):
+    """The schedule used when none is given: `target_sparsity` from step 0, every 100."""
+    return schedules.ConstantSparsity(self.target_sparsity)
 
   # ----------------------------------------------------------------- binding
   def bind(self, model):
@@ -156,7 +213,10 @@ class PruningMethod:
                        f"{[w.layer.name for w in wrappers]}.")
     self.model = model
     self.wrappers = wrappers
-    self._step_fn = None
+    for wrapper in wrappers:  # after load_model each wrapper holds its own copy
+      wrapper.method = self
+    self._update_fn = None
+    self._advance_fn = None
     return self
 
   def _require_bound(self):
@@ -199,8 +259,7 @@ class PruningMethod:
 
   def make_wrapper(self, layer):
     """The wrapper layer for one chosen layer (default `PruneWrapper(layer, self)`)."""
-    from tfprune.wrapper import PruneWrapper  # pylint: disable=g-import-not-at-top
-    return PruneWrapper(layer, method=self)
+    return wrapper_lib.PruneWrapper(layer, method=self)
 
   # ------------------------------------------------------------- the maths
   def slot_names(self):
@@ -247,44 +306,186 @@ class PruningMethod:
   def update_masks(self, sparsity):
     self.assign_masks(self.compute_masks(sparsity))
 
-  # ------------------------------------------------------------ training
-  def _train_step(self):
-    step = self.step
+  # ------------------------------------------------------------ the core hook
+  def update(self, step):
+    """THE per-step hook: runs before the optimizer step that has index `step`.
+
+    Default: the schedule; on its pruning steps, `assign_masks(compute_masks(s))`.
+    Graph-mode (`tf.function`) unless `compile_update` is False, then `step` is an int.
+    """
     should_prune, sparsity = self.schedule(step)
     if should_prune:
       self.update_masks(sparsity)
-    for wrapper in self.wrappers:
-      wrapper.pruning_step.assign(step + 1)
 
-  def on_train_begin(self):
-    """Called once before training (validates that the method is bound)."""
+  # ------------------------------------------------------------ optional parts
+  def observe_gradients(self, grads, variables):
+    """The gradient hook (`uses_gradients = True`): sees every step's gradients.
+
+    Called inside the training step (graph mode) by the `GradientHook` optimizer that
+    `prepare_optimizer` installs, or by a custom loop after `tape.gradient`; only
+    TensorFlow ops and variable assignments. `grads` align with `variables` (the
+    model's trainable variables; None where a variable has no gradient).
+    """
+    del grads, variables
+    raise NotImplementedError(f"Method {self.name!r} has no gradient hook.")
+
+  def record_gradient_step(self):
+    """Counts one observed gradient step (gradient methods call it in the hook)."""
+    if self._gradient_steps is not None:
+      self._gradient_steps.assign_add(1)
+
+  def optimizer_class(self):
+    """The optimizer wrapper class training needs, or None (any Keras optimizer)."""
+    return optimizer_wrapper.GradientHook if self.uses_gradients else None
+
+  def make_optimizer(self, inner_optimizer=None):
+    """`optimizer_class()` around `inner_optimizer` (default Adam(1e-3)), attached."""
+    cls = self.optimizer_class()
+    inner = inner_optimizer or keras.optimizers.Adam(1e-3)
+    if cls is None:
+      return inner
+    return cls(inner, method=self)
+
+  def prepare_optimizer(self, optimizer):
+    """The optimizer to train with: `optimizer`, wrapped when the method needs it."""
+    cls = self.optimizer_class()
+    if cls is None or isinstance(optimizer, cls):
+      if isinstance(optimizer, optimizer_wrapper.WrappedOptimizer) and \
+          optimizer.accepts(self):
+        optimizer.attach(self)
+      return optimizer
+    return self.make_optimizer(optimizer)
+
+  def check_plain_fit(self):
+    """Phased methods under a plain `model.fit` (not their recipe): raise to refuse.
+
+    Called by `on_train_begin` outside `fit`; the default accepts (the phases are
+    finished by `finish_phases` at train end).
+    """
+
+  def finish_phases(self):
+    """Phased methods: finish what a plain `model.fit` left (called by `on_train_end`
+    outside the recipe, e.g. hard prune); log a warning for what was skipped."""
+
+  def check_training(self, wrapper):
+    """Raises unless the method may train now; called by `wrapper` when traced in
+    training mode (so a pruned model trained without the driver fails loudly)."""
+    if self.post_training or self.started or self.in_recipe:
+      return
+    raise ValueError(
+        f"Layer {wrapper.name!r} is pruned by method {self.name!r}, but training started "
+        f"without it: nothing would be pruned. Pass "
+        f"callbacks=[tfprune.PruningCallback()] to model.fit (or use "
+        f"tfprune.get_method(model).fit(model, x, y, ...)); in a custom loop call "
+        f"method.on_train_begin() before the first step and method.on_train_step() "
+        f"every step.")
+
+  def apply(self, model=None, calibration_data=None, **kwargs):
+    """Post-training methods (`post_training = True`) prune a trained model here."""
+    del model, calibration_data, kwargs
+    raise ValueError(f"Method {self.name!r} prunes during training: train with "
+                     f"tfprune.PruningCallback or method.fit(model, x, y, ...), not "
+                     f"method.apply(...).")
+
+  # ------------------------------------------------------------ the driver
+  def on_train_begin(self, optimizer=None):
+    """Starts training: validates, attaches the optimizer wrapper, marks started.
+
+    Args:
+      optimizer: the optimizer of the training loop (default: the model's compiled
+        optimizer, if any). A wrapper that serves this method is attached to it; a
+        method that needs a wrapper (`optimizer_class()`) refuses any other.
+
+    Raises:
+      ValueError: not bound, a post-training method, a refused plain `model.fit`, or
+        the wrong optimizer (the message names the call that works).
+    """
     self._require_bound()
     if self.post_training:
       raise ValueError(f"Method {self.name!r} prunes after training: call "
                        f"method.apply(model, calibration_data) instead of training with it.")
+    if self.phased and not self.in_recipe:
+      self.check_plain_fit()
+    if optimizer is None and getattr(self.model, "compiled", False):
+      optimizer = getattr(self.model, "optimizer", None)
+    cls = self.optimizer_class()
+    if cls is not None and optimizer is not None and not isinstance(optimizer, cls):
+      raise ValueError(
+          f"Method {self.name!r} needs the optimizer wrapper {cls.__name__} (got "
+          f"{type(optimizer).__name__}): compile model {self.model.name!r} with "
+          f"optimizer=method.prepare_optimizer(keras.optimizers.Adam(1e-3)), or use "
+          f"method.fit(model, x, y, ...).")
+    if isinstance(optimizer, optimizer_wrapper.WrappedOptimizer) and \
+        optimizer.accepts(self) and not getattr(optimizer, "bound_to_plain_model", False):
+      optimizer.attach(self)
+    if self.uses_gradients and self._gradient_steps is None:
+      self._gradient_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name=f"{self.name}_gradient_steps")
+    if self._gradient_steps is not None:
+      self._gradient_steps.assign(0)
+    self._steps_since_begin = 0
+    self.started = True
+
+  def _advance(self, step):
+    for wrapper in self.wrappers:
+      wrapper.pruning_step.assign(step + 1)
+
+  def _graph_step(self):
+    step = tf.convert_to_tensor(self.step)
+    self.update(step)
+    self._advance(step)
 
   def on_train_step(self):
-    """Advances the schedule by one step; updates masks on pruning steps (graph mode)."""
+    """One training step: `update(step)`, then the step counter advances.
+
+    Call it before the optimizer step (cross-replica under `tf.distribute`).
+
+    Raises:
+      ValueError: `on_train_begin` was not called, or a gradient method saw no
+        gradients during the first step (its optimizer hook is missing).
+    """
     self._require_bound()
-    if self._step_fn is None:
-      self._step_fn = tf.function(self._train_step)
-    self._step_fn()
+    if not self.started:
+      raise ValueError(f"Call method.on_train_begin() before on_train_step() (method "
+                       f"{self.name!r}); tfprune.PruningCallback does both in model.fit.")
+    if self.uses_gradients and self._steps_since_begin == 1 and \
+        int(self._gradient_steps.numpy()) == 0:
+      raise ValueError(
+          f"Method {self.name!r} scores weights by their gradients but saw none in the "
+          f"first training step: train with optimizer=method.prepare_optimizer(...), or "
+          f"call method.observe_gradients(grads, variables) after tape.gradient in a "
+          f"custom loop.")
+    self._steps_since_begin += 1
+    if self.compile_update:
+      if self._update_fn is None:
+        self._update_fn = tf.function(self._graph_step)
+      self._update_fn()
+    else:
+      step = int(self.step.numpy())
+      self.update(step)
+      if self._advance_fn is None:
+        self._advance_fn = tf.function(self._advance)
+      self._advance_fn(tf.constant(step, tf.int64))
 
   def on_train_end(self):
-    """Leaves every masked weight exactly zero."""
+    """Ends training: finishes a phased method's phases under a plain `model.fit`
+    (`finish_phases`) and leaves every masked weight exactly zero."""
     self._require_bound()
+    if self.phased and not self.in_recipe and self.started:
+      self.finish_phases()
     for w, m in zip(self.weights, self.masks):
       w.assign(w * m)
+    self.started = False
 
   @_in_model_strategy
   def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
           metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
     """Prunes the bound, wrapped `model` while training it for `epochs` (the recipe).
 
-    The default recipe compiles `model` and runs `model.fit` with a `PruningCallback`.
-    Methods with phases (ADMM: ADMM -> hard prune -> masked fine-tune; SAP: rounds)
-    override this, keeping the signature, so the training binary and the benchmark run
-    every method the same way.
+    The default recipe compiles `model` with `prepare_optimizer(optimizer)` and runs
+    `model.fit` with a `PruningCallback`. Methods with phases (ADMM: ADMM -> hard prune
+    -> masked fine-tune; SAP: rounds) override this, keeping the signature, so the
+    training binary and the benchmark run every method the same way.
 
     Args:
       model: the pruned model this method is bound to.
@@ -297,7 +498,6 @@ class PruningMethod:
     Returns:
       A dict of per-epoch metric lists (the merged `History.history`).
     """
-    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
     if model is not self.model:
       self.bind(model)
     model.compile(optimizer=self.prepare_optimizer(optimizer or keras.optimizers.Adam(1e-3)),
@@ -305,12 +505,8 @@ class PruningMethod:
                   metrics=list(metrics))
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose,
-                        callbacks=[PruningCallback(self), *callbacks])
+                        callbacks=[callbacks_lib.PruningCallback(self), *callbacks])
     return dict(history.history)
-
-  def prepare_optimizer(self, optimizer):
-    """The optimizer the default recipe compiles with (default: `optimizer` itself)."""
-    return optimizer
 
   def report(self):
     """A JSON-serialisable dict for the training binary's report (default: diagnostics)."""

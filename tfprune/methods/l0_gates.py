@@ -2,7 +2,7 @@
 
 Louizos, Welling, Kingma, "Learning Sparse Neural Networks through L0 Regularization",
 ICLR 2018, applied as the structured variant of Phan et al., "Pruning Deep Neural
-Networks with l0-constrained Optimization", ICDM 2020 (ALGORITHMS.md section 4).
+Networks with l0-constrained Optimization", ICDM 2020 (docs/algorithms.md section 4).
 
 Every gated layer (Dense / Conv; by default all of them except the layers that produce
 the model's outputs) gets one `tfprune.L0Gate` per output unit (neuron / filter). The
@@ -25,7 +25,10 @@ Training (the recipe in `fit`):
   3. fine-tune the weights with fixed gates (cosine learning-rate decay).
 `tfprune.strip(model, shrink=True)` then deletes the closed units (`tfprune.shrink`).
 
-Optional (`distill > 0`): both phases also match the softened logits of the model as it
+A phased method: under a plain `model.fit` with `PruningCallback` only the gate phase
+runs, then the hard prune at train end (with a warning that the fine-tune was skipped).
+
+Optional (`distill > 0`, the loss in `tfprune.distill`): both phases also match the softened logits of the model as it
 was when `fit` began (the dense model: at the default `droprate_init` every test-time gate
 is 1), Hinton et al.'s knowledge distillation - no extra data or epochs, the teacher's
 logits are computed once on `x`. (It did not help on LeNet-300-100 / MNIST, whose
@@ -33,25 +36,27 @@ dense teacher is weak: bench/RESULTS_l0.md.)
 """
 import math
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import callbacks as callbacks_lib
+from tfprune import distill
 from tfprune import gates as gates_lib
 from tfprune import masks as masks_lib
+from tfprune import registry
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
 from tfprune.wrapper import PruneWrapper
 
 L = keras.layers
-_GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
-_NOT_GATEABLE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose, L.SeparableConv1D,
-                 L.SeparableConv2D, L.DepthwiseConv1D, L.DepthwiseConv2D)
 
 
 def check_gateable(layer):
   """Raises ValueError unless hard-concrete unit gates can be put on `layer`."""
-  ok = isinstance(layer, _GATEABLE) and not isinstance(layer, _NOT_GATEABLE)
+  ok = isinstance(layer, registry.UNIT_GATEABLE) and not isinstance(
+      layer, registry.NOT_UNIT_GATEABLE)
   if ok and not isinstance(layer, L.Dense):
     ok = getattr(layer, "groups", 1) == 1 and getattr(layer, "data_format",
                                                       "channels_last") == "channels_last"
@@ -125,50 +130,6 @@ def _output_layer_ids(model):
   return ids
 
 
-def _pack(labels, teacher_logits):
-  """`[label, teacher logits...]` rows: how `fit` passes both to `DistillationLoss`."""
-  labels = np.asarray(labels).reshape(-1, 1).astype(np.float32)
-  return np.concatenate([labels, np.asarray(teacher_logits, np.float32)], axis=1)
-
-
-@keras.saving.register_keras_serializable(package="tfprune")
-class DistillationLoss(keras.losses.Loss):
-  """CE on the label column + `T^2 * KL` to the teacher logits (the other columns)."""
-
-  def __init__(self, alpha=0.5, temperature=4.0, name="l0_distillation", **kwargs):
-    super().__init__(name=name, **kwargs)
-    self.alpha, self.temperature = float(alpha), float(temperature)
-
-  def call(self, y_true, y_pred):
-    labels = tf.cast(y_true[:, 0], tf.int32)
-    teacher = tf.cast(y_true[:, 1:], y_pred.dtype)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=y_pred)
-    t = self.temperature
-    p_teacher = tf.nn.softmax(teacher / t)
-    kl = tf.reduce_sum(p_teacher * (tf.nn.log_softmax(teacher / t)
-                                    - tf.nn.log_softmax(y_pred / t)), axis=-1)
-    return (1.0 - self.alpha) * ce + self.alpha * t * t * kl
-
-  def get_config(self):
-    return {**super().get_config(), "alpha": self.alpha, "temperature": self.temperature}
-
-
-@keras.saving.register_keras_serializable(package="tfprune")
-class PackedAccuracy(keras.metrics.MeanMetricWrapper):
-  """Accuracy against the label column of packed `[label, teacher logits...]` targets."""
-
-  def __init__(self, name="accuracy", dtype=None):
-    super().__init__(fn=_packed_accuracy, name=name, dtype=dtype)
-
-  def get_config(self):
-    return {"name": self.name, "dtype": self.dtype}
-
-
-def _packed_accuracy(y_true, y_pred):
-  labels = tf.cast(y_true[:, 0], tf.int64)
-  return tf.cast(tf.equal(tf.argmax(y_pred, axis=-1), labels), tf.float32)
-
-
 @register_method("l0_gates")
 class L0Gates(PruningMethod):
   """Structured L0: hard-concrete gates on neurons / filters, then a hard unit budget.
@@ -195,6 +156,8 @@ class L0Gates(PruningMethod):
     temperature: the distillation temperature `T`.
     **kwargs: `schedule` etc. of `PruningMethod` (the scope is always `structured`).
   """
+
+  phased = True
 
   def __init__(self, target_sparsity=0.5, target_units=None, allocation="layer",
                droprate_init=0.05, log_alpha_scale=10.0, lambda_init=0.0, dual_lr=1e-3,
@@ -284,8 +247,8 @@ class L0Gates(PruningMethod):
     """`lambda * E[||z||_0]` of one layer (Louizos et al. eq. 12)."""
     return wrapper.l0_lambda * wrapper.gate.expected_l0()
 
-  def on_train_begin(self):
-    super().on_train_begin()
+  def on_train_begin(self, optimizer=None):
+    super().on_train_begin(optimizer=optimizer)
     self._budget = self.budgets()
     if not getattr(self, "_lambda_initialised", False):
       for w in self.wrappers:
@@ -301,8 +264,9 @@ class L0Gates(PruningMethod):
     raised = tf.minimum(lam + self.dual_lr * violation, self.lambda_max)
     return tf.where(violation > 0.0, raised, tf.zeros_like(lam))
 
-  def _train_step(self):
-    """Dual ascent on each budget's multiplier; advances the step counter."""
+  def update(self, step):
+    """Dual ascent on each budget's multiplier (graph mode)."""
+    del step
     budget = self._budget
     if self.allocation == "global":
       expected = tf.add_n([w.gate.expected_l0() for w in self.wrappers])
@@ -313,13 +277,16 @@ class L0Gates(PruningMethod):
       for w in self.wrappers:
         violation = w.gate.expected_l0() / float(budget[w.layer.name]) - 1.0
         w.l0_lambda.assign(self._dual_update(w.l0_lambda, violation))
-    step = self.step
-    for w in self.wrappers:
-      w.pruning_step.assign(step + 1)
 
-  def on_train_end(self):
-    """Nothing to zero: the gates, not the masks, close units until `hard_prune`."""
-    self._require_bound()
+  def finish_phases(self):
+    """A plain `model.fit` ran the gate phase only: hard prune to the budget now."""
+    if all(not w.gate.trainable for w in self.wrappers):
+      return  # already hard-pruned
+    logging.warning("l0_gates: model.fit ran the gate phase only; hard-pruning to the "
+                    "unit budget at train end, the fine-tune with fixed gates was skipped. "
+                    "Use method.fit(model, x, y, epochs=...) for gates -> hard prune -> "
+                    "fine-tune.")
+    self.last_kept = self.hard_prune()
 
   # ------------------------------------------------------------ hard prune
   def kept_units(self):
@@ -390,7 +357,6 @@ class L0Gates(PruningMethod):
   def fit(self, model, x, y=None, epochs=1, batch_size=128, optimizer=None, loss=None,
           metrics=("accuracy",), callbacks=(), validation_data=None, verbose=1):
     """Gate phase, hard prune to the unit budget, fine-tune with fixed gates."""
-    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
     if model is not self.model:
       self.bind(model)
     optimizer = optimizer or keras.optimizers.Adam(1e-3)
@@ -398,19 +364,20 @@ class L0Gates(PruningMethod):
       if loss is not None or y is None:
         raise ValueError("l0_gates distill > 0 needs arrays x, y of integer labels and "
                          "the default loss (loss=None).")
-      loss = DistillationLoss(self.distill, self.temperature)
+      loss = distill.DistillationLoss(self.distill, self.temperature)
       plain_metrics = list(metrics)
-      metrics = [PackedAccuracy() if m in ("accuracy", "acc") else m for m in metrics]
-      y = _pack(y, model.predict(x, batch_size=1024, verbose=0))
+      metrics = [distill.PackedAccuracy() if m in ("accuracy", "acc") else m for m in metrics]
+      y = distill.pack_targets(y, model.predict(x, batch_size=1024, verbose=0))
       if validation_data is not None:
         vx, vy = validation_data[:2]
-        validation_data = (vx, _pack(vy, model.predict(vx, batch_size=1024, verbose=0)))
+        validation_data = (vx, distill.pack_targets(vy, model.predict(vx, batch_size=1024,
+                                                                        verbose=0)))
     loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     gate_epochs = max(1, min(epochs - 1, int(round(self.gate_fraction * epochs))))
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
     history = model.fit(x, y, epochs=gate_epochs, batch_size=batch_size,
                         validation_data=validation_data, verbose=verbose,
-                        callbacks=[PruningCallback(self), *callbacks]).history
+                        callbacks=[callbacks_lib.PruningCallback(self), *callbacks]).history
     merged = {k: list(v) for k, v in history.items()}
     self.last_kept = self.hard_prune()
     tune_epochs = epochs - gate_epochs

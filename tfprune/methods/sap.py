@@ -1,7 +1,7 @@
 """Sparsity-informed adaptive pruning (SAP), driven by the PQ Index.
 
 Diao et al., "Pruning Deep Neural Networks from a Sparsity Perspective", ICLR 2023
-(ALGORITHMS.md section 5; reference code diaoenmao/Pruning-Deep-Neural-Networks-from-a-
+(docs/algorithms.md section 5; reference code diaoenmao/Pruning-Deep-Neural-Networks-from-a-
 Sparsity-Perspective). Round t of the loop, with `d_t` the remaining weights of a unit
 (a neuron, a layer or the whole model: `scope`):
 
@@ -21,7 +21,7 @@ global PQI turns down again after rising, the paper's collapse signal (the round
 the PQI peak, is restored and reported as `chosen_round`).
 
 Gaps filled here: the reference rounds `r_t` up and prunes `|w| < pivot` (ties can prune
-more); this implementation follows ALGORITHMS.md (no rounding of `r_t`) and prunes exactly
+more); this implementation follows docs/algorithms.md (no rounding of `r_t`) and prunes exactly
 `c_t` weights, ties keeping the lower index. The PQI stopping rule and the accuracy floor
 are this library's; the paper only describes the PQI curve.
 """
@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import callbacks as callbacks_lib
 from tfprune import pqi
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
@@ -100,7 +101,7 @@ def accuracy_drop_round(accuracies, points=1.0):
   return None
 
 
-def distribute(total, capacity, weights=None):
+def split_counts(total, capacity, weights=None):
   """Splits `total` into integer parts proportional to `weights` (default `capacity`).
 
   Parts never exceed `capacity`; the rounding remainder goes to the largest fractional
@@ -120,7 +121,7 @@ def distribute(total, capacity, weights=None):
                                                                             np.float64)
   total = int(total)
   if total < 0 or total > int(capacity.sum()):
-    raise ValueError(f"Cannot distribute {total} over a capacity of {int(capacity.sum())}.")
+    raise ValueError(f"Cannot split {total} over a capacity of {int(capacity.sum())}.")
   if total == 0 or weights.sum() <= 0:
     parts = np.zeros_like(capacity)
   else:
@@ -170,35 +171,39 @@ class SAP(PruningMethod):
       signal); the PQI-peak round's model is restored.
     pqi_tolerance: PQI changes smaller than this are ignored by `stop_on_pqi`.
 
-  After `fit`, `round_log` holds one dict per round (`format_rounds`, `plot_rounds`),
+  A phased method: `fit` runs the rounds; a plain `model.fit` is refused.
+
+  After `fit`, `round_log` holds one dict per round (`tfprune.report.format_rounds`,
+  `tfprune.plots.sap_rounds`),
   and `stop_reason`, `stop_round`, `chosen_round` say how the loop ended.
   """
+
+  scopes = SCOPES
+  phased = True
 
   def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
                eta_r=0.0, scope="layer", rewind=False, target_sparsity=None,
                min_accuracy=None, stop_on_pqi=False, pqi_tolerance=0.0):
-    super().__init__(target_sparsity=0.0, scope="layer")
+    if scope not in SCOPES:
+      raise ValueError(f"Unknown SAP scope {scope!r}; valid scopes are "
+                       f"{', '.join(SCOPES)}.")
+    if target_sparsity is not None and not 0.0 < float(target_sparsity) < 1.0:
+      raise ValueError(f"target_sparsity must be in (0, 1) or None, got "
+                       f"{target_sparsity!r}.")
+    super().__init__(target_sparsity=target_sparsity, scope=scope)
     if isinstance(rounds, bool) or int(rounds) != rounds or int(rounds) < 1:
       raise ValueError(f"rounds must be an integer >= 1 (pruning rounds), got {rounds!r}.")
     if epochs_per_round is not None and (int(epochs_per_round) != epochs_per_round or
                                          int(epochs_per_round) < 1):
       raise ValueError(f"epochs_per_round must be an integer >= 1 or None (split the fit "
                        f"budget), got {epochs_per_round!r}.")
-    pqi._check_pq(p, q)  # pylint: disable=protected-access
+    pqi.check_pq(p, q)
     if not float(gamma) > 0:
       raise ValueError(f"gamma must be > 0 (default 1.0), got {gamma!r}.")
     if not 0.0 < float(beta) < 1.0:
       raise ValueError(f"beta must be in (0, 1) (default 0.9), got {beta!r}.")
     if not float(eta_r) >= 0.0:
       raise ValueError(f"eta_r must be >= 0 (default 0.0), got {eta_r!r}.")
-    if scope not in SCOPES:
-      raise ValueError(f"Unknown SAP scope {scope!r}; valid scopes are "
-                       f"{', '.join(SCOPES)}.")
-    if target_sparsity is not None:
-      if not 0.0 < float(target_sparsity) < 1.0:
-        raise ValueError(f"target_sparsity must be in (0, 1) or None, got "
-                         f"{target_sparsity!r}.")
-      target_sparsity = float(target_sparsity)
     if min_accuracy is not None:
       if not 0.0 <= float(min_accuracy) <= 1.0:
         raise ValueError(f"min_accuracy must be a fraction in [0, 1] or None, got "
@@ -210,9 +215,7 @@ class SAP(PruningMethod):
     self.epochs_per_round = None if epochs_per_round is None else int(epochs_per_round)
     self.p, self.q = float(p), float(q)
     self.gamma, self.beta, self.eta_r = float(gamma), float(beta), float(eta_r)
-    self.scope = scope
     self.rewind = bool(rewind)
-    self.target_sparsity = target_sparsity
     self.min_accuracy = min_accuracy
     self.stop_on_pqi = bool(stop_on_pqi)
     self.pqi_tolerance = float(pqi_tolerance)
@@ -222,11 +225,16 @@ class SAP(PruningMethod):
     self.chosen_round = None
 
   # ------------------------------------------------------------- the maths
-  def on_train_step(self):
-    """SAP changes masks only between rounds: a training step only advances the counter."""
-    self._require_bound()
-    for wrapper in self.wrappers:
-      wrapper.pruning_step.assign_add(1)
+  def update(self, step):
+    """SAP changes masks only between rounds (`prune_round`): nothing per step."""
+    del step
+
+  def check_plain_fit(self):
+    """SAP prunes between training rounds: a plain `model.fit` would prune nothing."""
+    raise ValueError("SAP prunes between training rounds, so a plain model.fit with "
+                     "PruningCallback would prune nothing: call tfprune.get_method(model)"
+                     ".fit(model, x, y, epochs=...) (or method.prune_round() between your "
+                     "own training phases, inside method.on_train_begin/on_train_end).")
 
   def _groups(self):
     """Units to prune as column groups: list of (|w*m| [n, u], mask [n, u]) tensors."""
@@ -261,7 +269,7 @@ class SAP(PruningMethod):
     plan = []
     for a, m in groups:
       d = tf.reduce_sum(tf.cast(m, tf.float64), axis=0)
-      index = pqi._pq_columns(tf.cast(a, tf.float64), d, self.p, self.q)  # pylint: disable=protected-access
+      index = pqi.pq_columns(tf.cast(a, tf.float64), d, self.p, self.q)
       r = pqi.retained_bound(d, index, self.p, self.q, self.eta_r).numpy()
       c = prune_count(d, index, self.p, self.q, self.eta_r, self.gamma, self.beta)
       plan.append({"d": d.numpy().astype(np.int64), "pq_index": index.numpy(), "bound": r,
@@ -285,7 +293,7 @@ class SAP(PruningMethod):
     counts = np.concatenate([g["count"] for g in plan])
     if max_total is not None and counts.sum() > max_total:
       capacity = np.concatenate([g["d"] for g in plan])
-      counts = distribute(max(int(max_total), 0), np.minimum(counts, capacity), counts)
+      counts = split_counts(max(int(max_total), 0), np.minimum(counts, capacity), counts)
     new, start = [], 0
     for (a, m), g in zip(groups, plan):
       n_units = len(g["count"])
@@ -332,7 +340,8 @@ class SAP(PruningMethod):
     """`rounds.png`: PQ Index and accuracy per round, the stop round marked."""
     if not self.round_log:
       return []
-    return [plot_rounds(self.round_log, os.path.join(output_dir, "rounds.png"),
+    from tfprune import plots  # pylint: disable=g-import-not-at-top (matplotlib: only here)
+    return [plots.sap_rounds(self.round_log, os.path.join(output_dir, "rounds.png"),
                         stop_round=self.stop_round)]
 
   def measure(self):
@@ -385,7 +394,6 @@ class SAP(PruningMethod):
       A dict of per-epoch metric lists over all rounds (the merged `History.history`).
       Per-round records are in `self.round_log`.
     """
-    from tfprune.callbacks import PruningCallback  # pylint: disable=g-import-not-at-top
     if model is not self.model:
       self.bind(model)
     per_round = self.epochs_per_round or max(1, int(epochs) // (self.rounds + 1))
@@ -418,7 +426,7 @@ class SAP(PruningMethod):
         self.on_train_end()  # re-applies the masks to the rewound weights
       result = model.fit(x, y, batch_size=batch_size, epochs=(t + 1) * per_round,
                          initial_epoch=t * per_round, validation_data=validation_data,
-                         verbose=verbose, callbacks=[PruningCallback(self), *callbacks])
+                         verbose=verbose, callbacks=[callbacks_lib.PruningCallback(self), *callbacks])
       for key, values in result.history.items():
         history.setdefault(key, []).extend(values)
       accuracy, source = self._accuracy(result.history)
@@ -488,90 +496,3 @@ class SAP(PruningMethod):
             "eta_r": self.eta_r, "scope": self.scope, "rewind": self.rewind,
             "target_sparsity": self.target_sparsity, "min_accuracy": self.min_accuracy,
             "stop_on_pqi": self.stop_on_pqi, "pqi_tolerance": self.pqi_tolerance}
-
-
-def format_rounds(round_log, baseline=None, baseline_name="IMP"):
-  """A Markdown table of the per-round records (optionally beside a baseline's)."""
-  header = "| round | sparsity | PQI (global) | PQI per layer | pruned next | acc % |"
-  sep = "|---:|---:|---:|---|---:|---:|"
-  if baseline is not None:
-    header += f" {baseline_name} sparsity | {baseline_name} PQI | {baseline_name} acc % |"
-    sep += "---:|---:|---:|"
-  lines = [header, sep]
-  for i, r in enumerate(round_log):
-    layers = ", ".join(f"{v:.3f}" for v in r["pq_index_layers"].values())
-    acc = "" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}"
-    line = (f"| {r['round']} | {r['sparsity']:.4f} | {r['pq_index']:.4f} | {layers} | "
-            f"{r['pruned']} | {acc} |")
-    if baseline is not None:
-      if i < len(baseline):
-        b = baseline[i]
-        b_acc = "" if b["accuracy"] is None else f"{100 * b['accuracy']:.2f}"
-        line += f" {b['sparsity']:.4f} | {b['pq_index']:.4f} | {b_acc} |"
-      else:
-        line += " | | |"
-    lines.append(line)
-  return "\n".join(lines)
-
-
-def plot_rounds(round_log, path, baselines=None, title=None, stop_round=None,
-                drop_round=None, label="SAP"):
-  """Writes the paper's central figure: PQI and accuracy vs round, as a PNG.
-
-  Args:
-    round_log: `SAP.round_log` (a list of per-round dicts).
-    path: output PNG path.
-    baselines: optional {name: round_log} drawn beside (e.g. magnitude pruning).
-    title: figure title.
-    stop_round: round where a stop rule fired (vertical line).
-    drop_round: round where accuracy first dropped (vertical line).
-    label: name of the main curve.
-
-  Returns:
-    `path`.
-  """
-  from tfprune import plots  # pylint: disable=g-import-not-at-top
-  plt = plots.plt
-  if not round_log:
-    raise ValueError("plot_rounds needs at least one round record (run SAP.fit first).")
-  fig, (ax_pqi, ax_acc) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
-  rounds = [r["round"] for r in round_log]
-  ax_pqi.plot(rounds, [r["pq_index"] for r in round_log], "o-", color="C0",
-              label=f"{label} global PQI")
-  for i, key in enumerate(round_log[0]["pq_index_layers"]):
-    ax_pqi.plot(rounds, [r["pq_index_layers"].get(key, np.nan) for r in round_log], "--",
-                color=f"C{i + 2}", alpha=0.7, lw=1, label=f"{label} {key.split('/')[0]}")
-  accs = [np.nan if r["accuracy"] is None else 100 * r["accuracy"] for r in round_log]
-  ax_acc.plot(rounds, accs, "o-", color="C0", label=label)
-  for j, (name, log) in enumerate((baselines or {}).items()):
-    b_rounds = [r["round"] for r in log]
-    ax_pqi.plot(b_rounds, [r["pq_index"] for r in log], "s:", color=f"C{j + 6}",
-                label=f"{name} global PQI")
-    ax_acc.plot(b_rounds, [np.nan if r["accuracy"] is None else 100 * r["accuracy"]
-                           for r in log], "s:", color=f"C{j + 6}", label=name)
-  for ax in (ax_pqi, ax_acc):
-    if stop_round is not None:
-      ax.axvline(stop_round, color="red", ls="--", lw=1)
-    if drop_round is not None:
-      ax.axvline(drop_round, color="black", ls=":", lw=1)
-    ax.grid(alpha=0.3)
-  all_pqi = [r["pq_index"] for r in round_log if r["pq_index"] > 0]
-  if all_pqi and max(all_pqi) > 5 * min(all_pqi):
-    ax_pqi.set_yscale("log")  # the late rise is small next to the first rounds' fall
-  ax_pqi.set_ylabel("PQ Index")
-  ax_acc.set_ylabel("accuracy (%)")
-  ax_acc.set_xlabel(f"round ({label} sparsity below)")
-  ax_acc.set_xticks(rounds)
-  ax_acc.set_xticklabels([f"{r['round']}\n{100 * r['sparsity']:.1f}%" for r in round_log],
-                         fontsize=7)
-  ax_pqi.legend(fontsize=7)
-  ax_acc.legend(fontsize=7)
-  notes = []
-  if stop_round is not None:
-    notes.append(f"red: PQI stop (round {stop_round})")
-  if drop_round is not None:
-    notes.append(f"black: accuracy drop >1pt (round {drop_round})")
-  fig.suptitle((title or "SAP: PQ Index and accuracy per round") +
-               (("\n" + "; ".join(notes)) if notes else ""), fontsize=10)
-  fig.tight_layout()
-  return plots.save_figure(fig, path)
