@@ -54,3 +54,40 @@ def _sparse_mlp(pattern, out=16, density=None, seed=0):
 def sparse_mlp():
   """Factory fixture: `sparse_mlp(pattern, out=16, density=None, seed=0)` (see above)."""
   return _sparse_mlp
+
+
+def _mlp(inputs=12, hidden=(16,), classes=3, seed=0, names=None, out_name="out",
+         activation="relu"):
+  """A small Functional MLP: `inputs` -> Dense(h, relu) per `hidden` -> Dense(classes).
+
+  Hidden layers are named `fc1`, `fc2`, ... (or `names`), the output `out_name`; weights
+  are seeded by `seed`.
+  """
+  keras.utils.set_random_seed(seed)
+  names = names or [f"fc{i + 1}" for i in range(len(hidden))]
+  x = inp = keras.Input((inputs,))
+  for units, name in zip(hidden, names):
+    x = keras.layers.Dense(units, activation=activation, name=name)(x)
+  return keras.Model(inp, keras.layers.Dense(classes, name=out_name)(x))
+
+
+def _toy_data(n=64, inputs=12, classes=3, seed=0, learnable=False):
+  """`(x float32 [n, inputs], y int64 [n])`: random labels, or (`learnable`) the argmax
+  of |x| over the first `classes` features."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, inputs)).astype("float32")
+  if learnable:
+    return x, np.abs(x[:, :classes]).argmax(axis=1).astype("int64")
+  return x, rng.integers(0, classes, n).astype("int64")
+
+
+@pytest.fixture(scope="session")
+def mlp():
+  """Factory fixture: `mlp(inputs=12, hidden=(16,), classes=3, seed=0, ...)` (above)."""
+  return _mlp
+
+
+@pytest.fixture(scope="session")
+def toy_data():
+  """Factory fixture: `toy_data(n=64, inputs=12, classes=3, seed=0, learnable=False)`."""
+  return _toy_data

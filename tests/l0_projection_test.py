@@ -10,17 +10,8 @@ import tfprune
 from tfprune import optimizers
 
 
-def _mlp(seed=0):
-  keras.utils.set_random_seed(seed)
-  inputs = keras.Input((12,))
-  x = keras.layers.Dense(16, activation="relu", name="fc1")(inputs)
-  outputs = keras.layers.Dense(3, name="out")(x)
-  return keras.Model(inputs, outputs)
-
-
-def _data(n=64, seed=0):
-  rng = np.random.default_rng(seed)
-  return rng.normal(size=(n, 12)).astype("float32"), rng.integers(0, 3, n)
+from conftest import _mlp  # the shared fixtures (12 -> fc1 16 -> out 3)
+from conftest import _toy_data as _data
 
 
 def _nonzeros(method):
@@ -51,6 +42,7 @@ def test_custom_loop_follows_schedule_every_step():
                          schedule=tfprune.PolynomialDecay(0.0, 0.8, 0, 6, frequency=1))
   method = tfprune.get_method(pruned)
   opt = method.make_optimizer(keras.optimizers.SGD(0.1))
+  method.on_train_begin(optimizer=opt)
   x, y = _data(16)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   kernel = method.weights[0]
@@ -108,7 +100,11 @@ def test_errors_and_serialization(tmp_path):
   loaded = keras.models.load_model(path)
   assert isinstance(loaded.optimizer, optimizers.L0Projection)
   tfprune.get_method(loaded)
-  loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+  with pytest.raises(ValueError, match="PruningCallback"):  # no silent no-op training
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+  loaded.fit(x, y, epochs=1, batch_size=16, verbose=0,
+             callbacks=[tfprune.PruningCallback()])  # re-attaches the reloaded optimizer
+  assert loaded.optimizer.method is tfprune.get_method(loaded)
   kernel = loaded.get_layer("prune_fc1").prunable_weights[0].numpy()
   assert np.count_nonzero(kernel) == 96
 

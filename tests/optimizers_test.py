@@ -34,11 +34,12 @@ def _perturb_u(method):
 def test_custom_loop_sgd_step_is_exact():
   pruned = _pruned()
   method = tfprune.get_method(pruned)
-  method.on_train_begin()
+  opt = optimizers.ADMM(keras.optimizers.SGD(0.1))
+  method.on_train_begin(optimizer=opt)  # attaches the optimizer to the method
+  assert opt.method is method
   method.on_train_step()  # step 0: Z = Proj(W), U = 0
   _perturb_u(method)
   x, y = _batch()
-  opt = optimizers.ADMM(keras.optimizers.SGD(0.1))
   variables = pruned.trainable_variables
   before = {id(v): v.numpy().copy() for v in variables}
   with tf.GradientTape() as tape:
@@ -65,9 +66,9 @@ def test_custom_loop_matches_loss_penalty(make_opt):
     pruned = _pruned(penalty=penalty, admm_interval=2, admm_steps=6)
     method = tfprune.get_method(pruned)
     opt = make_opt()
-    if penalty == "optimizer":
-      opt = optimizers.ADMM(opt)
-    method.on_train_begin()
+    opt = method.prepare_optimizer(opt)  # ADMM wrapper for penalty="optimizer" only
+    assert isinstance(opt, optimizers.ADMM) == (penalty == "optimizer")
+    method.on_train_begin(optimizer=opt)
 
     @tf.function
     def train_step(x, y, pruned=pruned, opt=opt):
@@ -139,17 +140,24 @@ def test_errors():
     optimizers.ADMM(keras.optimizers.SGD(), clipnorm=1.0)
   pruned = _pruned(penalty="loss")
   method = tfprune.get_method(pruned)
-  method.on_train_begin()
-  method.on_train_step()
   opt = optimizers.ADMM(keras.optimizers.SGD(0.1))
-  grads = [tf.zeros_like(v) for v in pruned.trainable_variables]
   with pytest.raises(ValueError, match="penalty='loss'"):
+    method.on_train_begin(optimizer=opt)
+  grads = [tf.zeros_like(v) for v in pruned.trainable_variables]
+  with pytest.raises(ValueError, match="not attached to a pruning method"):
     opt.apply_gradients(zip(grads, pruned.trainable_variables))
+  # A compiled plain optimizer under penalty="optimizer" would silently drop the
+  # penalty: refused before training, naming the call that works.
+  pruned = _pruned(penalty="optimizer")
+  pruned.compile(keras.optimizers.SGD(0.1), LOSS)
+  with pytest.raises(ValueError, match=r"needs the optimizer wrapper ADMMOptimizer.*"
+                                       r"method.prepare_optimizer"):
+    pruned.fit(*_batch(), epochs=1, verbose=0, callbacks=[tfprune.PruningCallback()])
 
 
 def test_plain_variables_pass_through():
   v = keras.Variable(np.ones(3, "float32"))
-  opt = optimizers.ADMM(keras.optimizers.SGD(1.0))
+  opt = optimizers.ADMM(keras.optimizers.SGD(1.0), method=tfprune.get_method(_pruned()))
   opt.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), v)])
   np.testing.assert_allclose(v.numpy(), [0.0, -1.0, -2.0])
 

@@ -8,6 +8,7 @@ from tfprune.methods import l0_gates  # registers "l0_gates"
 from tfprune.methods import l0_projection  # registers "l0_projection"
 from tfprune.methods import logsum  # registers "logsum"
 from tfprune.methods import magnitude  # registers "magnitude"
+from tfprune.methods import movement  # registers "movement"
 from tfprune.methods import sap  # registers "sap"
 from tfprune.methods.base import available_methods
 from tfprune.methods.base import get_method_class

@@ -323,17 +323,25 @@ class ADMM(PruningMethod):
     return ADMMOptimizer if self.penalty == "optimizer" else None
 
   def finish_phases(self):
-    """A plain `model.fit` that ended in the ADMM phase: hard prune now (no fine-tune)."""
+    """A plain `model.fit` (or custom loop) ended in the ADMM phase.
+
+    Without `admm_steps` nothing else would ever hard-prune: do it now, warning that the
+    masked fine-tune was skipped. With `admm_steps` ahead, the run is only paused (a
+    later fit resumes it): warn that the model is not pruned yet.
+    """
     if self.hard_prune_step is not None:
       return
     step = int(self.step.numpy())
-    if self.admm_steps is not None and step > self.admm_steps:
-      return  # the hard prune ran in an earlier fit of this run
+    if self.admm_steps is not None:
+      if step <= self.admm_steps:
+        logging.warning("ADMM: training ended at step %d, before the hard prune at "
+                        "admm_steps=%d: the weights are not pruned yet (train on to reach "
+                        "it, or call method.hard_prune()).", step, self.admm_steps)
+      return
     logging.warning(
-        "ADMM: model.fit ended in the ADMM phase (step %d, admm_steps=%s): hard-pruning "
+        "ADMM: model.fit ended in the ADMM phase (step %d, no admm_steps): hard-pruning "
         "at train end; the masked fine-tune was skipped. Use method.fit(model, x, y, "
-        "epochs=...) for ADMM -> hard prune -> fine-tune, or set admm_steps.", step,
-        self.admm_steps)
+        "epochs=...) for ADMM -> hard prune -> fine-tune, or set admm_steps.", step)
     self.hard_prune()
 
   def diagnostics(self):
