@@ -86,7 +86,9 @@ def test_fit_meets_unit_budget_and_test_time_is_deterministic(distill):
   assert np.isfinite(pruned.evaluate(x, y, verbose=0)).all()
   if distill:
     return
-  # The penalty is lambda * E[L0], present in training mode only.
+  # The penalty is lambda * E[L0], present in training mode only (which needs the
+  # method started, as in any training loop).
+  method.on_train_begin()
   for w in method.wrappers:
     w.l0_lambda.assign(2.0)
   pruned(x, training=True)
@@ -100,7 +102,7 @@ def test_distillation_loss_matches_formula():
   teacher = rng.normal(size=(5, 4)).astype("float32")
   labels = rng.integers(0, 4, 5)
   loss = distill.DistillationLoss(alpha=0.3, temperature=2.0)
-  got = float(loss(l0_gates._pack(labels, teacher), logits))  # pylint: disable=protected-access
+  got = float(loss(distill.pack_targets(labels, teacher), logits))
 
   def log_softmax(v):
     v = v - v.max(-1, keepdims=True)

@@ -372,6 +372,10 @@ class PruningMethod:
     training mode (so a pruned model trained without the driver fails loudly)."""
     if self.post_training or self.started or self.in_recipe:
       return
+    if self.model is not None and getattr(self.model, "train_function", None) is not None:
+      # We are inside the first trace of model.fit's train function: drop it, so the
+      # corrected fit call traces a fresh one (not this half-traced function).
+      self.model.train_function = None
     raise ValueError(
         f"Layer {wrapper.name!r} is pruned by method {self.name!r}, but training started "
         f"without it: nothing would be pruned. Pass "

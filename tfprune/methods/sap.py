@@ -233,8 +233,8 @@ class SAP(PruningMethod):
     """SAP prunes between training rounds: a plain `model.fit` would prune nothing."""
     raise ValueError("SAP prunes between training rounds, so a plain model.fit with "
                      "PruningCallback would prune nothing: call tfprune.get_method(model)"
-                     ".fit(model, x, y, epochs=...) (or method.prune_round() between your "
-                     "own training phases, inside method.on_train_begin/on_train_end).")
+                     ".fit(model, x, y, epochs=...), which trains and prunes round by "
+                     "round (method.prune_round() prunes one round by hand).")
 
   def _groups(self):
     """Units to prune as column groups: list of (|w*m| [n, u], mask [n, u]) tensors."""
