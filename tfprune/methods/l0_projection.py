@@ -118,13 +118,16 @@ class L0Projection(optimizer_wrapper.WrappedOptimizer):
   Example (custom loop):
 
       pruned = tfprune.prune(model, "l0_projection", target_sparsity=0.95)
-      opt = tfprune.get_method(pruned).make_optimizer(keras.optimizers.Adam(1e-3))
+      method = tfprune.get_method(pruned)
+      opt = method.prepare_optimizer(keras.optimizers.Adam(1e-3))
+      method.on_train_begin(optimizer=opt)
       for x, y in dataset:
+        method.on_train_step()
         with tf.GradientTape() as tape:
           loss = loss_fn(y, pruned(x, training=True))
         grads = tape.gradient(loss, pruned.trainable_variables)
         opt.apply_gradients(zip(grads, pruned.trainable_variables))
-      opt.finalize_masks()
+      method.on_train_end()  # final masks = the top-k support
 
   Args:
     inner_optimizer: the Keras optimizer doing the update.
