@@ -61,9 +61,10 @@ def _mlp(inputs=12, hidden=(16,), classes=3, seed=0, names=None, out_name="out",
   """A small Functional MLP: `inputs` -> Dense(h, relu) per `hidden` -> Dense(classes).
 
   Hidden layers are named `fc1`, `fc2`, ... (or `names`), the output `out_name`; weights
-  are seeded by `seed`.
+  are seeded by `seed` (None: continue the test's random stream, seeded per test).
   """
-  keras.utils.set_random_seed(seed)
+  if seed is not None:
+    keras.utils.set_random_seed(seed)
   names = names or [f"fc{i + 1}" for i in range(len(hidden))]
   x = inp = keras.Input((inputs,))
   for units, name in zip(hidden, names):

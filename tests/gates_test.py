@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import _mlp as conftest_mlp
+from conftest import _toy_data as toy_data
+
 import tfprune
 from tfprune import distill
 from tfprune import gates
@@ -13,17 +16,11 @@ from tfprune.methods import l0_gates
 
 
 def _mlp(seed=0):
-  keras.utils.set_random_seed(seed)
-  inputs = keras.Input((12,))
-  x = keras.layers.Dense(16, activation="relu", name="fc1")(inputs)
-  x = keras.layers.Dense(8, activation="relu", name="fc2")(x)
-  outputs = keras.layers.Dense(3, name="out")(x)
-  return keras.Model(inputs, outputs)
+  return conftest_mlp(hidden=(16, 8), seed=seed)  # the shared fixtures' builders
 
 
 def _data(n=64, seed=0):
-  rng = np.random.default_rng(seed)
-  return rng.normal(size=(n, 12)).astype("float32"), rng.integers(0, 3, n)
+  return toy_data(n, seed=seed)
 
 
 def test_expected_l0_matches_numpy_reference():

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import _mlp as conftest_mlp
+
 import tfprune
 
 L = keras.layers
 
 
 def _mlp():
-  inp = keras.Input((12,))
-  h = L.Dense(16, activation="relu", name="fc1")(inp)
-  h = L.Dense(16, activation="relu", name="fc2")(h)
-  return keras.Model(inp, L.Dense(3, name="out")(h))
+  return conftest_mlp(hidden=(16, 16), seed=None)  # the shared fixture's builder
 
 
 def _data(n=256, d=12, classes=3):

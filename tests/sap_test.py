@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import _mlp as conftest_mlp
+
 import tfprune
 from tfprune import plots
 from tfprune import pqi
@@ -16,10 +18,7 @@ L = keras.layers
 
 
 def _mlp():
-  inp = keras.Input((12,))
-  h = L.Dense(16, activation="relu", name="fc1")(inp)
-  h = L.Dense(8, activation="relu", name="fc2")(h)
-  return keras.Model(inp, L.Dense(3, name="out")(h))
+  return conftest_mlp(hidden=(16, 8), seed=None)  # the shared fixture's builder
 
 
 def _data(n=128):
