@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune import masks as masks_lib
+from tfprune import topk
 from tfprune.methods import logsum
 
 L = keras.layers
@@ -131,16 +131,6 @@ def test_power_iteration_matches_eigvalsh():
   lam = layerwise.power_iteration(tf.constant(g, tf.float32), 300).numpy()
   expected = np.linalg.eigvalsh(g)[:, -1]
   assert np.all(lam >= expected * 0.999) and np.all(lam <= expected * 1.03)
-
-
-@pytest.mark.parametrize("n,k", [(20, 7), (1000, 0), (1000, 1000), (4000, 333)])
-def test_fast_topk_matches_masks_topk_with_ties(n, k):
-  x = np.abs(np.random.default_rng(n).normal(size=n)).astype(np.float32)
-  x[::5] = x[1]
-  x[::11] = 0.0
-  got = layerwise.topk_mask(x, k).numpy()
-  assert got.sum() == k
-  np.testing.assert_array_equal(got, masks_lib.topk_mask(tf.constant(x), k).numpy())
 
 
 def _mlp(seed=0):

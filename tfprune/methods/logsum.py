@@ -67,7 +67,8 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
       max_iter=max_iter, accelerate=accelerate, min_iter=min_iter)
 
 
-def _check_range(name, value, low, high, low_open=True, high_open=True):
+def check_range(name, value, low, high, low_open=True, high_open=True):
+  """`float(value)` if it lies in the interval, else a ValueError naming `name`."""
   try:
     v = float(value)
   except (TypeError, ValueError):
@@ -97,14 +98,14 @@ class LogSumSolver(layerwise.LayerSolver):
   def __init__(self, eps=0.1, eta=1e-3, lam=None, max_iter=5000, search_tol=0.05,
                max_solves=12, accelerate=True, search="secant", chunk=50, path_start=0.25,
                warm_min_iter=100):
-    self.eps = _check_range("eps", eps, 0.0, 10.0, high_open=False)
-    self.eta = _check_range("eta", eta, 0.0, 1.0)
-    self.lam = None if lam is None else _check_range("lambda", lam, 0.0, math.inf)
+    self.eps = check_range("eps", eps, 0.0, 10.0, high_open=False)
+    self.eta = check_range("eta", eta, 0.0, 1.0)
+    self.lam = None if lam is None else check_range("lambda", lam, 0.0, math.inf)
     if int(max_iter) < 1 or int(max_solves) < 1:
       raise ValueError(f"max_iter and max_solves must be >= 1, got {max_iter}, "
                        f"{max_solves}.")
     self.max_iter = int(max_iter)
-    self.search_tol = _check_range("search_tol", search_tol, 0.0, 10.0)
+    self.search_tol = check_range("search_tol", search_tol, 0.0, 10.0)
     self.max_solves = int(max_solves)
     self.accelerate = bool(accelerate)
     if search not in ("path", "secant"):
