@@ -258,6 +258,27 @@ def test_prune_layerwise_with_strategy_matches_single_device(mode):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_strategy_path_rejects_what_the_single_device_path_rejects():
+  from tfprune.methods import l0 as l0_method  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(4)
+  inp = keras.Input((6,), name="features")
+  model = keras.Model(inp, keras.layers.Dense(3)(inp))
+  bad = {"wrong shape": (np.zeros((16, 7), "float32"), r"features.*\(batch,\) \+ \(6,\)"),
+         "strings": (np.array([["a"] * 6] * 4), "numeric"),
+         "dataset of wrong shape": (tf.data.Dataset.from_tensor_slices(
+             np.zeros((8, 5), "float32")).batch(4), r"\(batch,\) \+ \(6,\)"),
+         "empty": (np.zeros((0, 6), "float32"), "empty")}
+  for name, (data, match) in bad.items():
+    for strategy in (None, STRATEGY):
+      with pytest.raises(ValueError, match=match):
+        layerwise.prune_layerwise(model, data, l0_method.IHTSolver(), verbose=False,
+                                  strategy=strategy)
+    with pytest.raises(ValueError, match=match):  # checked before any pass, by both
+      list(layerwise.calibration_batches(data, model))
+    with pytest.raises(ValueError, match=match):
+      layerwise.calibration_dataset(data, model)
+
+
 def test_clear_errors_outside_the_scope():
   with STRATEGY.scope():
     mirrored_model = _make_model()

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune import topk
 from tfprune.methods import logsum
 
 L = keras.layers
