@@ -127,54 +127,86 @@ def _select(units, layers, skipped):
 
 
 # -------------------------------------------------------------------------- inputs
+INPUTS_BUDGET_BYTES = 256 << 20
+
+
 class _Inputs:
-  """Where each unit's input batches come from (graph sub-models or hooks)."""
+  """Where each unit's input batches come from.
 
-  def __init__(self, model, original, batches):
+  Top-level units: ONE compiled function per network (the pruned model and the frozen
+  original) returns the inputs of every top-level unit; it is traced once and, since
+  pruning only assigns variables, stays valid while kernels change (cascade mode).
+  Batches are split so that those inputs stay under `INPUTS_BUDGET_BYTES`. Nested units
+  (not graph nodes): the whole model runs eagerly with a hook on the sublayer.
+  """
+
+  def __init__(self, model, original, units, batches):
     self.model, self.original, self.batches = model, original, batches
+    self.top = [u for u in units if not u.nested]
+    self.index = {id(u): i for i, u in enumerate(self.top)}
     self.pruned_any = False  # until a unit is written, the pruned model IS the original
+    self._fns = {}
 
-  def _one(self, net, layer, inner, nested, x):
-    if nested:
-      with stats_lib.capture_inputs([inner]) as seen:
-        net(x, training=False)
-      return seen[id(inner)]
-    return [self._extract(net, layer)(x)]
+  def _fn(self, pruned):
+    if pruned not in self._fns:
+      net = self.model if pruned else self.original
+      layers = [u.layer if pruned else u.original for u in self.top]
+      ext = calibration.extractor(net, layers)
+      spec = calibration.input_spec(net)
+      signature = tf.TensorSpec([None] + list(spec.shape[1:]),
+                                keras.backend.standardize_dtype(spec.dtype))
+      fn = tf.function(lambda x: ext(x, training=False), input_signature=[signature],
+                       reduce_retracing=True)
+      per_sample = sum(4 * int(np.prod([d or 1 for d in l.input.shape[1:]]))
+                       for l in layers)
+      self._fns[pruned] = (fn, max(1, INPUTS_BUDGET_BYTES // max(per_sample, 1)))
+    return self._fns[pruned]
 
-  def _extract(self, net, layer):
-    key = (id(net), id(layer))
-    cache = self.__dict__.setdefault("_extractors", {})
-    if key not in cache:
-      cache[key] = calibration.extractor(net, [layer])
-    return cache[key]
+  def _top(self, pruned, x):
+    """Yields, per chunk of the batch `x`, the inputs of every top-level unit."""
+    fn, chunk = self._fn(pruned)
+    x = tf.cast(x, fn.input_signature[0].dtype)
+    for start in range(0, int(x.shape[0]), chunk):
+      outs = fn(x[start:start + chunk])
+      yield outs if isinstance(outs, (list, tuple)) else [outs]
+
+  def _nested(self, pruned, unit, x):
+    net = self.model if pruned else self.original
+    inner = unit.inner if pruned else unit.inner_original
+    with stats_lib.capture_inputs([inner]) as seen:
+      net(x, training=False)
+    return seen[id(inner)]
+
+  def _one(self, pruned, unit, x):
+    if unit.nested:
+      return self._nested(pruned, unit, x)
+    i = self.index[id(unit)]
+    return [outs[i] for outs in self._top(pruned, x)]
 
   def pairs(self, unit, cascade):
     """Yields `(xp, xo)`: the unit's inputs in the pruned / original network."""
     if not cascade or not self.pruned_any:
       for x in self.batches():
-        for xo in self._one(self.original, unit.original, unit.inner_original,
-                            unit.nested, x):
+        for xo in self._one(False, unit, x):
           yield xo, None
       return
     for x in self.batches():
-      xps = self._one(self.model, unit.layer, unit.inner, unit.nested, x)
-      xos = self._one(self.original, unit.original, unit.inner_original, unit.nested, x)
+      xps, xos = self._one(True, unit, x), self._one(False, unit, x)
       if len(xps) != len(xos):
         raise ValueError(f"Layer {unit.name!r} was called {len(xps)} times in the pruned "
                          f"model but {len(xos)} times in the original one.")
       yield from zip(xps, xos)
 
   def all_original(self, units):
-    """Yields, per batch, each unit's list of inputs in the original network (one pass)."""
-    top = [u for u in units if not u.nested]
+    """Yields per batch (chunk) each unit's list of inputs in the original network."""
     nested = [u for u in units if u.nested]
-    ext = calibration.extractor(self.original, [u.original for u in top]) if top else None
     for x in self.batches():
-      got = {}
-      if ext is not None:
-        outs = ext(x)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        got.update({id(u): [o] for u, o in zip(top, outs)})
+      got = {id(u): [] for u in units}
+      if self.top:
+        for outs in self._top(False, x):
+          for u in self.top:
+            if id(u) in got:
+              got[id(u)].append(outs[self.index[id(u)]])
       if nested:
         with stats_lib.capture_inputs([u.inner_original for u in nested]) as seen:
           self.original(x, training=False)
@@ -467,7 +499,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   elif skipped:
     warnings.warn("Layer-wise pruning skips: " + "; ".join(format_skip(*s) for s in skipped))
   targets = _targets(units, sparsity)
-  inputs = _Inputs(model, original, batches)
+  inputs = _Inputs(model, original, units, batches)
   stats = _Stats(model, original, inputs, stats_dtype, strategy, dataset)
   all_stats = stats.all(units) if (mode == "parallel" or allocation == "global") else None
   keeps = None

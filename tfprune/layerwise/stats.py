@@ -92,12 +92,10 @@ class Accumulator:
     self.inner = inner
     self.w0 = tf.constant(w0, tf.as_dtype(stats_dtype))
     self.sums = None
-    self._fn = tf.function(
-        lambda xp, xo: batch_products(inner, self.w0, xp, xo, self.w0.dtype),
-        reduce_retracing=True)
 
   def add(self, xp, xo=None):
-    out = [t.numpy() for t in self._fn(xp, xo)]
+    # Eager: a handful of large ops per batch, nothing to gain from tracing per layer.
+    out = [t.numpy() for t in batch_products(self.inner, self.w0, xp, xo, self.w0.dtype)]
     self.sums = out if self.sums is None else [a + b for a, b in zip(self.sums, out)]
 
   def result(self):
@@ -115,11 +113,10 @@ class EmbeddingAccumulator:
     self.inner = inner
     self.counts = np.zeros(int(inner.input_dim))
     self.n = 0
-    self._fn = tf.function(lambda ids: token_counts(inner, ids), reduce_retracing=True)
 
   def add(self, xp, xo=None):
     del xo  # the ids are the same in the pruned and the original network
-    self.counts += self._fn(xp).numpy()
+    self.counts += token_counts(self.inner, xp).numpy()
     self.n += int(np.prod(xp.shape))
 
   def result(self):
