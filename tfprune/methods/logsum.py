@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import layerwise
+from tfprune import topk
 from tfprune.methods.base import register_method
 from tfprune.methods.layerwise_method import LayerwiseMethod
 
@@ -115,6 +116,7 @@ class LogSumSolver(layerwise.LayerSolver):
     self.path_start = float(path_start)
     self.warm_min_iter = int(warm_min_iter)
     self._lam_hint = {}
+    self._ratios = []
 
   def run(self, problem, lam, w_init=None, max_iter=None, min_iter=0):
     """One solve at scaled `lam`; returns `(w, iterations, nnz)`."""
@@ -154,7 +156,7 @@ class LogSumSolver(layerwise.LayerSolver):
       return self._lam_hint[problem.name]
     flat = tf.reshape(tf.abs(problem.w0), [-1])
     k = max(1, min(int(k), int(flat.shape[0])))
-    q = float(tf.math.top_k(flat, k).values[-1])
+    q = float(topk.kth_largest([flat], k))
     diag = float(tf.reduce_mean(tf.linalg.diag_part(problem.gram)))
     return max(0.5 * q * q * diag / math.log1p(q / self.eps), 1e-20)
 
@@ -162,7 +164,9 @@ class LogSumSolver(layerwise.LayerSolver):
     if self.lam is not None:
       w, it, _ = self.run(problem, self.lam, w_init)
       return w, {"iterations": it, "solves": 1, "lambda": self.lam}
-    lam = self.initial_lambda(problem, k)
+    hinted = problem.name in self._lam_hint
+    guess = self.initial_lambda(problem, k)
+    lam = guess if hinted else guess * self._path_ratio()
     if self.search == "path":
       return self.path(problem, k, lam * self.path_start, w_init)
     lo = hi = None  # (lam, w, nnz): lo has nnz >= k (denser), hi has nnz < k
@@ -183,7 +187,17 @@ class LogSumSolver(layerwise.LayerSolver):
       lam = self._next_lambda(lo, hi, (1.0 + 0.5 * self.search_tol) * k)
     if lo is None:  # too sparse even at the smallest lambda tried: rank what we have
       lo = hi
+    if not hinted:
+      self._ratios.append(lo[0] / guess)
     return lo[1], {"iterations": iterations, "solves": solves, "lambda": lo[0]}
+
+  def _path_ratio(self):
+    """Reuse of the lambda path across layers: the geometric mean of (lambda found /
+    first guess) over the layers solved so far (the guess is biased the same way in the
+    layers of one network), 1 for the first layer."""
+    if not self._ratios:
+      return 1.0
+    return float(np.exp(np.mean(np.log(self._ratios[-8:]))))
 
   @staticmethod
   def _next_lambda(lo, hi, target, slope=0.55):
