@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfprune import layerwise
+from tfprune import topk
 from tfprune.methods import logsum
 
 L = keras.layers
@@ -228,6 +229,91 @@ def test_bad_arguments_are_named():
     layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), sparsity=1.0)
   with pytest.raises(ValueError, match="Cannot prune layers"):
     layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), layers=["missing"])
+
+
+def _mixed_net():
+  """Token ids -> Embedding -> depthwise + pointwise conv -> MHA -> EinsumDense -> LSTM."""
+  keras.utils.set_random_seed(0)
+  ids = keras.Input((8,), dtype="int32", name="ids")
+  h = L.Embedding(40, 8, name="emb")(ids)
+  h = L.Reshape((8, 1, 8))(h)
+  h = L.DepthwiseConv2D((3, 1), padding="same", name="dw")(h)
+  h = L.Conv2D(8, 1, activation="relu", name="pw")(h)
+  h = L.Reshape((8, 8))(h)
+  h = L.MultiHeadAttention(2, 4, name="mha")(h, h)
+  h = L.EinsumDense("abc,cd->abd", output_shape=(None, 6), bias_axes="d", name="proj")(h)
+  h = L.LSTM(4, name="lstm")(h)
+  return keras.Model(ids, L.Dense(3, name="head")(h))
+
+
+def test_einsum_problems_reproduce_the_layer_and_round_trip():
+  x = np.random.default_rng(7).normal(size=(2, 5, 6)).astype(np.float32)
+  for eq, out_shape, bias in [("abc,cde->abde", (None, 2, 3), "de"),
+                              ("abc,cd->abd", (None, 4), "d"),
+                              ("...b,bc->...c", 4, "c")]:
+    layer = L.EinsumDense(eq, output_shape=out_shape, bias_axes=bias)
+    y = layer(x).numpy()
+    w = layerwise.kernel_to_problems(layer, layer.kernel.numpy())
+    patches = layerwise.layer_patches(layer, x).numpy()
+    b = layerwise.geometry.bias_problems(layer, w.shape)
+    np.testing.assert_allclose(patches @ w + b[:, None], y.reshape(1, 10, -1), atol=1e-5)
+    back = layerwise.problems_to_kernel(layer, w, layer.kernel.shape)
+    np.testing.assert_array_equal(back, layer.kernel.numpy())
+  out = L.EinsumDense("abcd,cde->abe", output_shape=(None, 6), bias_axes="e")
+  xh = np.random.default_rng(8).normal(size=(2, 5, 2, 3)).astype(np.float32)
+  y = out(xh).numpy()
+  w = layerwise.kernel_to_problems(out, out.kernel.numpy())
+  assert w.shape == (1, 6, 6)  # [heads * head_dim] inputs x [hidden] outputs
+  np.testing.assert_allclose(layerwise.layer_patches(out, xh).numpy() @ w
+                             + out.bias.numpy(), y.reshape(1, 10, 6), atol=1e-5)
+
+
+def test_real_layer_types_are_pruned_and_skips_are_said(capsys):
+  model = _mixed_net()
+  x = np.random.default_rng(0).integers(0, 40, size=(96, 8)).astype("int32")
+  x[:, 0] = 3  # a frequent id
+  ref = model(x).numpy()
+  emb0 = model.get_layer("emb").embeddings.numpy().copy()
+  lstm_kernel = model.get_layer("lstm").cell.kernel.numpy().copy()
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(max_iter=300),
+                                   sparsity=0.5)
+  out = capsys.readouterr().out
+  names = [r["layer"] for r in rows]
+  assert names == ["emb", "dw", "pw", "query", "key", "value", "attention_output",
+                   "proj", "head"]
+  for r in rows:
+    kernel = r["layer"]
+    assert abs(r["sparsity"] - 0.5) < 0.05, r
+    assert f"] {kernel} " in out and f"sparsity {r['sparsity']:.4f}" in out
+  mha = model.get_layer("mha")
+  for sub in (mha.query_dense, mha.key_dense, mha.value_dense, mha.output_dense):
+    assert abs(np.mean(sub.kernel.numpy() == 0) - 0.5) < 0.05
+  # Embedding: rows are inputs, G = diag(counts): keep the top-k of (count + 1) * w^2.
+  emb = model.get_layer("emb").embeddings.numpy()
+  counts = np.bincount(x.ravel(), minlength=40) + 1.0
+  expected = topk.topk_mask(tf.constant(counts[:, None] * emb0 ** 2, tf.float32),
+                            emb.size // 2).numpy()
+  np.testing.assert_array_equal(emb != 0, expected != 0)
+  np.testing.assert_array_equal(emb[emb != 0], emb0[emb != 0])
+  assert np.mean(emb[3] != 0) > np.mean(emb != 0)  # the frequent id keeps more
+  # The recurrent kernel is skipped, said so, and left untouched.
+  assert "skip lstm (LSTM): recurrent kernels" in out
+  assert [s[0] for s in rows.skipped] == ["lstm"]
+  np.testing.assert_array_equal(model.get_layer("lstm").cell.kernel.numpy(), lstm_kernel)
+  got = model(x).numpy()
+  assert np.all(np.isfinite(got))
+  assert np.linalg.norm(got - ref) < np.linalg.norm(ref)
+  with pytest.raises(ValueError, match="lstm: recurrent kernels"):
+    layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), layers=["lstm"],
+                              verbose=False)
+
+
+def test_skips_warn_when_not_verbose():
+  model = _mixed_net()
+  x = np.random.default_rng(1).integers(0, 40, size=(32, 8)).astype("int32")
+  with pytest.warns(UserWarning, match="skips: skip lstm"):
+    layerwise.prune_layerwise(model, x, logsum.LogSumSolver(max_iter=50), sparsity=0.5,
+                              layers=["head"], verbose=False)
 
 
 if __name__ == "__main__":
