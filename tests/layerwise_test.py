@@ -316,5 +316,26 @@ def test_skips_warn_when_not_verbose():
                               layers=["head"], verbose=False)
 
 
+def test_batchnorm_weighting_lowers_the_error_after_batchnorm():
+  keras.utils.set_random_seed(5)
+  inp = keras.Input((6, 6, 4))
+  conv = L.Conv2D(8, 3, padding="same", name="conv")
+  bn = L.BatchNormalization(name="bn")
+  model = keras.Model(inp, bn(conv(inp)))
+  bn.gamma.assign(np.geomspace(0.05, 20.0, 8).astype("float32"))  # very unequal channels
+  x = np.random.default_rng(5).normal(size=(64, 6, 6, 4)).astype("float32")
+  ref = model(x).numpy()
+  errors = {}
+  for weighting in (False, True):
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    rows = layerwise.prune_layerwise(m, x, logsum.LogSumSolver(), sparsity=0.7,
+                                     verbose=False, batchnorm_weighting=weighting)
+    assert abs(rows[0]["sparsity"] - 0.7) < 0.01
+    assert ("BatchNorm" in "".join(rows[0]["notes"])) == weighting
+    errors[weighting] = np.linalg.norm(m(x).numpy() - ref)
+  assert errors[True] < 0.9 * errors[False]
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

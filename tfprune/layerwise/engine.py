@@ -44,8 +44,9 @@ class Unit:
   inner_original: keras.layers.Layer  # ... and in the original copy
   nested: bool  # inputs captured by a hook (not a node of the model's graph)
   kernel_shape: tuple
-  w0: np.ndarray  # [B, d, m] float64
-  bias: np.ndarray  # [B, m] float64
+  w0: np.ndarray  # [B, d, m] float64 (times `out_scale`)
+  bias: np.ndarray  # [B, m] float64 (times `out_scale`)
+  out_scale: np.ndarray = None  # [B, m]: weight of each output in the objective
 
   @property
   def name(self):
@@ -124,6 +125,55 @@ def _select(units, layers, skipped):
         + (f". {'; '.join(why)}" if why else "."))
   wanted = {id(u) for n in layers for u in by_name[n]}
   return [u for u in units if id(u) in wanted]
+
+
+def _following_batchnorm(layer):
+  """The BatchNormalization that alone consumes `layer`'s output on the channel axis."""
+  nodes = getattr(layer, "_outbound_nodes", None) or []
+  if len(nodes) != 1 or _calls(layer) != 1:
+    return None
+  bn = nodes[0].operation
+  if not isinstance(bn, keras.layers.BatchNormalization):
+    return None
+  axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+  rank = len(layer.output.shape)
+  if axis not in (-1, rank - 1) or getattr(geometry.inner_layer(layer), "data_format",
+                                           "channels_last") == "channels_first":
+    return None
+  return bn
+
+
+def weight_outputs_by_batchnorm(units):
+  """Measures each output in the units' objective where it matters: after the
+  BatchNormalization that follows the layer (MobileNet, ResNet, EfficientNet, ...).
+
+  Inference BN multiplies output channel j by `s_j = gamma_j / sqrt(var_j + eps)`, so
+  the error that reaches the rest of the network is `s_j (z_j - y_j)`. Fitting
+  `W S` (S = diag|s|) instead of `W` keeps each column's least-squares solution (columns
+  are independent; the refit is invariant) but lets the shared sparsity budget and
+  lambda of the layer go to the channels that BN amplifies. The kernel written back is
+  the solution divided by `|s|`. Returns the number of units weighted.
+  """
+  count = 0
+  for u in units:
+    if u.nested or u.kind not in ("dense", "conv", "depthwise"):
+      continue
+    bn = _following_batchnorm(u.layer)
+    if bn is None:
+      continue
+    var = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
+    gamma = (keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale
+             else np.ones_like(var))
+    scale = np.abs(gamma) / np.sqrt(var + bn.epsilon)
+    if scale.size != u.w0.shape[0] * u.w0.shape[2]:
+      continue
+    scale = np.maximum(scale, 1e-6 * max(float(scale.max()), 1e-30))
+    scale = scale.reshape(u.w0.shape[0], u.w0.shape[2])
+    u.out_scale = scale
+    u.w0 = u.w0 * scale[:, None, :]
+    u.bias = u.bias * scale
+    count += 1
+  return count
 
 
 # -------------------------------------------------------------------------- inputs
@@ -443,7 +493,7 @@ def _global_keep(units, all_stats, sparsity, solver, verbose):
 def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="layer",
                     mode="cascade", layers=None, batch_size=256, max_samples=None,
                     relu_model=False, relu_passes=2, stats_dtype="float32",
-                    refit_ridge=1e-8, verbose=True, strategy=None):
+                    refit_ridge=1e-8, verbose=True, strategy=None, batchnorm_weighting=True):
   """Prunes `model` IN PLACE kernel by kernel; returns the per-layer `Report`.
 
   Args:
@@ -469,6 +519,8 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     strategy: optional `tf.distribute` strategy: the statistics of top-level layers are
       accumulated per replica on its shard of the calibration data and all-reduced
       (`stats.distributed_stats`); nested kernels and the ReLU passes stay on one device.
+    batchnorm_weighting: weight each output channel by the scale of the BatchNorm that
+      follows the layer (see `weight_outputs_by_batchnorm`).
 
   Returns:
     A `Report`: a list of dicts, one per pruned kernel (see `format_table`), with the
@@ -489,6 +541,8 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   original = _clone(model)
   units, skipped = find_units(model, original)
   units = _select(units, layers, skipped)
+  if batchnorm_weighting:
+    weight_outputs_by_batchnorm(units)
   if not units:
     raise ValueError(f"Model {model.name!r} has no layer the layer-wise engine can prune "
                      f"({', '.join(geometry.SUPPORTED_LAYERS)})"
@@ -521,6 +575,9 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       pairs = lambda unit=unit: inputs.pairs(unit, cascade)
       w, support, info = _solve_least_squares(unit, s, k, solver, refit_ridge, relu_on,
                                               pairs, relu_passes)
+    if unit.out_scale is not None:
+      w = w / unit.out_scale[:, None, :]
+      info["notes"].append("outputs weighted by the following BatchNorm's scale")
     kernel = geometry.problems_to_kernel(unit.inner, w, unit.kernel_shape)
     mask = geometry.problems_to_kernel(unit.inner, support,
                                        unit.kernel_shape).astype(np.float32)
