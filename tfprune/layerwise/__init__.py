@@ -9,7 +9,7 @@ pre-activations `Y = X W0 + b`:
     F(W) = 1/(2n) ||X W + b - Y||_F^2 = 1/2 tr(W^T G W) - tr(W^T C) + const,
     G = X^T X / n,   C = X^T (Y - b) / n,   grad F = G W - C.
 
-Modules (see docs/algorithms.md, layer-wise section, for the maths):
+Modules (the maths: docs/algorithms.md sections 3 and 4):
 
   * `geometry`: which layers, and how a kernel is a batch of `[B, d, m]` problems
     (Dense, Conv1D/2D, DepthwiseConv1D/2D, EinsumDense incl. MultiHeadAttention's

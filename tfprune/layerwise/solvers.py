@@ -7,7 +7,7 @@ the same in every layer. `accelerated_prox_solve` is the iteration shared by log
 (Wang et al., IEEE Trans. Computers 70(2) 2021) and IHT (Phan et al., ICDM 2020); a
 `LayerSolver` returns a candidate `W`, the engine keeps the top-k of `support_scores`
 and `refit`s the support by least squares (what makes the result retrain-free).
-The theory is in docs/algorithms.md (layer-wise pruning section).
+The maths is in docs/algorithms.md sections 3 (log-sum) and 4 (l0).
 """
 import dataclasses
 import math
