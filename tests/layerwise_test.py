@@ -337,5 +337,20 @@ def test_batchnorm_weighting_lowers_the_error_after_batchnorm():
   assert errors[True] < 0.9 * errors[False]
 
 
+def test_inputs_that_are_always_padding_keep_the_target_sparsity():
+  # On a 1x1 map a 3x3 'same' depthwise kernel only ever sees its centre tap: 8 of 9
+  # rows are dead. The target sparsity is still met (dead-row weights kept by magnitude).
+  keras.utils.set_random_seed(6)
+  inp = keras.Input((1, 1, 6))
+  model = keras.Model(inp, L.DepthwiseConv2D(3, padding="same", name="dw")(inp))
+  x = np.random.default_rng(6).normal(size=(32, 1, 1, 6)).astype("float32")
+  ref = model(x).numpy()
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.5,
+                                   verbose=False)
+  assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1 / 54)
+  assert "always 0" in "".join(rows[0]["notes"])
+  np.testing.assert_allclose(model(x).numpy(), ref, atol=1e-5)  # centre taps all kept
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

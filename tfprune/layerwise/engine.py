@@ -349,6 +349,15 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
     w_refit, support = relu_lib.refine(unit, pairs, gram, w_refit, support, solver,
                                        problem, k, relu_passes, refit_ridge)
     notes.append(f"ReLU model ({relu_passes} MM passes)")
+  extra = k_target - k
+  if extra > 0:  # more to keep than live rows hold: keep dead-row weights by magnitude
+    dead = ~problem.live
+    kept = topk.topk_mask(tf.constant(np.abs(unit.w0[:, dead]), tf.float32),
+                          extra).numpy().astype(bool)
+    support[:, dead] = kept
+    w_refit[:, dead] = unit.w0[:, dead] * kept
+    notes.append(f"{int(dead.sum())} inputs always 0 on the calibration data (e.g. "
+                 f"padding): {int(kept.sum())} of their weights kept by magnitude")
   err_after = solvers.relative_error(stats, w_refit, unit.bias)
   return w_refit, support, {
       "d_live": int(problem.live.sum()), "n": stats.n, "err_before_refit": err_before,
