@@ -36,6 +36,7 @@ flags.DEFINE_integer("calibration_samples", 512, "Unlabelled calibration images.
 flags.DEFINE_float("sparsity", 0.5, "Per-layer sparsity.")
 flags.DEFINE_integer("size", 32, "Input resolution.")
 flags.DEFINE_string("mode", "cascade", "cascade or parallel.")
+flags.DEFINE_bool("mean_correction", True, "logsum: remove the mean output shift.")
 flags.DEFINE_list("batchnorm_weighting", ["1", "0"],
                   "Runs of logsum with (1) / without (0) BatchNorm output weighting.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"),
@@ -121,7 +122,8 @@ def main(_):
     rows = layerwise.prune_layerwise(pruned, train[0][:FLAGS.calibration_samples],
                                      logsum.LogSumSolver(), sparsity=FLAGS.sparsity,
                                      mode=FLAGS.mode, batch_size=256,
-                                     batchnorm_weighting=weighting)
+                                     batchnorm_weighting=weighting,
+                                     mean_correction=FLAGS.mean_correction)
     result[key + "_seconds"] = time.perf_counter() - t0
     result[key] = accuracy(pruned, test)
     result[key + "_layers"] = len(rows)
@@ -130,7 +132,9 @@ def main(_):
   result["load_after"] = os.getloadavg()[0]
   print(json.dumps({k: v for k, v in result.items() if not k.endswith("_sparsity")}),
         flush=True)
-  name = f"realnet_mnv2_{FLAGS.size}_{FLAGS.epochs}e_{FLAGS.calibration_samples}cal.json"
+  result["mean_correction"] = FLAGS.mean_correction
+  name = (f"realnet_mnv2_{FLAGS.size}_{FLAGS.epochs}e_{FLAGS.calibration_samples}cal"
+          f"{'_mc' if FLAGS.mean_correction else ''}.json")
   with open(os.path.join(FLAGS.out, name), "w") as f:
     json.dump(result, f, indent=1)
 

@@ -352,5 +352,33 @@ def test_inputs_that_are_always_padding_keep_the_target_sparsity():
   np.testing.assert_allclose(model(x).numpy(), ref, atol=1e-5)  # centre taps all kept
 
 
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_mean_correction_removes_the_output_shift(use_bn):
+  keras.utils.set_random_seed(9)
+  inp = keras.Input((12,))
+  h = L.Dense(10, use_bias=not use_bn, name="fc")(inp)
+  out = L.BatchNormalization(name="bn")(h) if use_bn else h
+  model = keras.Model(inp, out)
+  x = np.abs(np.random.default_rng(9).normal(size=(200, 12))).astype("float32") + 1.0
+  ref = model(x).numpy()
+  errors, shifts = {}, {}
+  for correct in (False, True):
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    rows = layerwise.prune_layerwise(m, x, logsum.LogSumSolver(), sparsity=0.75,
+                                     verbose=False, mean_correction=correct)
+    diff = m(x).numpy() - ref
+    errors[correct], shifts[correct] = np.linalg.norm(diff), np.abs(diff.mean(0)).max()
+    if correct:
+      assert ("bn" if use_bn else "bias") in "".join(rows[0]["notes"])
+    if correct and not use_bn:  # the reported error is the corrected layer's
+      direct = np.linalg.norm(m.get_layer("fc")(x).numpy() -
+                              model.get_layer("fc")(x).numpy())
+      reported = rows[0]["err_after_refit"] * np.linalg.norm(model.get_layer("fc")(x))
+      np.testing.assert_allclose(reported, direct, rtol=1e-3)
+  assert shifts[True] < 1e-3 * max(shifts[False], 1e-6) + 1e-5
+  assert errors[True] <= errors[False] + 1e-6
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

@@ -121,12 +121,18 @@ def accelerated_prox_solve(gram, cross, w_init, lipschitz, prox, penalty, eta, m
   return w, i
 
 
-def relative_error(stats, w, bias, cross=None):
-  """`||X W + b - Y|| / ||Y||` from the statistics alone (`w` is `[B, d, m]`)."""
+def relative_error(stats, w, bias, cross=None, shift=None):
+  """`||X W + b - Y|| / ||Y||` from the statistics alone (`w` is `[B, d, m]`).
+
+  With `shift` (`[B, m]`, the mean residual per output), the error after subtracting
+  it from every row: the squared error drops by exactly `sum(shift^2)` per row.
+  """
   cross = stats.cross if cross is None else cross
   w = np.asarray(w, np.float64)
   quad = np.einsum("bdm,bdm->", w, np.matmul(stats.gram, w))
   err2 = quad - 2.0 * np.einsum("bdm,bdm->", w, cross) + stats.y_sq
+  if shift is not None:
+    err2 -= float(np.sum(np.asarray(shift) ** 2))
   y2 = stats.y_sq + 2.0 * float(np.sum(bias * stats.y_colsum)) + float(np.sum(bias ** 2))
   return math.sqrt(max(err2, 0.0) / max(y2, 1e-300))
 

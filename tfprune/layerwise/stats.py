@@ -37,12 +37,14 @@ class LayerStats:
     y_sq: `||Y - b||_F^2 / n` (scalar).
     y_colsum: `[B, m]`, column sums of `Y - b`, divided by n.
     n: number of rows (samples times output positions).
+    x_colsum: `[B, d]`, column sums of `X`, divided by n (None if not collected).
   """
   gram: np.ndarray
   cross: np.ndarray
   y_sq: float
   y_colsum: np.ndarray
   n: int
+  x_colsum: np.ndarray = None
 
 
 @dataclasses.dataclass
@@ -58,7 +60,8 @@ class EmbeddingStats:
 
 
 def batch_products(inner, w0, xp, xo=None, dtype=tf.float32):
-  """One batch's float64 `(X^T X, X^T (Y - b), ||Y - b||^2, colsum(Y - b), rows)`.
+  """One batch's float64 `(X^T X, X^T (Y - b), ||Y - b||^2, colsum(Y - b), rows,
+  colsum(X))`.
 
   Args:
     inner: a supported (non-embedding) layer.
@@ -74,7 +77,8 @@ def batch_products(inner, w0, xp, xo=None, dtype=tf.float32):
   return (tf.cast(tf.matmul(xp, xp, transpose_a=True), tf.float64),
           tf.cast(tf.matmul(xp, y, transpose_a=True), tf.float64),
           tf.reduce_sum(y64 ** 2), tf.reduce_sum(y64, axis=1),
-          tf.cast(tf.shape(xp)[1], tf.float64))
+          tf.cast(tf.shape(xp)[1], tf.float64),
+          tf.reduce_sum(tf.cast(xp, tf.float64), axis=1))
 
 
 def token_counts(inner, ids):
@@ -101,8 +105,9 @@ class Accumulator:
   def result(self):
     if self.sums is None or self.sums[4] == 0:
       raise ValueError(f"No calibration rows reached layer {self.inner.name!r}.")
-    gram, cross, y_sq, y_colsum, n = self.sums
-    return LayerStats(gram / n, cross / n, float(y_sq) / n, y_colsum / n, int(n))
+    gram, cross, y_sq, y_colsum, n, x_colsum = self.sums
+    return LayerStats(gram / n, cross / n, float(y_sq) / n, y_colsum / n, int(n),
+                      x_colsum / n)
 
 
 class EmbeddingAccumulator:
@@ -253,7 +258,8 @@ def distributed_stats(strategy, model, layers, dataset, stats_dtype="float32", w
                   "cross": _sum_variable([b, d, m], f"cross_{i}"),
                   "y_sq": _sum_variable([], f"y_sq_{i}"),
                   "y_colsum": _sum_variable([b, m], f"y_colsum_{i}"),
-                  "n": _sum_variable([], f"n_{i}")})
+                  "n": _sum_variable([], f"n_{i}"),
+                  "x_colsum": _sum_variable([b, d], f"x_colsum_{i}")})
   w0_consts = [tf.constant(w, dtype) for w in w0]
 
   def run(ext, x):
@@ -270,7 +276,7 @@ def distributed_stats(strategy, model, layers, dataset, stats_dtype="float32", w
         a["counts"].assign_add(token_counts(inner, xin))
         a["n"].assign_add(tf.cast(tf.size(xin), tf.float64))
         continue
-      for key, value in zip(("gram", "cross", "y_sq", "y_colsum", "n"),
+      for key, value in zip(("gram", "cross", "y_sq", "y_colsum", "n", "x_colsum"),
                             batch_products(inner, w, xin, xin_o, dtype)):
         a[key].assign_add(value)
 
@@ -299,5 +305,5 @@ def distributed_stats(strategy, model, layers, dataset, stats_dtype="float32", w
       continue
     out.append(LayerStats(gram=read["gram"] / n, cross=read["cross"] / n,
                           y_sq=float(read["y_sq"]) / n, y_colsum=read["y_colsum"] / n,
-                          n=int(round(n))))
+                          n=int(round(n)), x_colsum=read["x_colsum"] / n))
   return out
