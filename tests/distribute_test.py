@@ -190,7 +190,7 @@ def test_layerwise_stats_all_reduced_equal_single_device():
   xs = np.random.default_rng(1).normal(size=(40, 8, 8, 3)).astype("float32")
   layers = [model.layers[0], model.layers[2]]
   data = tf.data.Dataset.from_tensor_slices((xs, np.zeros(40))).batch(8)
-  dist = distribute.layer_stats(STRATEGY, model, layers, data)
+  dist = layerwise.distributed_stats(STRATEGY, model, layers, data)
   extractor = keras.Model(model.inputs[0], [l.input for l in layers])
   for i, (layer, got) in enumerate(zip(layers, dist)):
     inputs = [extractor(xs[j:j + 8])[i] for j in range(0, 40, 8)]
@@ -201,7 +201,7 @@ def test_layerwise_stats_all_reduced_equal_single_device():
     np.testing.assert_allclose(got.y_sq, ref.y_sq, rtol=1e-5)
     np.testing.assert_allclose(got.y_colsum, ref.y_colsum, rtol=1e-5, atol=1e-6)
   # An already distributed dataset is accepted as is.
-  again = distribute.layer_stats(STRATEGY, model, layers[1:],
+  again = layerwise.distributed_stats(STRATEGY, model, layers[1:],
                                  STRATEGY.experimental_distribute_dataset(data))
   np.testing.assert_allclose(again[0].gram, dist[1].gram, rtol=1e-6, atol=1e-7)
 
@@ -215,8 +215,8 @@ def test_layerwise_cascade_stats_all_reduced_equal_single_device():
   kernel = pruned.layers[0].kernel
   kernel.assign(kernel * (np.abs(kernel.numpy()) > 0.3))  # "pruned" first layer
   xs = np.random.default_rng(2).normal(size=(36, 10)).astype("float32")
-  data = distribute.calibration_dataset(xs, batch_size=12)
-  (got,) = distribute.layer_stats(STRATEGY, pruned, [pruned.layers[1]], data,
+  data = layerwise.calibration_dataset(xs, pruned, batch_size=12)
+  (got,) = layerwise.distributed_stats(STRATEGY, pruned, [pruned.layers[1]], data,
                                   stats_dtype="float64", original_model=original,
                                   original_layers=[original.layers[1]])
   ext_p = keras.Model(pruned.inputs[0], pruned.layers[1].input)
@@ -230,7 +230,7 @@ def test_layerwise_cascade_stats_all_reduced_equal_single_device():
   np.testing.assert_allclose(got.cross, ref.cross, rtol=1e-10, atol=1e-12)
   np.testing.assert_allclose(got.y_sq, ref.y_sq, rtol=1e-10)
   with pytest.raises(ValueError, match="original_layers"):
-    distribute.layer_stats(STRATEGY, pruned, [pruned.layers[1]], data,
+    layerwise.distributed_stats(STRATEGY, pruned, [pruned.layers[1]], data,
                            original_model=original)
 
 
@@ -256,6 +256,27 @@ def test_prune_layerwise_with_strategy_matches_single_device(mode):
   for a, b in zip(single.get_weights(), dist.get_weights()):
     np.testing.assert_array_equal(a != 0, b != 0)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_strategy_path_rejects_what_the_single_device_path_rejects():
+  from tfprune.methods import l0 as l0_method  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(4)
+  inp = keras.Input((6,), name="features")
+  model = keras.Model(inp, keras.layers.Dense(3)(inp))
+  bad = {"wrong shape": (np.zeros((16, 7), "float32"), r"features.*\(batch,\) \+ \(6,\)"),
+         "strings": (np.array([["a"] * 6] * 4), "numeric"),
+         "dataset of wrong shape": (tf.data.Dataset.from_tensor_slices(
+             np.zeros((8, 5), "float32")).batch(4), r"\(batch,\) \+ \(6,\)"),
+         "empty": (np.zeros((0, 6), "float32"), "empty")}
+  for name, (data, match) in bad.items():
+    for strategy in (None, STRATEGY):
+      with pytest.raises(ValueError, match=match):
+        layerwise.prune_layerwise(model, data, l0_method.IHTSolver(), verbose=False,
+                                  strategy=strategy)
+    with pytest.raises(ValueError, match=match):  # checked before any pass, by both
+      list(layerwise.calibration_batches(data, model))
+    with pytest.raises(ValueError, match=match):
+      layerwise.calibration_dataset(data, model)
 
 
 def test_clear_errors_outside_the_scope():

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfprune import layerwise
-from tfprune import masks as masks_lib
+from tfprune import topk
 from tfprune.methods import logsum
 
 L = keras.layers
@@ -133,16 +133,6 @@ def test_power_iteration_matches_eigvalsh():
   assert np.all(lam >= expected * 0.999) and np.all(lam <= expected * 1.03)
 
 
-@pytest.mark.parametrize("n,k", [(20, 7), (1000, 0), (1000, 1000), (4000, 333)])
-def test_fast_topk_matches_masks_topk_with_ties(n, k):
-  x = np.abs(np.random.default_rng(n).normal(size=n)).astype(np.float32)
-  x[::5] = x[1]
-  x[::11] = 0.0
-  got = layerwise.topk_mask(x, k).numpy()
-  assert got.sum() == k
-  np.testing.assert_array_equal(got, masks_lib.topk_mask(tf.constant(x), k).numpy())
-
-
 def _mlp(seed=0):
   keras.utils.set_random_seed(seed)
   inp = keras.Input((20,), name="pixels")
@@ -239,6 +229,155 @@ def test_bad_arguments_are_named():
     layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), sparsity=1.0)
   with pytest.raises(ValueError, match="Cannot prune layers"):
     layerwise.prune_layerwise(_mlp(), _data(), logsum.LogSumSolver(), layers=["missing"])
+
+
+def _mixed_net():
+  """Token ids -> Embedding -> depthwise + pointwise conv -> MHA -> EinsumDense -> LSTM."""
+  keras.utils.set_random_seed(0)
+  ids = keras.Input((8,), dtype="int32", name="ids")
+  h = L.Embedding(40, 8, name="emb")(ids)
+  h = L.Reshape((8, 1, 8))(h)
+  h = L.DepthwiseConv2D((3, 1), padding="same", name="dw")(h)
+  h = L.Conv2D(8, 1, activation="relu", name="pw")(h)
+  h = L.Reshape((8, 8))(h)
+  h = L.MultiHeadAttention(2, 4, name="mha")(h, h)
+  h = L.EinsumDense("abc,cd->abd", output_shape=(None, 6), bias_axes="d", name="proj")(h)
+  h = L.LSTM(4, name="lstm")(h)
+  return keras.Model(ids, L.Dense(3, name="head")(h))
+
+
+def test_einsum_problems_reproduce_the_layer_and_round_trip():
+  x = np.random.default_rng(7).normal(size=(2, 5, 6)).astype(np.float32)
+  for eq, out_shape, bias in [("abc,cde->abde", (None, 2, 3), "de"),
+                              ("abc,cd->abd", (None, 4), "d"),
+                              ("...b,bc->...c", 4, "c")]:
+    layer = L.EinsumDense(eq, output_shape=out_shape, bias_axes=bias)
+    y = layer(x).numpy()
+    w = layerwise.kernel_to_problems(layer, layer.kernel.numpy())
+    patches = layerwise.layer_patches(layer, x).numpy()
+    b = layerwise.geometry.bias_problems(layer, w.shape)
+    np.testing.assert_allclose(patches @ w + b[:, None], y.reshape(1, 10, -1), atol=1e-5)
+    back = layerwise.problems_to_kernel(layer, w, layer.kernel.shape)
+    np.testing.assert_array_equal(back, layer.kernel.numpy())
+  out = L.EinsumDense("abcd,cde->abe", output_shape=(None, 6), bias_axes="e")
+  xh = np.random.default_rng(8).normal(size=(2, 5, 2, 3)).astype(np.float32)
+  y = out(xh).numpy()
+  w = layerwise.kernel_to_problems(out, out.kernel.numpy())
+  assert w.shape == (1, 6, 6)  # [heads * head_dim] inputs x [hidden] outputs
+  np.testing.assert_allclose(layerwise.layer_patches(out, xh).numpy() @ w
+                             + out.bias.numpy(), y.reshape(1, 10, 6), atol=1e-5)
+
+
+def test_real_layer_types_are_pruned_and_skips_are_said(capsys):
+  model = _mixed_net()
+  x = np.random.default_rng(0).integers(0, 40, size=(96, 8)).astype("int32")
+  x[:, 0] = 3  # a frequent id
+  ref = model(x).numpy()
+  emb0 = model.get_layer("emb").embeddings.numpy().copy()
+  lstm_kernel = model.get_layer("lstm").cell.kernel.numpy().copy()
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(max_iter=300),
+                                   sparsity=0.5)
+  out = capsys.readouterr().out
+  names = [r["layer"] for r in rows]
+  assert names == ["emb", "dw", "pw", "query", "key", "value", "attention_output",
+                   "proj", "head"]
+  for r in rows:
+    kernel = r["layer"]
+    assert abs(r["sparsity"] - 0.5) < 0.05, r
+    assert f"] {kernel} " in out and f"sparsity {r['sparsity']:.4f}" in out
+  mha = model.get_layer("mha")
+  for sub in (mha.query_dense, mha.key_dense, mha.value_dense, mha.output_dense):
+    assert abs(np.mean(sub.kernel.numpy() == 0) - 0.5) < 0.05
+  # Embedding: rows are inputs, G = diag(counts): keep the top-k of (count + 1) * w^2.
+  emb = model.get_layer("emb").embeddings.numpy()
+  counts = np.bincount(x.ravel(), minlength=40) + 1.0
+  expected = topk.topk_mask(tf.constant(counts[:, None] * emb0 ** 2, tf.float32),
+                            emb.size // 2).numpy()
+  np.testing.assert_array_equal(emb != 0, expected != 0)
+  np.testing.assert_array_equal(emb[emb != 0], emb0[emb != 0])
+  assert np.mean(emb[3] != 0) > np.mean(emb != 0)  # the frequent id keeps more
+  # The recurrent kernel is skipped, said so, and left untouched.
+  assert "skip lstm (LSTM): recurrent kernels" in out
+  assert [s[0] for s in rows.skipped] == ["lstm"]
+  np.testing.assert_array_equal(model.get_layer("lstm").cell.kernel.numpy(), lstm_kernel)
+  got = model(x).numpy()
+  assert np.all(np.isfinite(got))
+  assert np.linalg.norm(got - ref) < np.linalg.norm(ref)
+  with pytest.raises(ValueError, match="lstm: recurrent kernels"):
+    layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), layers=["lstm"],
+                              verbose=False)
+
+
+def test_skips_warn_when_not_verbose():
+  model = _mixed_net()
+  x = np.random.default_rng(1).integers(0, 40, size=(32, 8)).astype("int32")
+  with pytest.warns(UserWarning, match="skips: skip lstm"):
+    layerwise.prune_layerwise(model, x, logsum.LogSumSolver(max_iter=50), sparsity=0.5,
+                              layers=["head"], verbose=False)
+
+
+def test_batchnorm_weighting_lowers_the_error_after_batchnorm():
+  keras.utils.set_random_seed(5)
+  inp = keras.Input((6, 6, 4))
+  conv = L.Conv2D(8, 3, padding="same", name="conv")
+  bn = L.BatchNormalization(name="bn")
+  model = keras.Model(inp, bn(conv(inp)))
+  bn.gamma.assign(np.geomspace(0.05, 20.0, 8).astype("float32"))  # very unequal channels
+  x = np.random.default_rng(5).normal(size=(64, 6, 6, 4)).astype("float32")
+  ref = model(x).numpy()
+  errors = {}
+  for weighting in (False, True):
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    rows = layerwise.prune_layerwise(m, x, logsum.LogSumSolver(), sparsity=0.7,
+                                     verbose=False, batchnorm_weighting=weighting)
+    assert abs(rows[0]["sparsity"] - 0.7) < 0.01
+    assert ("BatchNorm" in "".join(rows[0]["notes"])) == weighting
+    errors[weighting] = np.linalg.norm(m(x).numpy() - ref)
+  assert errors[True] < 0.9 * errors[False]
+
+
+def test_inputs_that_are_always_padding_keep_the_target_sparsity():
+  # On a 1x1 map a 3x3 'same' depthwise kernel only ever sees its centre tap: 8 of 9
+  # rows are dead. The target sparsity is still met (dead-row weights kept by magnitude).
+  keras.utils.set_random_seed(6)
+  inp = keras.Input((1, 1, 6))
+  model = keras.Model(inp, L.DepthwiseConv2D(3, padding="same", name="dw")(inp))
+  x = np.random.default_rng(6).normal(size=(32, 1, 1, 6)).astype("float32")
+  ref = model(x).numpy()
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.5,
+                                   verbose=False)
+  assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1 / 54)
+  assert "always 0" in "".join(rows[0]["notes"])
+  np.testing.assert_allclose(model(x).numpy(), ref, atol=1e-5)  # centre taps all kept
+
+
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_mean_correction_removes_the_output_shift(use_bn):
+  keras.utils.set_random_seed(9)
+  inp = keras.Input((12,))
+  h = L.Dense(10, use_bias=not use_bn, name="fc")(inp)
+  out = L.BatchNormalization(name="bn")(h) if use_bn else h
+  model = keras.Model(inp, out)
+  x = np.abs(np.random.default_rng(9).normal(size=(200, 12))).astype("float32") + 1.0
+  ref = model(x).numpy()
+  errors, shifts = {}, {}
+  for correct in (False, True):
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    rows = layerwise.prune_layerwise(m, x, logsum.LogSumSolver(), sparsity=0.75,
+                                     verbose=False, mean_correction=correct)
+    diff = m(x).numpy() - ref
+    errors[correct], shifts[correct] = np.linalg.norm(diff), np.abs(diff.mean(0)).max()
+    if correct:
+      assert ("bn" if use_bn else "bias") in "".join(rows[0]["notes"])
+    if correct and not use_bn:  # the reported error is the corrected layer's
+      direct = np.linalg.norm(m.get_layer("fc")(x).numpy() -
+                              model.get_layer("fc")(x).numpy())
+      reported = rows[0]["err_after_refit"] * np.linalg.norm(model.get_layer("fc")(x))
+      np.testing.assert_allclose(reported, direct, rtol=1e-3)
+  assert shifts[True] < 1e-3 * max(shifts[False], 1e-6) + 1e-5
+  assert errors[True] <= errors[False] + 1e-6
 
 
 if __name__ == "__main__":

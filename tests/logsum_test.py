@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfprune import layerwise
+from tfprune import topk
 from tfprune.methods import base
 from tfprune.methods import logsum
 
@@ -23,7 +24,7 @@ def _planted(seed=0, d=40, m=5, n=400, density=0.2):
   stats = layerwise.LayerStats(gram[None], (x.T @ y / n)[None], float(np.sum(y ** 2) / n),
                                (y.sum(0) / n)[None], n)
   w_start = w_true + 0.1 * rng.normal(size=w_true.shape)  # a dense "trained" kernel
-  problem, _, _ = layerwise._make_problem("planted", stats, w_start[None])
+  problem, _, _ = layerwise.make_problem("planted", stats, w_start[None])
   return problem, stats, w_true
 
 
@@ -45,7 +46,7 @@ def test_solver_recovers_planted_sparse_solution():
   k = int(np.count_nonzero(w_true))
   w, info = logsum.LogSumSolver(eta=1e-5).solve(problem, k)
   scores = layerwise.support_scores(problem, w)
-  support = layerwise.topk_mask(scores, k).numpy().astype(bool)
+  support = topk.topk_mask(scores, k).numpy().astype(bool)
   np.testing.assert_array_equal(support[0], w_true != 0)
   refit, _ = layerwise.refit(stats.gram, stats.cross, support)
   np.testing.assert_allclose(refit[0], w_true, atol=1e-6)

@@ -75,13 +75,23 @@ def test_half_precision_scores_match_and_keep_dtype():
       np.testing.assert_array_equal(tf.cast(g, tf.float32).numpy().ravel(), r)
 
 
-def test_float64_is_refused_here_but_masks_falls_back():
-  s = tf.constant([0.3, 0.1, 0.2], tf.float64)
+def test_float64_falls_back_to_sorted_top_k_with_the_same_tie_rule():
+  s = tf.constant([0.3, 0.1, 0.2, 0.3], tf.float64)
   assert not topk.supports(s.dtype)
-  with pytest.raises(ValueError, match="float64"):
-    topk.global_topk_masks([s], 1)
-  (m,) = masks.compute_masks([s], 0.5, scope="global")  # top_k path
-  np.testing.assert_array_equal(m.numpy(), [1, 0, 1])
+  np.testing.assert_array_equal(topk.topk_mask(s, 2).numpy(), [1, 0, 0, 1])
+  a, b = topk.global_topk_masks([s, tf.constant([0.3, 0.25], tf.float64)], 3)
+  np.testing.assert_array_equal(a.numpy(), [1, 0, 0, 1])
+  np.testing.assert_array_equal(b.numpy(), [1, 0])
+  assert a.dtype == tf.float64
+  (m,) = masks.compute_masks([s], 0.5, scope="global")
+  np.testing.assert_array_equal(m.numpy(), [1, 0, 0, 1])
+
+
+def test_masks_uses_the_one_top_k():
+  assert masks.topk_mask is topk.topk_mask
+  pooled, expand = masks.block_scores(tf.reshape(tf.range(16.0), [8, 2]), 4)
+  assert pooled.shape == (2, 2)
+  assert expand(tf.ones_like(pooled)).shape == (8, 2)
 
 
 def test_negative_and_denormal_scores_count_as_zero():

@@ -4,7 +4,7 @@ Every function here takes non-negative score tensors (usually `|W|`) and returns
 masks of the same shapes, as TensorFlow ops (usable inside `tf.function`). Nothing here
 knows about Keras layers.
 
-Scopes (see ALGORITHMS.md section 0):
+Scopes (see docs/algorithms.md section 0):
   * `layer`: each tensor keeps `ceil((1 - s) * n)` entries (TFMOT behaviour).
   * `global`: one threshold over all tensors: the top `ceil((1 - s) * N)` scores.
   * `block`: scores pooled (mean) over blocks of `block_size` consecutive entries along
@@ -16,7 +16,8 @@ Scopes (see ALGORITHMS.md section 0):
   * `structured`: whole output units (last axis: Dense neurons, conv filters) ranked by
     their RMS score; per tensor or global allocation.
 
-Ties are broken deterministically: at equal score the entry with the lower flat index
+Every top-k goes through `tfprune.topk` (radix select, exact). Ties are broken
+deterministically: at equal score the entry with the lower flat index
 (in the concatenation order for `global`) is kept, so exactly k entries are kept.
 """
 import math
@@ -73,16 +74,8 @@ def keep_count(size, sparsity):
   return tf.cast(tf.clip_by_value(keep, 0.0, size64), tf.int32)
 
 
-def topk_mask(scores, k):
-  """0/1 mask of `scores`' shape keeping exactly the `k` largest entries.
-
-  Ties keep the entry with the lower flat index (`tf.math.top_k` is stable).
-  """
-  flat = tf.reshape(scores, [-1])
-  k = tf.minimum(tf.cast(k, tf.int32), tf.size(flat))
-  _, idx = tf.math.top_k(flat, k=k, sorted=False)
-  mask = tf.scatter_nd(idx[:, None], tf.ones_like(idx, dtype=scores.dtype), tf.shape(flat))
-  return tf.reshape(mask, tf.shape(scores))
+# The one top-k (tfprune/topk.py), re-exported: ties keep the lower flat index.
+topk_mask = topk_lib.topk_mask
 
 
 def input_axis(rank):
@@ -117,8 +110,17 @@ def _from_groups(grouped, perm, length):
   return tf.transpose(moved, inverse)
 
 
-def _block_scores(scores, block_size):
-  """Mean score of each block of `block_size` along the input axis (+ how to expand)."""
+def block_scores(scores, block_size):
+  """Mean score of each block of `block_size` along the input axis, and how to expand.
+
+  Args:
+    scores: a score (or weight-shaped) tensor of rank >= 2.
+    block_size: block length along the kernel's input axis (`input_axis`).
+
+  Returns:
+    `(pooled, expand)`: the pooled block scores and a function mapping a mask of the
+    pooled shape back to a mask of `scores`' shape.
+  """
   if scores.shape.rank < 2:
     raise ValueError(f"block scope needs a kernel of rank >= 2, got shape {scores.shape}.")
   axis = input_axis(scores.shape.rank)
@@ -130,6 +132,9 @@ def _block_scores(scores, block_size):
     return _from_groups(tiled, perm, length)
 
   return pooled, expand
+
+
+_block_scores = block_scores  # old private name, still used by methods/admm.py
 
 
 def _unit_scores(scores):
@@ -161,18 +166,9 @@ def nm_mask(scores, n=2, m=4):
 def _allocate(unit_scores, sparsity, allocation):
   """Top-k over each tensor of unit scores (layer) or over all of them (global)."""
   if allocation == "layer":
-    return [topk_mask(s, keep_count(tf.size(s), sparsity)) for s in unit_scores]
-  if all(topk_lib.supports(s.dtype) for s in unit_scores):
-    # Exact global top-k by radix select (no concatenation, no sort): same masks as
-    # the top_k path below, much faster for large models (tfprune/topk.py).
-    total = tf.add_n([tf.size(s) for s in unit_scores])
-    return topk_lib.global_topk_masks(unit_scores, keep_count(total, sparsity))
-  flat = [tf.reshape(s, [-1]) for s in unit_scores]
-  sizes = [f.shape[0] if f.shape[0] is not None else tf.size(f) for f in flat]
-  allscores = tf.concat(flat, 0)
-  mask = topk_mask(allscores, keep_count(tf.size(allscores), sparsity))
-  parts = tf.split(mask, sizes)
-  return [tf.reshape(p, tf.shape(s)) for p, s in zip(parts, unit_scores)]
+    return [topk_lib.topk_mask(s, keep_count(tf.size(s), sparsity)) for s in unit_scores]
+  total = tf.add_n([tf.size(s) for s in unit_scores])
+  return topk_lib.global_topk_masks(unit_scores, keep_count(total, sparsity))
 
 
 def compute_masks(scores, sparsity, scope="layer", block_size=4, n=2, m=4,
@@ -199,7 +195,7 @@ def compute_masks(scores, sparsity, scope="layer", block_size=4, n=2, m=4,
     return [nm_mask(s, n, m) for s in scores]
   if scope in ("layer", "global"):
     return _allocate(scores, sparsity, scope)
-  pooler = (lambda s: _block_scores(s, block_size)) if scope == "block" else _unit_scores
+  pooler = (lambda s: block_scores(s, block_size)) if scope == "block" else _unit_scores
   pooled, expanders = zip(*[pooler(s) for s in scores])
   unit_masks = _allocate(list(pooled), sparsity, allocation)
   return [expand(u) for expand, u in zip(expanders, unit_masks)]

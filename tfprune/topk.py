@@ -1,4 +1,8 @@
-"""Exact top-k masks without sorting: radix select on the float32 bit patterns.
+"""THE top-k of tfprune: exact top-k masks, by radix select on the float32 bit patterns.
+
+Public functions, one per need: `topk_mask` (one tensor: per-layer masks, the solvers'
+support, IHT's hard threshold), `global_topk_masks` (one threshold over many tensors)
+and `kth_largest` (the threshold value itself).
 
 `tf.math.top_k` with a large `k` (keep 10% of 10M weights: k = 1M) sorts on CPU and
 costs seconds. Pruning only needs the SET of the k largest scores, i.e. the exact k-th
@@ -12,7 +16,7 @@ largest value plus a deterministic rule for ties, and that needs no sort:
     histograms are `Bincount` ops (one pass over N, multithreaded).
   * Masks are then `bits > t` plus the first `room = k - count(bits > t)` entries equal
     to `t`, in flat order (over the tensors in list order for a global threshold): the
-    same exact-k, lower-index-first tie rule as `tfprune.masks.topk_mask`. The positions
+    same exact-k, lower-index-first tie rule as a stable `tf.math.top_k`. The positions
     of the ties come for free from the second pass (they are in the threshold's bucket),
     so the mask is one `bits >= t` pass plus a tiny scatter that drops the excess ties.
 
@@ -22,8 +26,8 @@ as much as reading its weights a few times. See bench/RESULTS_distribute.md.
 
 Scores must be non-negative (e.g. `|W|`); negative entries, -0.0 and denormals (below
 2**-126, which TensorFlow's CPU kernels flush to zero) count as 0.
-float16 / bfloat16 scores are converted to float32 exactly; float64 scores are not
-supported here (`tfprune.masks` falls back to `tf.math.top_k` for them).
+float16 / bfloat16 scores are converted to float32 exactly; float64 scores (which the
+bit trick does not cover) go through a sorted `tf.math.top_k` with the same tie rule.
 """
 import tensorflow as tf
 
@@ -103,7 +107,8 @@ def global_topk_masks(scores, k):
   the concatenation or a sort.
 
   Args:
-    scores: list of non-negative float32 / float16 / bfloat16 tensors (any shapes).
+    scores: list of non-negative float tensors (any shapes); float32 / float16 /
+      bfloat16 use radix select, other dtypes (float64) one sorted top-k.
     k: number of entries to keep (int or int scalar tensor); clipped to [0, N].
 
   Returns:
@@ -112,6 +117,8 @@ def global_topk_masks(scores, k):
   scores = [tf.convert_to_tensor(s) for s in scores]
   if not scores:
     return []
+  if not all(supports(s.dtype) for s in scores):
+    return _concatenated_topk_masks(scores, k)
   keys = [_keys(s) for s in scores]
   total = tf.add_n([tf.size(key, out_type=tf.int64) for key in keys])
   k = tf.clip_by_value(tf.cast(k, tf.int64), 0, total)
@@ -128,13 +135,34 @@ def global_topk_masks(scores, k):
   return [tf.reshape(tf.cast(m, s.dtype), tf.shape(s)) for m, s in zip(flat, scores)]
 
 
+def _concatenated_topk_masks(scores, k):
+  """Global top-k by concatenation and `tf.math.top_k` (dtypes radix select lacks)."""
+  flat = [tf.reshape(s, [-1]) for s in scores]
+  sizes = [f.shape[0] if f.shape[0] is not None else tf.size(f) for f in flat]
+  mask = _sorted_topk_mask(tf.concat(flat, 0), k)
+  return [tf.reshape(p, tf.shape(s)) for p, s in zip(tf.split(mask, sizes), scores)]
+
+
 def topk_mask(scores, k):
   """0/1 mask of `scores`' shape keeping exactly its `k` largest entries.
 
-  Same result as `tfprune.masks.topk_mask` (ties keep the lower flat index) for
-  non-negative scores, without sorting.
+  THE per-tensor top-k of tfprune (masks, solvers, IHT's hard threshold): ties keep the
+  lower flat index; `k` is clipped to [0, size]. float32 / float16 / bfloat16 scores use
+  radix select (no sort; negatives count as 0), other dtypes `tf.math.top_k`.
   """
+  scores = tf.convert_to_tensor(scores)
+  if not supports(scores.dtype):
+    return _sorted_topk_mask(scores, k)
   return global_topk_masks([scores], k)[0]
+
+
+def _sorted_topk_mask(scores, k):
+  """`tf.math.top_k` (a stable sort: ties keep the lower index), for any real dtype."""
+  flat = tf.reshape(scores, [-1])
+  k = tf.clip_by_value(tf.cast(k, tf.int32), 0, tf.size(flat))
+  _, idx = tf.math.top_k(flat, k=k, sorted=False)
+  mask = tf.scatter_nd(idx[:, None], tf.ones_like(idx, dtype=scores.dtype), tf.shape(flat))
+  return tf.reshape(mask, tf.shape(scores))
 
 
 def kth_largest(scores, k):

@@ -11,7 +11,7 @@ magnitudes, ties to the lower flat index), started from `H_k(W0)`, stopped by th
 ReLU model (`relu_model=True` or `"auto"`): fit only the entries where the original
 pre-activation is positive and penalise positive pruned pre-activations elsewhere. What
 is implemented is the EXACT piecewise objective minimised by majorise-minimise
-(`layerwise._relu_refine`): each pass streams the data once to build the target
+(`tfprune.layerwise.relu`): each pass streams the data once to build the target
 `T = where(y > 0, y, min(z_k, 0))`, re-runs IHT warm-started at the current solution and
 refits; the objective never increases. G stays the full `X^T X / n` (no per-column G).
 
@@ -23,14 +23,15 @@ deleting one weight) across layers; the ReLU model uses the MM scheme above.
 import tensorflow as tf
 
 from tfprune import layerwise
+from tfprune import topk
 from tfprune.methods.base import register_method
 from tfprune.methods.layerwise_method import LayerwiseMethod
-from tfprune.methods.logsum import _check_range
+from tfprune.methods.logsum import check_range
 
 
 def hard_threshold(w, k):
   """`H_k`: keeps exactly the `k` largest `|w|` over the whole tensor, zeroes the rest."""
-  return w * tf.cast(layerwise.topk_mask(tf.abs(w), k), w.dtype)
+  return w * tf.cast(topk.topk_mask(tf.abs(w), k), w.dtype)
 
 
 @tf.function(reduce_retracing=True)
@@ -63,7 +64,7 @@ class IHTSolver(layerwise.LayerSolver):
   """
 
   def __init__(self, eta=1e-3, max_iter=1000, accelerate=True):
-    self.eta = _check_range("eta", eta, 0.0, 1.0)
+    self.eta = check_range("eta", eta, 0.0, 1.0)
     if int(max_iter) < 1:
       raise ValueError(f"max_iter must be >= 1, got {max_iter!r}.")
     self.max_iter = int(max_iter)

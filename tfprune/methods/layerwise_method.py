@@ -24,6 +24,10 @@ class LayerwiseMethod(PruningMethod):
       `"auto"`: layers with a ReLU activation).
     relu_passes: majorise-minimise passes of the ReLU model.
     stats_dtype: `float32` (float64 sums across batches) or `float64`.
+    batchnorm_weighting: weight each output channel by the scale of the BatchNorm that
+      follows the layer (`tfprune.layerwise.engine.weight_outputs_by_batchnorm`).
+    mean_correction: remove each pruned output's mean shift on the calibration data,
+      via the bias or the following BatchNorm's moving mean.
     **kwargs: `PruningMethod` arguments (unused by layer-wise methods).
   """
 
@@ -32,7 +36,8 @@ class LayerwiseMethod(PruningMethod):
 
   def __init__(self, solver, target_sparsity=0.9, scope="layer", mode="cascade",
                calibration_samples=10000, batch_size=256, relu_model=False, relu_passes=2,
-               stats_dtype="float32", **kwargs):
+               stats_dtype="float32", batchnorm_weighting=True, mean_correction=True,
+               **kwargs):
     if scope not in self._SCOPES:
       raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
                        f"{scope!r}.")
@@ -47,7 +52,10 @@ class LayerwiseMethod(PruningMethod):
     self.relu_model = relu_model
     self.relu_passes = int(relu_passes)
     self.stats_dtype = stats_dtype
+    self.batchnorm_weighting = bool(batchnorm_weighting)
+    self.mean_correction = bool(mean_correction)
     self.layer_table = []
+    self.skipped = []
 
   def apply(self, model=None, calibration_data=None, verbose=True, strategy=None):
     """Prunes `model` (default: the bound model) in place; returns the per-layer table.
@@ -67,16 +75,22 @@ class LayerwiseMethod(PruningMethod):
         allocation=self.scope, mode=self.mode, batch_size=self.batch_size,
         max_samples=self.calibration_samples, relu_model=self.relu_model,
         relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
-        strategy=strategy)
+        strategy=strategy, batchnorm_weighting=self.batchnorm_weighting,
+        mean_correction=self.mean_correction)
+    self.skipped = list(self.layer_table.skipped)
     return self.layer_table
 
   def report(self):
-    """The per-layer table of the last `apply` (sparsity, errors, iterations, seconds)."""
-    return {"layers": self.layer_table}
+    """The per-layer table of the last `apply` (sparsity, errors, iterations, seconds)
+    and the kernel layers it skipped, with the reason."""
+    return {"layers": list(self.layer_table),
+            "skipped": [{"layer": n, "type": t, "reason": r} for n, t, r in self.skipped]}
 
   def get_config(self):
     config = super().get_config()
     config.update({"mode": self.mode, "calibration_samples": self.calibration_samples,
                    "batch_size": self.batch_size, "relu_model": self.relu_model,
-                   "relu_passes": self.relu_passes, "stats_dtype": self.stats_dtype})
+                   "relu_passes": self.relu_passes, "stats_dtype": self.stats_dtype,
+                   "batchnorm_weighting": self.batchnorm_weighting,
+                   "mean_correction": self.mean_correction})
     return config

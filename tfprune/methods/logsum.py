@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import layerwise
+from tfprune import topk
 from tfprune.methods.base import register_method
 from tfprune.methods.layerwise_method import LayerwiseMethod
 
@@ -67,7 +68,8 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
       max_iter=max_iter, accelerate=accelerate, min_iter=min_iter)
 
 
-def _check_range(name, value, low, high, low_open=True, high_open=True):
+def check_range(name, value, low, high, low_open=True, high_open=True):
+  """`float(value)` if it lies in the interval, else a ValueError naming `name`."""
   try:
     v = float(value)
   except (TypeError, ValueError):
@@ -97,14 +99,14 @@ class LogSumSolver(layerwise.LayerSolver):
   def __init__(self, eps=0.1, eta=1e-3, lam=None, max_iter=5000, search_tol=0.05,
                max_solves=12, accelerate=True, search="secant", chunk=50, path_start=0.25,
                warm_min_iter=100):
-    self.eps = _check_range("eps", eps, 0.0, 10.0, high_open=False)
-    self.eta = _check_range("eta", eta, 0.0, 1.0)
-    self.lam = None if lam is None else _check_range("lambda", lam, 0.0, math.inf)
+    self.eps = check_range("eps", eps, 0.0, 10.0, high_open=False)
+    self.eta = check_range("eta", eta, 0.0, 1.0)
+    self.lam = None if lam is None else check_range("lambda", lam, 0.0, math.inf)
     if int(max_iter) < 1 or int(max_solves) < 1:
       raise ValueError(f"max_iter and max_solves must be >= 1, got {max_iter}, "
                        f"{max_solves}.")
     self.max_iter = int(max_iter)
-    self.search_tol = _check_range("search_tol", search_tol, 0.0, 10.0)
+    self.search_tol = check_range("search_tol", search_tol, 0.0, 10.0)
     self.max_solves = int(max_solves)
     self.accelerate = bool(accelerate)
     if search not in ("path", "secant"):
@@ -114,6 +116,7 @@ class LogSumSolver(layerwise.LayerSolver):
     self.path_start = float(path_start)
     self.warm_min_iter = int(warm_min_iter)
     self._lam_hint = {}
+    self._ratios = []
 
   def run(self, problem, lam, w_init=None, max_iter=None, min_iter=0):
     """One solve at scaled `lam`; returns `(w, iterations, nnz)`."""
@@ -153,7 +156,7 @@ class LogSumSolver(layerwise.LayerSolver):
       return self._lam_hint[problem.name]
     flat = tf.reshape(tf.abs(problem.w0), [-1])
     k = max(1, min(int(k), int(flat.shape[0])))
-    q = float(tf.math.top_k(flat, k).values[-1])
+    q = float(topk.kth_largest([flat], k))
     diag = float(tf.reduce_mean(tf.linalg.diag_part(problem.gram)))
     return max(0.5 * q * q * diag / math.log1p(q / self.eps), 1e-20)
 
@@ -161,7 +164,9 @@ class LogSumSolver(layerwise.LayerSolver):
     if self.lam is not None:
       w, it, _ = self.run(problem, self.lam, w_init)
       return w, {"iterations": it, "solves": 1, "lambda": self.lam}
-    lam = self.initial_lambda(problem, k)
+    hinted = problem.name in self._lam_hint
+    guess = self.initial_lambda(problem, k)
+    lam = guess if hinted else guess * self._path_ratio()
     if self.search == "path":
       return self.path(problem, k, lam * self.path_start, w_init)
     lo = hi = None  # (lam, w, nnz): lo has nnz >= k (denser), hi has nnz < k
@@ -182,7 +187,17 @@ class LogSumSolver(layerwise.LayerSolver):
       lam = self._next_lambda(lo, hi, (1.0 + 0.5 * self.search_tol) * k)
     if lo is None:  # too sparse even at the smallest lambda tried: rank what we have
       lo = hi
+    if not hinted:
+      self._ratios.append(lo[0] / guess)
     return lo[1], {"iterations": iterations, "solves": solves, "lambda": lo[0]}
+
+  def _path_ratio(self):
+    """Reuse of the lambda path across layers: the geometric mean of (lambda found /
+    first guess) over the layers solved so far (the guess is biased the same way in the
+    layers of one network), 1 for the first layer."""
+    if not self._ratios:
+      return 1.0
+    return float(np.exp(np.mean(np.log(self._ratios[-8:]))))
 
   @staticmethod
   def _next_lambda(lo, hi, target, slope=0.55):
