@@ -142,8 +142,8 @@ def _source_inputs(tensor, model_inputs):
 def embedding_vocab(model):
   """`{input index: smallest input_dim}` of the Embeddings each integer input feeds.
 
-  An integer input that reaches no Embedding through the graph (e.g. inside a
-  nested model) gets the smallest `input_dim` of all Embeddings in the model.
+  When the walk finds no Embedding fed by any input (Embeddings inside nested
+  models), every integer input gets the smallest `input_dim` of all Embeddings.
   """
   import keras  # pylint: disable=g-import-not-at-top
   embeddings = [l for l in _layers.all_layers(model) if isinstance(l, keras.layers.Embedding)]
@@ -152,7 +152,7 @@ def embedding_vocab(model):
     for t in _inputs_of(emb):
       for k in _source_inputs(t, model.inputs):
         vocab[k] = min(vocab.get(k, emb.input_dim), emb.input_dim)
-  if embeddings:
+  if embeddings and not vocab:
     smallest = min(e.input_dim for e in embeddings)
     for k, (_, _, dtype) in enumerate(specs(model)):
       if _kind(dtype) == "int":

@@ -336,9 +336,20 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   if target == "micro" and not micro_sparse_kernel:
     runtimes.append("tflm")
   names = [t.name for t in model.inputs]
-  results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
-                              reference_bytes=None if fallback else dense_bytes,
-                              input_names=names)
+  try:
+    results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
+                                reference_bytes=None if fallback else dense_bytes,
+                                input_names=names)
+  except verify_lib.VerificationError as e:
+    rnns = prepare_lib.recurrent_layers(model)
+    if quantize == "int8" and rnns:
+      raise verify_lib.VerificationError(
+          f"{e}\n  full-int8 quantizes the state of the unrolled recurrent layer(s) "
+          f"{', '.join(repr(l.name) for l in rnns)} to 8 bits at every time step, and the error "
+          f"grows with the sequence (measured 20-30% of the output peak on small LSTMs, "
+          f"docs/export.md): export with quantize='dynamic' (int8 weights, float state) or "
+          f"float.") from e
+    raise
   if target == "micro" and micro_sparse_kernel:
     # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
     results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names)
