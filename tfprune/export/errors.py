@@ -70,12 +70,17 @@ def failed_layers(message, model):
   return out
 
 
-def _first_error_line(message):
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_error_line(message, limit=400):
+  """The converter's first `error:` line, else the message on one line (ANSI codes removed)."""
+  message = _ANSI.sub("", message)
   for line in message.splitlines():
     if "error:" in line:
-      return line.split("error:", 1)[1].strip()
-  lines = [l.strip() for l in message.splitlines() if l.strip()]
-  return lines[0] if lines else ""
+      return line.split("error:", 1)[1].strip()[:limit]
+  text = " ".join(l.strip() for l in message.splitlines() if l.strip())
+  return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def converter_error(exc, model, quantize=None, log=""):
@@ -107,7 +112,7 @@ def converter_error(exc, model, quantize=None, log=""):
             "kernel, see docs/export.md) or move the computation out of the model.")
   else:
     msg = (f"Cannot convert model '{model.name}' ({kind}) to TFLite: "
-           f"{type(exc).__name__}: {_first_error_line(str(exc)) or exc!r}. Layer(s) named by "
+           f"{type(exc).__name__}: {_first_error_line(str(exc)) or repr(exc)}. Layer(s) named by "
            f"the converter: {where}. If this is an op or dtype TFLite lacks, rewrite that layer "
            f"(see docs/export.md); rerun with verbose=True (--verbosity=1) for the converter log.")
   return ExportError(msg)

@@ -96,7 +96,10 @@ def densify_model(model):
         # The converter stores an all-zero weight as a sparse tensor with an empty
         # buffer: a non-constant tensor that the reader would see as garbage (NaN).
         values = np.zeros(0, dtype)
-      dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
+      if values.size == 0:
+        dense = np.zeros([int(d) for d in t.shape], values.dtype)
+      else:
+        dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
       graph.set_constant(model, t, dense)
       t.sparsity = None
     kept = []

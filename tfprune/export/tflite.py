@@ -314,7 +314,8 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   sparsify.densify_model(tfl)
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
           "micro_sparse_kernel": bool(micro_sparse_kernel),
-          "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
+          "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel",
+          "dense_fallback": False}
   graph.set_metadata(tfl, METADATA_NAME, json.dumps(meta).encode())
   dense_bytes = graph.dump(tfl)
   reports = sparsify.encode_model(
@@ -328,6 +329,7 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
                  f"not smaller than the dense conversion ({len(dense_bytes)} bytes)")
     tfl = graph.load(dense_bytes)
     graph.set_metadata(tfl, METADATA_NAME, json.dumps(dict(meta, dense_fallback=True)).encode())
+    graph.compact(tfl)   # drops the replaced metadata buffer
     model_bytes = graph.dump(tfl)
     reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
   for note in notes:
