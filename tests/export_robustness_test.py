@@ -93,7 +93,8 @@ def test_never_writes_a_sparse_file_larger_than_dense(monkeypatch, sparse_mlp):
   assert any("dense file" in n for n in result.notes) and "note: wrote the dense" in result.summary()
   m = graph.load(result.flatbuffer)
   assert all(t.sparsity is None for t in m.subgraphs[0].tensors)
-  assert export.inspect(result.flatbuffer).metadata["dense_fallback"] is True
+  assert result.dense_size == len(result.flatbuffer)
+  assert export.inspect(result.flatbuffer).metadata["sparse"] == "auto"
   monkeypatch.undo()
   normal = export.convert(model)
   assert not normal.dense_fallback and len(normal.flatbuffer) <= normal.dense_size

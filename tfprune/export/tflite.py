@@ -314,23 +314,22 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   sparsify.densify_model(tfl)
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
           "micro_sparse_kernel": bool(micro_sparse_kernel),
-          "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel",
-          "dense_fallback": False}
+          "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
   graph.set_metadata(tfl, METADATA_NAME, json.dumps(meta).encode())
+  # The dense conversion: written as it is when no sparse file is smaller.
   dense_bytes = graph.dump(tfl)
   reports = sparsify.encode_model(
       tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
       quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
   model_bytes = graph.dump(tfl)
-  fallback = (any(t.format != "dense" for t in reports)
-              and len(model_bytes) >= len(dense_bytes))
+  any_sparse = any(t.format != "dense" for t in reports)
+  fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
+  if not any_sparse:
+    model_bytes = dense_bytes
   if fallback:
     notes.append(f"wrote the dense file: the sparse encoding ({len(model_bytes)} bytes) was "
                  f"not smaller than the dense conversion ({len(dense_bytes)} bytes)")
-    tfl = graph.load(dense_bytes)
-    graph.set_metadata(tfl, METADATA_NAME, json.dumps(dict(meta, dense_fallback=True)).encode())
-    graph.compact(tfl)   # drops the replaced metadata buffer
-    model_bytes = graph.dump(tfl)
+    model_bytes = dense_bytes
     reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
   for note in notes:
     _log.warning("tfprune.export: %s.", note)
