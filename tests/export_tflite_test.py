@@ -99,8 +99,8 @@ def test_structurally_shrunk_model_goes_through_micro_unchanged():
 
 CONV_LAYERS = {
     "conv2d": ((10, 10, 8), lambda: keras.layers.Conv2D(16, 3)),
-    "depthwise": ((10, 10, 8), lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=4)),
-    "conv1d": ((20, 8), lambda: keras.layers.Conv1D(16, 3)),
+    "depthwise": ((10, 10, 16), lambda: keras.layers.DepthwiseConv2D(5, depth_multiplier=4)),
+    "conv1d": ((20, 16), lambda: keras.layers.Conv1D(32, 3)),
     "conv2d_transpose": ((5, 5, 8), lambda: keras.layers.Conv2DTranspose(16, 3, strides=2)),
 }
 

@@ -146,29 +146,39 @@ def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_ke
   return out
 
 
-def _cost(candidate):
-  """File bytes a candidate costs: encoding plus the ops it needs."""
+def _cost(candidate, densify_extra=0):
+  """File bytes a candidate costs: encoding plus the ops (and tensors) it needs."""
   _, via_densify, enc = candidate
-  return (enc.nbytes + (DENSIFY_OVERHEAD if via_densify else 0)
+  return (enc.nbytes + ((DENSIFY_OVERHEAD + densify_extra) if via_densify else 0)
           + (RESHAPE_OVERHEAD if enc.stored_shape is not None else 0))
 
 
-def _choose(mode, dense_bytes, candidates, has_zero):
+def _densify_extra(tensor):
+  """Bytes the DENSIFY output tensor copies from `tensor`: name and quantization."""
+  extra = len(graph.tensor_name(tensor)) + len("/densified")
+  q = tensor.quantization
+  if q is not None and q.scale is not None:
+    extra += 12 * len(q.scale)   # float32 scale + int64 zero point per channel
+  return extra
+
+
+def _choose(mode, dense_bytes, candidates, has_zero, densify_extra=0):
   """Picks one candidate (or None = dense) under sparse `mode`.
 
   A candidate is only taken when it costs fewer bytes than the dense tensor.
   """
-  candidates = [c for c in candidates if _cost(c) < dense_bytes]
+  cost = lambda c: _cost(c, densify_extra)  # pylint: disable=unnecessary-lambda-assignment
+  candidates = [c for c in candidates if cost(c) < dense_bytes]
   if not has_zero or not candidates:
     return None
   if mode == "csr":
     picks = [c for c in candidates if c[0] == "csr"]
-    return min(picks, key=_cost) if picks else None
+    return min(picks, key=cost) if picks else None
   if mode == "block":
     picks = [c for c in candidates if c[0].startswith("block")]
     if picks:
       return picks[0]
-  return min(candidates, key=_cost)
+  return min(candidates, key=cost)
 
 
 def _add_tensor(sg, like, name, shape=None):
@@ -272,7 +282,8 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
           and dense.dtype in (np.float32, np.int8)):
         cands = _candidates(dense, fc_weight, int8_weight, quantize, target,
                             micro_sparse_kernel)
-        pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)))
+        pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)),
+                       _densify_extra(t))
         if pick is not None:
           fmt, via_densify, enc = pick
           graph.set_constant(model, t, enc.values)
