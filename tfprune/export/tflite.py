@@ -338,9 +338,13 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
     runtimes.append("tflm")
   names = [t.name for t in model.inputs]
   try:
-    results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
-                                reference_bytes=None if fallback else dense_bytes,
-                                input_names=names)
+    with capture.captured_output(enabled=not verbose):   # "Created XNNPACK delegate" lines
+      results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
+                                  reference_bytes=None if fallback else dense_bytes,
+                                  input_names=names)
+      if target == "micro" and micro_sparse_kernel:
+        # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
+        results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names)
   except verify_lib.VerificationError as e:
     rnns = prepare_lib.recurrent_layers(model)
     if quantize == "int8" and rnns:
@@ -351,9 +355,6 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
           f"docs/export.md): export with quantize='dynamic' (int8 weights, float state) or "
           f"float.") from e
     raise
-  if target == "micro" and micro_sparse_kernel:
-    # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
-    results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names)
   return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
                       "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log)
 
