@@ -12,6 +12,11 @@ from tfprune import _io
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def is_c_identifier(name):
+  """Whether `name` can name the C array (and its files): [A-Za-z_][A-Za-z0-9_]*."""
+  return isinstance(name, str) and bool(_IDENT.match(name))
+
+
 def _render_cc(data, name, header):
   rows = []
   for i in range(0, len(data), 12):
@@ -46,7 +51,7 @@ def c_array(path, name, output_dir=None):
     ValueError: if `name` is not a valid C identifier or the file is empty.
     OSError: if `path` cannot be read.
   """
-  if not isinstance(name, str) or not _IDENT.match(name):
+  if not is_c_identifier(name):
     raise ValueError(f"name must be a C identifier ([A-Za-z_][A-Za-z0-9_]*), got {name!r}.")
   path = os.fspath(path)
   with open(path, "rb") as f:

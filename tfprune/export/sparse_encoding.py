@@ -50,6 +50,19 @@ _INDEX_TYPES = (
 BLOCK_SIZES = (4, 16)
 
 
+def _keep_one(mask):
+  """`mask` with its first element set when it selects nothing.
+
+  An all-zero tensor then stores one explicit zero: an empty values buffer
+  makes TFLite treat the tensor as non-constant, and DENSIFY / a sparse FC read
+  uninitialised memory (NaN), with XNNPACK on and off.
+  """
+  if mask.size and not mask.any():
+    mask = mask.copy()
+    mask.reshape(-1)[0] = True
+  return mask
+
+
 @dataclasses.dataclass
 class Encoded:
   """A dense tensor encoded in TFLite's sparse format.
@@ -121,7 +134,8 @@ def encode_csr(dense):
     dense: numpy array with at least 2 dimensions.
 
   Returns:
-    An `Encoded` with one stored value per nonzero.
+    An `Encoded` with one stored value per nonzero (one explicit zero for an
+    all-zero tensor).
 
   Raises:
     ValueError: if `dense` has fewer than 2 dimensions.
@@ -131,7 +145,7 @@ def encode_csr(dense):
     raise ValueError(f"CSR needs a tensor with >= 2 dimensions, got shape {dense.shape}.")
   rows = int(np.prod(dense.shape[:-1]))
   mat = dense.reshape(rows, dense.shape[-1])
-  nz = mat != 0
+  nz = _keep_one(mat != 0)
   segments = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
   _, cols = np.nonzero(nz)
   values = mat[nz]
@@ -169,7 +183,7 @@ def encode_csf(dense, first_sparse):
     raise ValueError(f"first_sparse must be in [0, {len(shape) - 1}], got {first_sparse}.")
   # has_nz[l]: whether the sub-array under each prefix of length l + 1 holds a nonzero.
   has_nz = [None] * len(shape)
-  acc = arr != 0
+  acc = _keep_one(arr != 0)
   for level in range(len(shape) - 1, -1, -1):
     has_nz[level] = acc.reshape(-1)
     acc = acc.any(axis=-1)
@@ -273,7 +287,7 @@ def encode_block(dense, block_size):
         f"Block encoding 1x{block_size} needs the last dimension divisible by "
         f"{block_size}, got shape {dense.shape}.")
   blocks = dense.reshape(rows, cols // block_size, block_size)
-  keep = np.any(blocks != 0, axis=2)
+  keep = _keep_one(np.any(blocks != 0, axis=2))
   segments = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
   _, bcols = np.nonzero(keep)
   values = blocks[keep].reshape(-1)

@@ -2,8 +2,8 @@
 
 The converter's own sparse output is decoded back to dense (`densify_model`), then
 `encode_model` re-encodes each constant tensor with the smallest encoding that
-is correct for the op reading it, following the rules measured in
-/work/shared/EXPORT.md:
+is correct for the op reading it, following the rules measured in docs/export.md
+("What the converter does", "Correctness traps"):
 
 * FULLY_CONNECTED may read sparse weights directly: 1x4 blocks for float weights,
   1x16 blocks for int8 weights; such an FC is retagged to version 8 (XNNPACK
@@ -21,6 +21,10 @@ is correct for the op reading it, following the rules measured in
   (XNNPACK: "failed to delegate CONV_2D"), so they stay dense.
 * For TFLM (`target="micro"`) nothing is sparse, except 1x16 int8 FC weights when
   the application registers a sparse FC kernel (`micro_sparse_kernel=True`).
+* In every mode a tensor stays dense when its encoding (plus the ops it needs)
+  is not smaller than the dense tensor. An all-zero tensor is encoded with one
+  explicit stored zero (`sparse_encoding`): an empty values buffer would make
+  the tensor non-constant, and LiteRT then reads garbage (NaN).
 """
 import copy
 import dataclasses
@@ -73,17 +77,29 @@ class TensorReport:
 def densify_model(model):
   """Decodes every sparse constant to dense and removes every DENSIFY op.
 
+  Sparse constants with an empty values buffer (all-zero weights, as the
+  converter writes them) become dense zeros.
+
   Args:
     model: `schema.ModelT`, modified in place.
   """
   for sg in model.subgraphs:
-    for t in sg.tensors:
+    produced = graph.producers(sg)
+    for ti, t in enumerate(sg.tensors):
       if t.sparsity is None:
         continue
       values = graph.constant_array(model, t)
       if values is None:
-        continue
-      dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
+        dtype = graph.NUMPY_TYPES.get(int(t.type))
+        if dtype is None or ti in produced or ti in set(sg.inputs):
+          continue
+        # The converter stores an all-zero weight as a sparse tensor with an empty
+        # buffer: a non-constant tensor that the reader would see as garbage (NaN).
+        values = np.zeros(0, dtype)
+      if values.size == 0:
+        dense = np.zeros([int(d) for d in t.shape], values.dtype)
+      else:
+        dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
       graph.set_constant(model, t, dense)
       t.sparsity = None
     kept = []
@@ -130,26 +146,39 @@ def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_ke
   return out
 
 
-def _cost(candidate):
-  """File bytes a candidate costs: encoding plus the ops it needs."""
+def _cost(candidate, densify_extra=0):
+  """File bytes a candidate costs: encoding plus the ops (and tensors) it needs."""
   _, via_densify, enc = candidate
-  return (enc.nbytes + (DENSIFY_OVERHEAD if via_densify else 0)
+  return (enc.nbytes + ((DENSIFY_OVERHEAD + densify_extra) if via_densify else 0)
           + (RESHAPE_OVERHEAD if enc.stored_shape is not None else 0))
 
 
-def _choose(mode, dense_bytes, candidates, has_zero):
-  """Picks one candidate (or None = dense) under sparse `mode`."""
+def _densify_extra(tensor):
+  """Bytes the DENSIFY output tensor copies from `tensor`: name and quantization."""
+  extra = len(graph.tensor_name(tensor)) + len("/densified")
+  q = tensor.quantization
+  if q is not None and q.scale is not None:
+    extra += 12 * len(q.scale)   # float32 scale + int64 zero point per channel
+  return extra
+
+
+def _choose(mode, dense_bytes, candidates, has_zero, densify_extra=0):
+  """Picks one candidate (or None = dense) under sparse `mode`.
+
+  A candidate is only taken when it costs fewer bytes than the dense tensor.
+  """
+  cost = lambda c: _cost(c, densify_extra)  # pylint: disable=unnecessary-lambda-assignment
+  candidates = [c for c in candidates if cost(c) < dense_bytes]
   if not has_zero or not candidates:
     return None
   if mode == "csr":
     picks = [c for c in candidates if c[0] == "csr"]
-    return min(picks, key=_cost) if picks else None
+    return min(picks, key=cost) if picks else None
   if mode == "block":
     picks = [c for c in candidates if c[0].startswith("block")]
     if picks:
       return picks[0]
-  best = min(candidates, key=_cost)
-  return best if _cost(best) < dense_bytes else None
+  return min(candidates, key=cost)
 
 
 def _add_tensor(sg, like, name, shape=None):
@@ -253,7 +282,8 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
           and dense.dtype in (np.float32, np.int8)):
         cands = _candidates(dense, fc_weight, int8_weight, quantize, target,
                             micro_sparse_kernel)
-        pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)))
+        pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)),
+                       _densify_extra(t))
         if pick is not None:
           fmt, via_densify, enc = pick
           graph.set_constant(model, t, enc.values)

@@ -1,24 +1,41 @@
 """Keras 3 model -> verified sparse .tflite bytes for LiteRT or TensorFlow Lite Micro.
 
-Pipeline: `tf.lite.TFLiteConverter.from_keras_model` (with EXPERIMENTAL_SPARSITY
-for LiteRT) -> decode the converter's sparse tensors and drop its DENSIFY ops ->
-re-encode every constant with the smallest encoding the reading op supports
-(`sparsify.encode_model`) -> verify in LiteRT with XNNPACK on and off (and in
-TFLM for `target="micro"`) against the Keras model -> bytes.
+Pipeline (docs/export.md): make the model convertible (`prepare`: unrolled
+recurrent layers, float32 compute for mixed-precision models) -> Keras
+SavedModel export into a temporary directory (always removed) ->
+`tf.lite.TFLiteConverter.from_saved_model` (with EXPERIMENTAL_SPARSITY for
+LiteRT), its output silenced at the fd level unless `verbose=True` -> decode
+the converter's sparse tensors and drop its DENSIFY ops -> re-encode every
+constant with the smallest encoding the reading op supports
+(`sparsify.encode_model`), or keep the dense file when the sparse one is not
+smaller -> verify in LiteRT with XNNPACK on and off (and in TFLM for
+`target="micro"`) against the Keras model -> bytes.
+
+`convert` is the entry point and returns an `ExportResult` (`.flatbuffer`,
+`.save(path)`); `to_tflite` (bytes) and `save_tflite` (writes the file) are thin
+aliases kept for existing code.
 
 Never imports tfprune training code: it takes any plain Keras 3 model whose
 pruned kernels hold exact zeros (e.g. the output of `tfprune.strip`).
 """
 import dataclasses
 import json
+import logging
+import shutil
+import tempfile
 
 import numpy as np
 
 from tfprune import _io
 from tfprune import _layers
+from tfprune.export import capture
+from tfprune.export import errors
 from tfprune.export import graph
+from tfprune.export import inputs as inputs_lib
+from tfprune.export import prepare as prepare_lib
 from tfprune.export import sparsify
 from tfprune.export import verify as verify_lib
+from tfprune.export.errors import ExportError
 
 TARGETS = ("litert", "micro")
 QUANTIZE = (None, "dynamic", "int8")
@@ -27,20 +44,27 @@ FC_QUANTIZATION = ("auto", "per_channel", "per_tensor")
 # rounding costs at most this relative RMS error on every Dense kernel's nonzeros.
 PER_TENSOR_MAX_ERROR = 0.01
 METADATA_NAME = "tfprune_export"
-
+CALIBRATION_SAMPLES = 200
+TEMP_PREFIX = "tfprune-export-"
+_log = logging.getLogger("tfprune.export")
 
 @dataclasses.dataclass
 class ExportResult:
   """What `convert` produced.
 
   Attributes:
-    model_bytes: the verified .tflite bytes.
+    model_bytes: the verified .tflite bytes (also `flatbuffer`).
     tensors: list of `sparsify.TensorReport`, one per constant weight tensor.
     verification: list of `verify.RuntimeResult` (all ok).
     dense_size: size of the plain dense conversion with the same quantisation.
     target, quantize, sparse: the settings used.
     fc_quantization: "per_tensor" or "per_channel" (FULLY_CONNECTED weight scales;
       meaningful only when quantized).
+    notes: one sentence per change the exporter made to get a correct file
+      (unrolled recurrent layers, float32 compute, dense fallback).
+    dense_fallback: True when sparse encoding was asked for but the sparse file
+      was not smaller than the dense one, so the dense file was kept.
+    converter_log: what the converter printed (captured unless `verbose=True`).
   """
   model_bytes: bytes
   tensors: list
@@ -50,22 +74,41 @@ class ExportResult:
   quantize: str
   sparse: str
   fc_quantization: str
+  notes: list = dataclasses.field(default_factory=list)
+  dense_fallback: bool = False
+  converter_log: str = ""
+
+  @property
+  def flatbuffer(self):
+    """The verified .tflite bytes."""
+    return self.model_bytes
+
+  def save(self, path):
+    """Writes the .tflite file atomically; returns `path`."""
+    _io.atomic_write(path, self.model_bytes)
+    return path
 
   def size_table(self):
-    """A plain-text table of per-tensor encodings and totals."""
-    rows = [f"{'tensor':40s} {'op':16s} {'shape':14s} {'dtype':8s} {'format':10s} "
-            f"{'nonzeros':>9s} {'dense B':>9s} {'bytes':>9s}"]
+    """A plain-text table of per-tensor encodings and totals (full tensor names)."""
+    width = max([len("tensor")] + [len(t.name) for t in self.tensors])
+    op_width = max([len("op")] + [len(t.op) for t in self.tensors])
+    rows = [f"{'tensor':{width}s} {'op':{op_width}s} {'shape':14s} {'dtype':8s} "
+            f"{'format':10s} {'nonzeros':>9s} {'dense B':>9s} {'bytes':>9s}"]
     for t in self.tensors:
-      rows.append(f"{t.name[:40]:40s} {t.op[:16]:16s} {str(list(t.shape)):14s} "
+      rows.append(f"{t.name:{width}s} {t.op:{op_width}s} {str(list(t.shape)):14s} "
                   f"{t.dtype:8s} {t.format:10s} {t.nonzeros:9d} {t.dense_bytes:9d} "
                   f"{t.bytes:9d}")
     rows.append(f"file: {len(self.model_bytes)} bytes (dense {self.dense_size} bytes, "
                 f"{self.dense_size / max(1, len(self.model_bytes)):.2f}x smaller)")
     return "\n".join(rows)
 
+  def summary(self):
+    """`size_table()` followed by one `note:` line per change the exporter made."""
+    return "\n".join([self.size_table()] + [f"note: {n}" for n in self.notes])
+
 
 def _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
-                fc_quantization):
+                fc_quantization, num_verify_samples):
   if target not in TARGETS:
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
   if quantize not in QUANTIZE:
@@ -83,41 +126,39 @@ def _check_args(target, quantize, sparse, representative_data, micro_sparse_kern
     raise ValueError("micro_sparse_kernel=True is only valid with target='micro'.")
   if quantize == "int8" and representative_data is None:
     raise ValueError(
-        "quantize='int8' needs representative_data: an array [n, ...] (or list of "
-        "arrays) of typical model inputs used to calibrate activation ranges.")
+        "quantize='int8' needs representative_data: an array [n, ...] (a list of arrays "
+        "or a dict by input name for several inputs) of typical model inputs used to "
+        "calibrate activation ranges.")
   if sparse == "csr" and quantize is not None:
     raise ValueError(
         f"sparse='csr' is not valid with quantize={quantize!r}: quantized ops cannot "
         "read CSR weights directly; use sparse='auto' or 'block'.")
-
-
-def _as_samples(model, data):
-  """Returns representative data as a float32 array [n, *input_shape[1:]]."""
-  arr = np.asarray(data if not isinstance(data, (list, tuple)) else np.stack(data),
-                   dtype=np.float32)
-  shape = tuple(model.inputs[0].shape[1:])
-  if arr.shape[1:] != shape:
-    if arr.shape == shape:
-      arr = arr[None]
-    else:
-      raise ValueError(
-          f"representative_data has shape {arr.shape}; expected [n, {', '.join(map(str, shape))}] "
-          f"to match the model input {model.inputs[0].shape}.")
-  if len(arr) == 0:
-    raise ValueError("representative_data is empty.")
-  return arr
+  if not isinstance(num_verify_samples, int) or num_verify_samples < 1:
+    raise ValueError(f"num_verify_samples must be an int >= 1, got {num_verify_samples!r}.")
 
 
 def _check_model(model):
   import keras  # pylint: disable=g-import-not-at-top
   if not isinstance(model, keras.Model):
     raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
-    raise ValueError(
-        f"to_tflite supports models with one input and one output; '{model.name}' has "
-        f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")
-  if any(d is None for d in model.inputs[0].shape[1:]):
-    raise ValueError(f"model input shape {model.inputs[0].shape} must be fixed except the batch.")
+  if len(model.outputs) != 1:
+    raise ExportError(
+        f"the exporter supports models with one output; '{model.name}' has "
+        f"{len(model.outputs)} outputs. Export one model per output (keras.Model(inputs, "
+        f"output)) or concatenate them.")
+
+
+def _check_shapes(model):
+  for t in model.inputs:
+    if any(d is None for d in t.shape[1:]):
+      raise ExportError(
+          f"model '{model.name}' input '{t.name}' has shape {tuple(t.shape)}: every dimension "
+          f"except the batch must be fixed for TFLite (give keras.Input a full shape).")
+
+
+def _predict(model, arrays):
+  x = arrays if len(arrays) > 1 else arrays[0]
+  return np.asarray(model(x, training=False), np.float32)
 
 
 def per_tensor_error(kernel):
@@ -143,91 +184,81 @@ def _fc_per_tensor(model, fc_quantization, quantize, sparse_output):
   return sparse_output and all(per_tensor_error(k) <= PER_TENSOR_MAX_ERROR for k in kernels)
 
 
-def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False):
+def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verbose=False):
+  """SavedModel export + TFLite conversion; returns `(bytes, captured log)`.
+
+  The SavedModel goes to a temporary directory that is removed whatever happens
+  (the converter's own `from_keras_model` leaves it behind when it crashes).
+  Any failure becomes an `ExportError` naming the op and layer.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  # Per-channel scales cost 12 bytes per output channel for the weights and again
-  # for the bias: a large share of a sparse file.
-  converter._experimental_disable_per_channel_quantization_for_dense_layers = fc_per_tensor  # pylint: disable=protected-access
-  opts = []
-  if sparsity:
-    opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-  if quantize:
-    opts.append(tf.lite.Optimize.DEFAULT)
-  converter.optimizations = opts
-  if quantize == "int8":
-    calib = samples[:200]
+  tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+  failure = None
+  try:
+    with capture.captured_output(enabled=not verbose) as log:
+      try:
+        model.export(tmp, format="tf_saved_model", verbose=verbose)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        # Per-channel scales cost 12 bytes per output channel for the weights and
+        # again for the bias: a large share of a sparse file.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = fc_per_tensor  # pylint: disable=protected-access
+        opts = []
+        if sparsity:
+          opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        if quantize:
+          opts.append(tf.lite.Optimize.DEFAULT)
+        converter.optimizations = opts
+        if quantize == "int8":
+          names = [t.name for t in model.inputs]
+          n = min(CALIBRATION_SAMPLES, len(samples[0]))
 
-    def representative_dataset():
-      for x in calib:
-        yield [x[None]]
+          def representative_dataset():
+            for j in range(n):
+              yield {name: arr[j:j + 1] for name, arr in zip(names, samples)}
 
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-  return bytes(converter.convert())
-
-
-def _verify_inputs(model, samples, num_samples, seed):
-  if samples is not None:
-    return samples[:num_samples]
-  rng = np.random.default_rng(seed)
-  shape = (num_samples,) + tuple(model.inputs[0].shape[1:])
-  return rng.standard_normal(shape).astype(np.float32)
+          converter.representative_dataset = representative_dataset
+          converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+          converter.inference_input_type = tf.int8
+          converter.inference_output_type = tf.int8
+        data = bytes(converter.convert())
+      except Exception as e:  # pylint: disable=broad-except
+        failure = e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  if failure is not None:
+    raise errors.converter_error(failure, model, quantize, log.text) from failure
+  return data, log.text
 
 
 def convert(model, target="litert", quantize=None, representative_data=None, sparse="auto",
-            micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto"):
-  """Converts and verifies; returns an `ExportResult` (see `to_tflite`)."""
-  _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
-              fc_quantization)
-  _check_model(model)
-  samples = None if representative_data is None else _as_samples(model, representative_data)
-  use_sparsity = target == "litert" and sparse != "off"
-  fc_per_tensor = _fc_per_tensor(model, fc_quantization, quantize, sparse_output=use_sparsity)
-  raw = _run_converter(model, quantize, samples, sparsity=use_sparsity,
-                       fc_per_tensor=fc_per_tensor)
-  tfl = graph.load(raw)
-  sparsify.densify_model(tfl)
-  dense_bytes = graph.dump(tfl)
-  reports = sparsify.encode_model(
-      tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
-      quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
-  graph.set_metadata(tfl, METADATA_NAME, json.dumps(
-      {"target": target, "quantize": quantize, "sparse": sparse,
-       "micro_sparse_kernel": bool(micro_sparse_kernel),
-       "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}).encode())
-  model_bytes = graph.dump(tfl)
-  x = _verify_inputs(model, samples, num_verify_samples, seed)
-  ref = np.asarray(model(x, training=False), np.float32)
-  runtimes = ["xnnpack", "builtin"]
-  if target == "micro" and not micro_sparse_kernel:
-    runtimes.append("tflm")
-  results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes, reference_bytes=dense_bytes)
-  if target == "micro" and micro_sparse_kernel:
-    # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
-    results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"])
-  return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
-                      "per_tensor" if fc_per_tensor else "per_channel")
+            micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto",
+            verbose=False):
+  """Converts a Keras 3 model to a verified (sparse) .tflite file.
 
-
-def to_tflite(model, target="litert", quantize=None, representative_data=None, sparse="auto",
-              micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto"):
-  """Converts a Keras 3 model to verified (sparse) .tflite bytes.
+  The primary export entry point: `to_tflite` and `save_tflite` are aliases.
 
   Args:
-    model: a `keras.Model` with one input and one output; pruned weights are exact zeros.
+    model: a `keras.Model` with one output and one or more inputs (float, int or
+      bool; token-id inputs stay integer, also in int8 models); pruned weights
+      are exact zeros. Recurrent layers are unrolled (static time dimension
+      needed) and mixed-precision models computed in float32; `notes` says so.
     target: "litert" (phones; sparse weights where they help) or "micro" (TFLite
       Micro: full-int8, no DENSIFY, no sparse tensors).
     quantize: None (float), "dynamic" (dynamic-range int8 weights, LiteRT only) or
-      "int8" (full integer, int8 input/output).
-    representative_data: array `[n, ...]` of typical inputs; required for "int8";
-      also used as verification inputs (else random normal inputs).
+      "int8" (full integer; float inputs/outputs become int8).
+    representative_data: typical inputs: an array `[n, ...]` for a single input;
+      for several inputs a list of arrays (model input order) or a dict keyed
+      by input name. Each is cast to its input's dtype (never integer -> float).
+      Required for "int8"; also the verification inputs (else random inputs from
+      a valid range per input: normal floats, random bools, ints in
+      `[0, input_dim)` of the Embedding they feed). Must be finite.
     sparse: "auto" (per tensor the smallest correct encoding; dense when sparse
-      would be larger), "csr", "block" (the fast path: 1x4 float / 1x16 int8 blocks
-      for every FC weight whose input width allows it, read directly by the FC; every
-      other tensor as in "auto"), "off".
+      would not be smaller), "csr", "block" (the fast path: 1x4 float / 1x16
+      int8 blocks for every FC weight whose input width allows it and where
+      they are smaller than dense, read directly by the FC; every other tensor
+      as in "auto"), "off". In every mode, when the whole sparse file is not
+      smaller than the dense conversion, the dense file is kept
+      (`dense_fallback`).
     micro_sparse_kernel: with target="micro", store int8 FC weights in TFLite's
       1x16 block-sparse format for an application-registered sparse FC kernel.
     num_verify_samples: number of inputs used for verification.
@@ -238,30 +269,120 @@ def to_tflite(model, target="litert", quantize=None, representative_data=None, s
       per tensor for a sparse LiteRT export when per-tensor int8 rounding changes
       every Dense kernel's nonzeros by at most `PER_TENSOR_MAX_ERROR` (relative
       RMS), per channel otherwise. The verification applies either way.
+    verbose: let the converter and SavedModel export print to stdout/stderr
+      (by default their output is captured and shown only in errors).
 
   Returns:
-    The .tflite file contents as bytes.
+    An `ExportResult`: `.flatbuffer` (the bytes), `.save(path)`, the per-tensor
+    report, the verification results and `notes`.
 
   Raises:
     ValueError: on invalid arguments (the message names the argument and valid values).
+    ExportError (a ValueError): the model or data cannot be exported as asked
+      (bad/non-finite data, dynamic shapes, ops TFLite lacks, ...); raised before
+      conversion where possible, and the message says what to do.
     verify.VerificationError: if the file disagrees with the Keras model under any
       targeted runtime configuration.
   """
-  return convert(model, target, quantize, representative_data, sparse, micro_sparse_kernel,
-                 num_verify_samples, seed, fc_quantization).model_bytes
+  _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
+              fc_quantization, num_verify_samples)
+  _check_model(model)
+  samples = None
+  if representative_data is not None:
+    samples = inputs_lib.as_samples(model, representative_data)
+    inputs_lib.check_ranges(model, samples)
+  prepared, notes, float32 = prepare_lib.prepare(model)
+  _check_shapes(prepared)
+  if samples is not None:
+    x = [a[:num_verify_samples] for a in samples]
+  else:
+    x = inputs_lib.random_samples(model, num_verify_samples, seed)
+  ref = _predict(prepared if float32 else model, x)
+  if not np.all(np.isfinite(ref)):
+    raise ExportError(
+        f"the Keras model '{model.name}' itself outputs NaN/Inf on the "
+        f"{'representative' if samples is not None else 'random verification'} inputs, so "
+        f"no file can be verified against it: check its weights for NaN/Inf (and the data).")
+  if float32:
+    diff = float(np.max(np.abs(_predict(model, x) - ref)))
+    notes[-1] += f" (max abs diff to the mixed-precision model: {diff:.3g})"
+  use_sparsity = target == "litert" and sparse != "off"
+  fc_per_tensor = _fc_per_tensor(prepared, fc_quantization, quantize, sparse_output=use_sparsity)
+  raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
+                            fc_per_tensor=fc_per_tensor, verbose=verbose)
+  tfl = graph.load(raw)
+  sparsify.densify_model(tfl)
+  meta = {"target": target, "quantize": quantize, "sparse": sparse,
+          "micro_sparse_kernel": bool(micro_sparse_kernel),
+          "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
+  graph.set_metadata(tfl, METADATA_NAME, json.dumps(meta).encode())
+  # The dense conversion: written as it is when no sparse file is smaller.
+  dense_bytes = graph.dump(tfl)
+  reports = sparsify.encode_model(
+      tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
+      quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
+  model_bytes = graph.dump(tfl)
+  any_sparse = any(t.format != "dense" for t in reports)
+  fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
+  if not any_sparse:
+    model_bytes = dense_bytes
+  if fallback:
+    notes.append(f"wrote the dense file: the sparse encoding ({len(model_bytes)} bytes) was "
+                 f"not smaller than the dense conversion ({len(dense_bytes)} bytes)")
+    model_bytes = dense_bytes
+    reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
+  for note in notes:
+    _log.warning("tfprune.export: %s.", note)
+  runtimes = ["xnnpack", "builtin"]
+  if target == "micro" and not micro_sparse_kernel:
+    runtimes.append("tflm")
+  names = [t.name for t in model.inputs]
+  try:
+    with capture.captured_output(enabled=not verbose):   # "Created XNNPACK delegate" lines
+      results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
+                                  reference_bytes=None if fallback else dense_bytes,
+                                  input_names=names)
+      if target == "micro" and micro_sparse_kernel:
+        # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
+        results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names)
+  except verify_lib.VerificationError as e:
+    rnns = prepare_lib.recurrent_layers(model)
+    if quantize == "int8" and rnns:
+      raise verify_lib.VerificationError(
+          f"{e}\n  full-int8 quantizes the state of the unrolled recurrent layer(s) "
+          f"{', '.join(repr(l.name) for l in rnns)} to 8 bits at every time step, and the error "
+          f"grows with the sequence (measured 20-30% of the output peak on small LSTMs, "
+          f"docs/export.md): export with quantize='dynamic' (int8 weights, float state) or "
+          f"float.") from e
+    raise
+  return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
+                      "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log)
+
+
+def to_tflite(model, *args, **kwargs):
+  """Alias of `convert` that returns only the verified .tflite bytes.
+
+  Kept for existing code; takes exactly `convert`'s arguments.
+
+  Returns:
+    `convert(model, ...).flatbuffer` (bytes).
+  """
+  return convert(model, *args, **kwargs).model_bytes
 
 
 def save_tflite(model, path, **kwargs):
-  """Converts like `to_tflite` and writes the file atomically.
+  """Alias of `convert(model, **kwargs).save(path)`: converts, then writes atomically.
+
+  Nothing is written when conversion or verification fails.
 
   Args:
     model: the Keras model.
     path: destination .tflite path.
-    **kwargs: arguments of `to_tflite`.
+    **kwargs: arguments of `convert`.
 
   Returns:
     The `ExportResult`.
   """
   result = convert(model, **kwargs)
-  _io.atomic_write(path, result.model_bytes)
+  result.save(path)
   return result

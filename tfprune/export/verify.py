@@ -46,6 +46,55 @@ def _quantize(x, detail):
   return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
 
 
+def _feed(x, detail):
+  """Casts one sample to what an input tensor takes.
+
+  Float samples are quantized for a quantized (int8/uint8/int16 with a scale)
+  input; integer and bool samples (token ids, flags) are passed as they are, cast
+  to the tensor's dtype.
+  """
+  dtype = np.dtype(detail["dtype"])
+  scale = detail["quantization"][0] if detail.get("quantization") else 0.0
+  if np.issubdtype(x.dtype, np.floating) and dtype != np.float32 and scale:
+    return _quantize(x.astype(np.float32), detail)
+  return x.astype(dtype)
+
+
+def as_input_list(inputs):
+  """Verification inputs as a list with one array `[n, ...]` per model input.
+
+  Args:
+    inputs: an array (single-input model) or a list/tuple of arrays, one per
+      model input in the model's input order.
+
+  Returns:
+    A list of numpy arrays of equal length.
+
+  Raises:
+    ValueError: if the arrays differ in their number of samples.
+  """
+  arrays = [np.asarray(a) for a in inputs] if isinstance(inputs, (list, tuple)) else [np.asarray(inputs)]
+  if len({len(a) for a in arrays}) > 1:
+    raise ValueError(f"inputs differ in sample count: {[len(a) for a in arrays]}.")
+  return arrays
+
+
+def _tensor_input_name(name):
+  """'serving_default_tokens:0' -> 'tokens' (the Keras input name)."""
+  name = name.split(":")[0]
+  return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def _order_details(details, input_names):
+  """Input details in the order of `input_names` (Keras input names), matched by name."""
+  if not input_names or len(details) < 2:
+    return list(details)
+  by_name = {_tensor_input_name(d["name"]): d for d in details}
+  if all(n in by_name for n in input_names):
+    return [by_name[n] for n in input_names]
+  return sorted(details, key=lambda d: d["index"])
+
+
 def _dequantize(y, detail):
   if detail["dtype"] in (np.int8, np.uint8, np.int16):
     scale, zero = detail["quantization"]
@@ -76,26 +125,31 @@ def make_litert_interpreter(model_bytes, xnnpack, num_threads=1, preserve_all_te
   return interp
 
 
-def run_litert(model_bytes, inputs, xnnpack=True):
-  """Runs a single-input, single-output model one sample at a time.
+def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
+  """Runs a single-output model one sample at a time.
 
   Args:
     model_bytes: the .tflite bytes.
-    inputs: float array `[n, ...]` (quantized here if the model takes int8).
+    inputs: array `[n, ...]`, or a list of arrays (one per model input, in the
+      order of `input_names`); float arrays are quantized here for int8 inputs,
+      integer arrays (token ids) are fed as they are.
     xnnpack: whether XNNPACK is on.
+    input_names: Keras input names, to match the file's inputs
+      (`serving_default_<name>`) when there are several; default: file order.
 
   Returns:
     `(float_outputs, raw_outputs, output_detail)`; float outputs are dequantized.
   """
+  arrays = as_input_list(inputs)
   interp = make_litert_interpreter(model_bytes, xnnpack)
-  inp = interp.get_input_details()[0]
+  details = _order_details(interp.get_input_details(), input_names)
+  if len(details) != len(arrays):
+    raise ValueError(f"the model has {len(details)} inputs, got {len(arrays)} input arrays.")
   out = interp.get_output_details()[0]
   raw = []
-  for x in inputs:
-    x = x[None].astype(np.float32)
-    if inp["dtype"] != np.float32:
-      x = _quantize(x, inp)
-    interp.set_tensor(inp["index"], x)
+  for j in range(len(arrays[0])):
+    for detail, arr in zip(details, arrays):
+      interp.set_tensor(detail["index"], _feed(arr[j:j + 1], detail))
     interp.invoke()
     raw.append(interp.get_tensor(out["index"])[0].copy())
   raw = np.stack(raw)
@@ -107,23 +161,23 @@ def run_tflm(model_bytes, inputs, arena_size=None):
 
   Args:
     model_bytes: the .tflite bytes.
-    inputs: float array `[n, ...]` (quantized here if the model takes int8).
+    inputs: array `[n, ...]` or a list of arrays, one per input in the file's
+      input order (float arrays are quantized here for int8 inputs).
     arena_size: tensor arena bytes (default: generous, from the model size).
 
   Returns:
     `(float_outputs, raw_outputs)`.
   """
   from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  arrays = as_input_list(inputs)
   arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
   interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
-  inp = _tflm_detail(interp.get_input_details(0))
+  details = [_tflm_detail(interp.get_input_details(k)) for k in range(len(arrays))]
   out = _tflm_detail(interp.get_output_details(0))
   raw = []
-  for x in inputs:
-    x = x[None].astype(np.float32)
-    if inp["dtype"] != np.float32:
-      x = _quantize(x, inp)
-    interp.set_input(x, 0)
+  for j in range(len(arrays[0])):
+    for k, (detail, arr) in enumerate(zip(details, arrays)):
+      interp.set_input(_feed(arr[j:j + 1], detail), k)
     interp.invoke()
     raw.append(np.array(interp.get_output(0))[0].copy())
     interp.reset()
@@ -196,7 +250,7 @@ def sparse_readers(model_bytes):
   return out
 
 
-def localize(model_bytes, reference_bytes, inputs):
+def localize(model_bytes, reference_bytes, inputs, input_names=None):
   """Finds the first op whose output differs from a dense reference file.
 
   Both files run with XNNPACK off and all tensors preserved; op outputs are
@@ -205,20 +259,19 @@ def localize(model_bytes, reference_bytes, inputs):
   Args:
     model_bytes: the suspect .tflite bytes.
     reference_bytes: a dense conversion of the same graph.
-    inputs: float samples `[n, ...]`.
+    inputs: samples `[n, ...]` or a list of arrays, one per input (see `run_litert`).
+    input_names: Keras input names (see `run_litert`).
 
   Returns:
     A description string, or None when every op output matches.
   """
   try:
+    arrays = as_input_list(inputs)
     results = []
     for data in (model_bytes, reference_bytes):
       interp = make_litert_interpreter(data, xnnpack=False, preserve_all_tensors=True)
-      inp = interp.get_input_details()[0]
-      x = inputs[:1].astype(np.float32)
-      if inp["dtype"] != np.float32:
-        x = _quantize(x, inp)
-      interp.set_tensor(inp["index"], x)
+      for detail, arr in zip(_order_details(interp.get_input_details(), input_names), arrays):
+        interp.set_tensor(detail["index"], _feed(arr[:1], detail))
       interp.invoke()
       model = graph.load(data)
       sg = model.subgraphs[0]
@@ -240,16 +293,18 @@ def localize(model_bytes, reference_bytes, inputs):
 
 
 def verify(model_bytes, reference_outputs, inputs, quantize=None,
-           runtimes=("xnnpack", "builtin"), reference_bytes=None):
+           runtimes=("xnnpack", "builtin"), reference_bytes=None, input_names=None):
   """Checks a .tflite file against reference (Keras) outputs.
 
   Args:
     model_bytes: the .tflite bytes.
     reference_outputs: Keras outputs for `inputs`, float `[n, ...]`.
-    inputs: float samples `[n, ...]`.
+    inputs: samples `[n, ...]`, or a list of arrays, one per model input (see
+      `run_litert`).
     quantize: None, "dynamic" or "int8" (sets the tolerance).
     runtimes: subset of ("xnnpack", "builtin", "tflm").
     reference_bytes: optional dense conversion used to name the failing op.
+    input_names: Keras input names, matched to the file's inputs (several inputs).
 
   Returns:
     A list of `RuntimeResult`, all ok.
@@ -262,7 +317,8 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
   for r in runtimes:
     if r not in RUNTIMES:
       raise ValueError(f"Unknown runtime {r!r}; valid: {RUNTIMES}.")
-  reference_outputs = np.asarray(reference_outputs, np.float32).reshape(len(inputs), -1)
+  n = len(as_input_list(inputs)[0])
+  reference_outputs = np.asarray(reference_outputs, np.float32).reshape(n, -1)
   model = graph.load(model_bytes)
   sg = model.subgraphs[0]
   out_name = graph.tensor_name(sg.tensors[sg.outputs[0]])
@@ -274,9 +330,10 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
         q = sg.tensors[sg.outputs[0]].quantization
         scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else None
       else:
-        y, _, detail = run_litert(model_bytes, inputs, xnnpack=(r == "xnnpack"))
+        y, _, detail = run_litert(model_bytes, inputs, xnnpack=(r == "xnnpack"),
+                                  input_names=input_names)
         scale = detail["quantization"][0] or None
-      res = compare(y.reshape(len(inputs), -1), reference_outputs, quantize, scale, r)
+      res = compare(y.reshape(n, -1), reference_outputs, quantize, scale, r)
     except Exception as e:  # pylint: disable=broad-except
       res = RuntimeResult(r, False, error=str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
     results.append(res)
@@ -292,7 +349,8 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       else:
         lines.append(f"{label}: output tensor '{out_name}' max abs diff {f.max_abs_diff:.4g} "
                      f"> tolerance {f.tolerance:.4g} (argmax agreement {f.argmax_agreement})")
-    where = localize(model_bytes, reference_bytes, inputs) if reference_bytes else None
+    where = (localize(model_bytes, reference_bytes, inputs, input_names)
+             if reference_bytes else None)
     suspects = sparse_readers(model_bytes)
     if where:
       lines.append(f"first differing op (XNNPACK off): {where}")
