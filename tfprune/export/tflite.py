@@ -10,12 +10,12 @@ Never imports tfprune training code: it takes any plain Keras 3 model whose
 pruned kernels hold exact zeros (e.g. the output of `tfprune.strip`).
 """
 import dataclasses
-import json
 
 import numpy as np
 
 from tfprune import _io
 from tfprune import _layers
+from tfprune.export import checksum
 from tfprune.export import graph
 from tfprune.export import sparsify
 from tfprune.export import verify as verify_lib
@@ -194,11 +194,11 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   reports = sparsify.encode_model(
       tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
       quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
-  graph.set_metadata(tfl, METADATA_NAME, json.dumps(
-      {"target": target, "quantize": quantize, "sparse": sparse,
-       "micro_sparse_kernel": bool(micro_sparse_kernel),
-       "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}).encode())
-  model_bytes = graph.dump(tfl)
+  # The metadata also records CRC32s of every buffer and of the file (checksum.py).
+  model_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, {
+      "target": target, "quantize": quantize, "sparse": sparse,
+      "micro_sparse_kernel": bool(micro_sparse_kernel),
+      "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"})
   x = _verify_inputs(model, samples, num_verify_samples, seed)
   ref = np.asarray(model(x, training=False), np.float32)
   runtimes = ["xnnpack", "builtin"]
