@@ -1,6 +1,6 @@
 """CRC32 checksums of an exported file, stored in its tfprune metadata.
 
-At export, `dump_with_metadata` records in the metadata JSON (key "checksum"):
+At export, `dump_with_metadata` records in the metadata JSON (key "crc32"):
 
 * "buffers": the CRC32 of every buffer's bytes (weights, biases, sparse index
   constants, converter metadata), in buffer order, as base64 of little-endian
@@ -25,8 +25,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from tfprune.export import graph
 
-ALGORITHM = "crc32"
-KEY = "checksum"
+KEY = "crc32"  # the algorithm; a later one would use its own key
 _PLACEHOLDER = b"00000000"
 _FILE_FIELD = b'"file":"'
 
@@ -73,14 +72,13 @@ def dump_with_metadata(model, name, meta):
   Args:
     model: `schema.ModelT` in its final form (modified: the metadata is added).
     name: metadata entry name.
-    meta: JSON-serializable dict; a "checksum" entry is added.
+    meta: JSON-serializable dict; a "crc32" entry is added (see the module docstring).
 
   Returns:
     The .tflite bytes.
   """
   meta = dict(meta)
-  meta[KEY] = {"algorithm": ALGORITHM, "buffers": _encode(buffer_crcs(model)),
-               "file": _PLACEHOLDER.decode()}
+  meta[KEY] = {"buffers": _encode(buffer_crcs(model)), "file": _PLACEHOLDER.decode()}
   meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
   graph.set_metadata(model, name, meta_bytes)
   data = bytearray(graph.dump(model))
@@ -144,8 +142,8 @@ def check(data, name):
   if info is None:
     return "absent", []
   try:
-    if not isinstance(info, dict) or info.get("algorithm") != ALGORITHM:
-      raise ValueError(f"unknown checksum entry {str(info)[:60]!r}")
+    if not isinstance(info, dict):
+      raise ValueError(f"not a dict: {str(info)[:60]!r}")
     stored = _decode(str(info["buffers"]))
     stored_file = int(str(info["file"]), 16)
   except (ValueError, KeyError, TypeError) as e:
