@@ -231,17 +231,20 @@ def test_verifier_rejects_out_of_range_vtable(sparse_file):
     export.inspect(bytes(data))
 
 
-def test_binary_exits_3_on_corrupt_file(sparse_file, tmp_path):
+def test_binary_exits_3_on_corrupt_file(sparse_file, tmp_path, capsys):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfprune.bin import inspect as inspect_bin  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
   data = bytearray(open(sparse_file, "rb").read())
   _, start, _ = _kernel_span(bytes(data))
   data[start] ^= 0xFF
   bad = tmp_path / "corrupt.tflite"
   bad.write_bytes(bytes(data))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  cmd = [sys.executable, "-m", "tfprune.bin.inspect", str(sparse_file), str(bad)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-  assert proc.returncode == 3, proc.stderr[-2000:]
-  assert "corrupt.tflite: corrupt file: checksum mismatch in buffer" in proc.stderr
+  assert inspect_bin.main(["tfprune-inspect", str(sparse_file), str(bad)]) == 3
+  err = capsys.readouterr().err
+  assert "corrupt.tflite: corrupt file: checksum mismatch in buffer" in err
+  assert inspect_bin.main(["tfprune-inspect", str(bad), str(tmp_path / "missing.tflite")]) == 1
 
 
 if __name__ == "__main__":

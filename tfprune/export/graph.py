@@ -187,7 +187,7 @@ def compact(model):
 
 def set_metadata(model, name, data):
   """Adds or replaces a metadata entry `name` holding `data` bytes."""
-  model.metadata = [m for m in (model.metadata or []) if _md_name(m) != name]
+  model.metadata = [m for m in (model.metadata or []) if metadata_name(m) != name]
   buf = schema.BufferT()
   buf.data = np.frombuffer(data, dtype=np.uint8)
   model.buffers.append(buf)
@@ -200,7 +200,7 @@ def set_metadata(model, name, data):
 def get_metadata(model, name):
   """Bytes of metadata entry `name`, or None."""
   for m in model.metadata or []:
-    if _md_name(m) == name and m.buffer < len(model.buffers):
+    if metadata_name(m) == name and m.buffer < len(model.buffers):
       data = model.buffers[m.buffer].data
       return None if data is None else np.asarray(data, np.uint8).tobytes()
   return None
@@ -209,7 +209,7 @@ def get_metadata(model, name):
 def metadata_entry(model, name):
   """(metadata index, buffer index) of metadata entry `name`, or None."""
   for i, m in enumerate(model.metadata or []):
-    if _md_name(m) == name and 0 <= m.buffer < len(model.buffers or []):
+    if metadata_name(m) == name and 0 <= m.buffer < len(model.buffers or []):
       return i, m.buffer
   return None
 
@@ -230,5 +230,6 @@ def buffer_data_span(data, index):
   return buf._tab.Vector(o), buf._tab.VectorLen(o)  # pylint: disable=protected-access
 
 
-def _md_name(md):
+def metadata_name(md):
+  """Name of a `MetadataT` entry as str (bytes that are not UTF-8 are replaced)."""
   return text(md.name)

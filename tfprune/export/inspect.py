@@ -191,7 +191,7 @@ def _check_indices(model):
   nbuf, ncodes = len(model.buffers or []), len(model.operatorCodes or [])
   for m in model.metadata or []:
     if m.buffer >= nbuf:
-      return f"metadata '{graph._md_name(m)}' uses missing buffer {m.buffer}"  # pylint: disable=protected-access
+      return f"metadata '{graph.metadata_name(m)}' uses missing buffer {m.buffer}"
   for s, sg in enumerate(model.subgraphs):
     n = len(sg.tensors or [])
     for t in sg.tensors or []:
