@@ -218,8 +218,8 @@ def test_densify_reshape_cycle_terminates(sparse_file):
 def test_verifier_layout_covers_the_schema():
   layout = fbverify.layout()
   assert not [(t, f) for t, fields in layout.items() for f in fields if f[1] == "unknown"]
-  assert ("table", "SparsityParameters") in [(k, a) for _, k, a in layout["Tensor"]]
-  union = [a for _, k, a in layout["Operator"] if k == "union"][0]
+  assert (16, "table", "SparsityParameters", "Sparsity") in layout["Tensor"]
+  union = [a for _, k, a, name in layout["Operator"] if name == "BuiltinOptions"][0]
   assert union[1][schema.BuiltinOptions.FullyConnectedOptions] == "FullyConnectedOptions"
 
 

@@ -146,6 +146,36 @@ def test_hostile_lengths_are_refused_quickly(seeds):
   assert time.process_time() - start < 20
 
 
+def test_shared_offsets_cannot_amplify_work():
+  """3000 subgraph offsets to one subgraph of 3000 offsets to one tensor: 9M tables to unpack."""
+  import flatbuffers  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  n = 3000
+  b = flatbuffers.Builder(0)
+  schema.TensorStart(b)
+  tensor = schema.TensorEnd(b)
+  schema.SubGraphStartTensorsVector(b, n)
+  for _ in range(n):
+    b.PrependUOffsetTRelative(tensor)
+  tensors = b.EndVector()
+  schema.SubGraphStart(b)
+  schema.SubGraphAddTensors(b, tensors)
+  subgraph = schema.SubGraphEnd(b)
+  schema.ModelStartSubgraphsVector(b, n)
+  for _ in range(n):
+    b.PrependUOffsetTRelative(subgraph)
+  subgraphs = b.EndVector()
+  schema.ModelStart(b)
+  schema.ModelAddSubgraphs(b, subgraphs)
+  b.Finish(schema.ModelEnd(b), file_identifier=b"TFL3")
+  data = bytes(b.Output())
+  assert len(data) < 30000
+  start = time.process_time()
+  with pytest.raises(export.InvalidTFLiteError, match="Model.Subgraphs.*more than a file of"):
+    export.inspect(data)
+  assert time.process_time() - start < 1
+
+
 if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
   sys.exit(pytest.main([__file__]))

@@ -75,7 +75,7 @@ def _classify(body, widths):
 
 
 def layout():
-  """Per table name: list of (vtable slot, kind, arg) fields, from the generated reader.
+  """Per table name: list of (vtable slot, kind, arg, field name), from the generated reader.
 
   Kinds: "scalar" (arg: byte width), "string", "table" (arg: table name),
   "scalars" (vector; arg: element width), "tables" (vector; arg: table name),
@@ -104,17 +104,16 @@ def layout():
     for method, body in _METHOD.findall(chunk):
       field = _classify(body, widths)
       if field is not None:
-        fields.append(field)
+        fields.append(field + (method,))
         by_name[method] = field
     obj_api = classes.get(name + "T", "")
     for union, accessor in _CREATOR_CALL.findall(obj_api):
       slot = by_name[accessor][0]
       type_slot = by_name[accessor + "Type"][0]
-      fields = [(s, k, (type_slot, creators.get(union, {})) if s == slot else a)
-                for s, k, a in fields]
-    unions = [f for f in fields if f[1] == "union" and f[2] is None]
-    fields = [(s, "unknown", None) if (s, k, a) in unions else (s, k, a)
-              for s, k, a in fields]
+      fields = [(s, k, (type_slot, creators.get(union, {})) if s == slot else a, n)
+                for s, k, a, n in fields]
+    fields = [(s, "unknown", None, n) if k == "union" and a is None else (s, k, a, n)
+              for s, k, a, n in fields]
     unique = {}
     for field in fields:
       if unique.setdefault(field[0], field) != field:
@@ -138,7 +137,7 @@ class _Verifier:
 
   def fail(self, what):
     where = "/".join(self.path) or ROOT_TABLE
-    raise VerificationError(f"{self.label}: corrupt TFLite flatbuffer at {where}: {what}.")
+    raise VerificationError(f"{self.label}: corrupt TFLite flatbuffer at {where}: {what}")
 
   def check(self, pos, n, what):
     if pos < 0 or n < 0 or pos + n > self.size:
@@ -203,12 +202,12 @@ class _Verifier:
                   f"its table of {obj_size} bytes")
       return pos + off
 
-    for slot, kind, arg in fields:
+    for slot, kind, arg, field in fields:
       width = arg if kind == "scalar" else (1 if kind == "unknown" else 4)
       p = field_pos(slot, width)
       if p is None or kind in ("scalar", "unknown"):
         continue
-      self.path.append(f"{name}@{slot}")
+      self.path.append(f"{name}.{field}")
       if kind == "string":
         self.string(p, "string")
       elif kind == "table":
@@ -224,9 +223,8 @@ class _Verifier:
         if n > self.tables_left:
           self.fail(f"{n} {arg} tables, more than a file of {self.size} bytes can hold")
         for i in range(n):
-          self.path.append(f"{arg}[{i}]")
+          self.path[-1] = f"{name}.{field}[{i}]"
           self.table(self.deref(start + 4 * i, f"{arg} offset"), arg, depth + 1)
-          self.path.pop()
       elif kind == "union":
         type_slot, members = arg
         tp = field_pos(type_slot, 1)

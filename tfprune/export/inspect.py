@@ -172,7 +172,7 @@ def parse(data, label="<bytes>"):
   try:
     fbverify.verify(data, label)
   except fbverify.VerificationError as e:
-    raise InvalidTFLiteError(f"{e} (truncated or corrupt file)") from e
+    raise InvalidTFLiteError(f"{e} (truncated or corrupt file).") from e
   try:
     model = graph.load(data)
   except Exception as e:  # pylint: disable=broad-except
