@@ -84,7 +84,9 @@ def dump_with_metadata(model, name, meta):
   data = bytearray(graph.dump(model))
   _, index = graph.metadata_entry(model, name)
   start, length = graph.buffer_data_span(data, index)
-  assert bytes(data[start:start + length]) == meta_bytes
+  if bytes(data[start:start + length]) != meta_bytes:
+    raise RuntimeError(f"metadata '{name}' was not serialized verbatim at buffer {index}; "
+                       "cannot write its file checksum.")
   field = start + _file_field(meta_bytes)
   data[field:field + 8] = b"%08x" % _file_crc(data, field)
   return bytes(data)
