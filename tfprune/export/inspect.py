@@ -4,7 +4,7 @@ Parsing uses only the pure-Python flatbuffers reader (no C++ code touches the
 file), after sanity checks on the header, and every parse error is turned into
 `InvalidTFLiteError`, so a truncated or garbage file can never crash the process.
 
-Warnings flag the silent-failure patterns measured in /work/shared/EXPORT.md,
+Warnings flag the silent-failure patterns measured in docs/export.md,
 typical of files made by other tools (e.g. TFMOT + the stock converter):
 a sparse FULLY_CONNECTED above version 8 (garbage under XNNPACK), DENSIFY feeding
 quantized ops (XNNPACK fails at prepare), a non-FC op reading sparse weights
