@@ -1,7 +1,10 @@
-"""tfprune-inspect: per-tensor formats, sizes and known-broken patterns of .tflite files.
+"""tfprune-inspect: per-tensor formats, sizes, known-broken patterns and corruption of .tflite files.
 
-Usage: tfprune-inspect model.tflite [more.tflite ...] [--target=micro]
-Exit status 1 if a file cannot be read, 2 if a file has warnings and --strict.
+Usage: tfprune-inspect model.tflite [more.tflite ...] [--target=micro] [--strict]
+
+Exit status (the most serious over all files): 1 if a file cannot be read (missing,
+truncated, not TFLite), 3 if a file exported by tfprune fails its checksum (corrupt),
+2 if a file has warnings and --strict, else 0.
 """
 import sys
 
@@ -14,23 +17,31 @@ _TARGET = flags.DEFINE_enum("target", None, ["litert", "micro"],
                             "Runtime the file is meant for (default: from its tfprune metadata).")
 _STRICT = flags.DEFINE_bool("strict", False, "Exit with status 2 when any warning is found.")
 
+EXIT_UNREADABLE = 1
+EXIT_WARNINGS = 2
+EXIT_CORRUPT = 3
+_SEVERITY = {0: 0, EXIT_WARNINGS: 1, EXIT_CORRUPT: 2, EXIT_UNREADABLE: 3}
+
+
+def _status(path):
+  """Prints the report of one file; returns its exit status."""
+  try:
+    report = export.inspect(path, target=_TARGET.value)
+  except export.InvalidTFLiteError as e:
+    print(f"ERROR: {e}", file=sys.stderr)
+    return EXIT_UNREADABLE
+  print(report.format_table())
+  if report.corruption:
+    print(f"ERROR: {path}: corrupt file: {'; '.join(report.corruption)}", file=sys.stderr)
+    return EXIT_CORRUPT
+  return EXIT_WARNINGS if report.warnings and _STRICT.value else 0
+
 
 def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give at least one .tflite file: tfprune-inspect model.tflite")
-  status = 0
-  for path in paths:
-    try:
-      report = export.inspect(path, target=_TARGET.value)
-    except export.InvalidTFLiteError as e:
-      print(f"ERROR: {e}", file=sys.stderr)
-      status = 1
-      continue
-    print(report.format_table())
-    if report.warnings and _STRICT.value and status == 0:
-      status = 2
-  return status
+  return max((_status(path) for path in paths), key=_SEVERITY.get)
 
 
 def run():

@@ -48,8 +48,7 @@ def op_name(model, op):
   opcode = model.operatorCodes[op.opcodeIndex]
   code = builtin_code(opcode)
   if code == BuiltinOperator.CUSTOM:
-    name = opcode.customCode.decode() if isinstance(opcode.customCode, bytes) else opcode.customCode
-    return f"CUSTOM({name})"
+    return f"CUSTOM({text(opcode.customCode)})"
   return OP_NAMES.get(code, f"OP_{code}")
 
 
@@ -57,9 +56,15 @@ def op_version(model, op):
   return int(model.operatorCodes[op.opcodeIndex].version)
 
 
+def text(value):
+  """A flatbuffer string field as str; bytes that are not UTF-8 are replaced."""
+  if isinstance(value, (bytes, bytearray)):
+    return value.decode("utf-8", "replace")
+  return "" if value is None else str(value)
+
+
 def tensor_name(tensor):
-  name = tensor.name
-  return name.decode("utf-8", "replace") if isinstance(name, (bytes, bytearray)) else str(name)
+  return text(tensor.name)
 
 
 def type_name(tensor):
@@ -182,7 +187,7 @@ def compact(model):
 
 def set_metadata(model, name, data):
   """Adds or replaces a metadata entry `name` holding `data` bytes."""
-  model.metadata = [m for m in (model.metadata or []) if _md_name(m) != name]
+  model.metadata = [m for m in (model.metadata or []) if metadata_name(m) != name]
   buf = schema.BufferT()
   buf.data = np.frombuffer(data, dtype=np.uint8)
   model.buffers.append(buf)
@@ -195,11 +200,36 @@ def set_metadata(model, name, data):
 def get_metadata(model, name):
   """Bytes of metadata entry `name`, or None."""
   for m in model.metadata or []:
-    if _md_name(m) == name and m.buffer < len(model.buffers):
+    if metadata_name(m) == name and m.buffer < len(model.buffers):
       data = model.buffers[m.buffer].data
       return None if data is None else np.asarray(data, np.uint8).tobytes()
   return None
 
 
-def _md_name(md):
-  return md.name.decode() if isinstance(md.name, (bytes, bytearray)) else md.name
+def metadata_entry(model, name):
+  """(metadata index, buffer index) of metadata entry `name`, or None."""
+  for i, m in enumerate(model.metadata or []):
+    if metadata_name(m) == name and 0 <= m.buffer < len(model.buffers or []):
+      return i, m.buffer
+  return None
+
+
+def buffer_data_span(data, index):
+  """(start, length) of buffer `index`'s data vector inside serialized `data`.
+
+  `data` must be a verified TFLite flatbuffer (`fbverify.verify`). Returns None
+  when the buffer holds no data vector.
+  """
+  root = schema.Model.GetRootAs(data, 0)
+  if not 0 <= index < root.BuffersLength():
+    return None
+  buf = root.Buffers(index)
+  o = buf._tab.Offset(4)  # pylint: disable=protected-access  # Buffer.data
+  if not o:
+    return None
+  return buf._tab.Vector(o), buf._tab.VectorLen(o)  # pylint: disable=protected-access
+
+
+def metadata_name(md):
+  """Name of a `MetadataT` entry as str (bytes that are not UTF-8 are replaced)."""
+  return text(md.name)

@@ -29,6 +29,7 @@ import numpy as np
 from tfprune import _io
 from tfprune import _layers
 from tfprune.export import capture
+from tfprune.export import checksum
 from tfprune.export import errors
 from tfprune.export import graph
 from tfprune.export import inputs as inputs_lib
@@ -315,13 +316,13 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
           "micro_sparse_kernel": bool(micro_sparse_kernel),
           "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
-  graph.set_metadata(tfl, METADATA_NAME, json.dumps(meta).encode())
-  # The dense conversion: written as it is when no sparse file is smaller.
-  dense_bytes = graph.dump(tfl)
+  # The dense conversion: written as it is when no sparse file is smaller. The metadata
+  # also records CRC32s of every buffer and of the file (checksum.py).
+  dense_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
   reports = sparsify.encode_model(
       tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
       quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
-  model_bytes = graph.dump(tfl)
+  model_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
   any_sparse = any(t.format != "dense" for t in reports)
   fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
   if not any_sparse:
