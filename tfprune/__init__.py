@@ -3,6 +3,7 @@
 Public API (re-exports only). The exporter lives in `tfprune.export` and never imports
 training code (tests/boundaries_test.py checks it).
 """
+from tfprune import _quiet  # first: quiets TF for the binaries before TF loads
 from tfprune import data
 from tfprune import masks
 from tfprune import methods
