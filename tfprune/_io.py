@@ -46,9 +46,9 @@ def atomic_save_keras(model, path, include_optimizer=True):
   Args:
     model: the Keras model.
     path: destination, must end with `.keras`.
-    include_optimizer: False leaves the optimizer's state (slot variables) out of the
-      file; the compile config stays, so `load_model` still returns a compiled model
-      (with a fresh optimizer). Often a third of the size of a file with Adam's state.
+    include_optimizer: False saves the model as if it were not compiled: no optimizer
+      state (Adam's slots triple the file) and no compile config, so `load_model`
+      returns an uncompiled model (compile it to train further).
   """
   path = os.fspath(path)
   if not path.endswith(".keras"):
@@ -58,14 +58,16 @@ def atomic_save_keras(model, path, include_optimizer=True):
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
   os.close(fd)
   optimizer = getattr(model, "optimizer", None)
+  compiled = getattr(model, "compiled", False)
+  strip_optimizer = not include_optimizer and (optimizer is not None or compiled)
   try:
-    if not include_optimizer and optimizer is not None:
-      model.optimizer = None
+    if strip_optimizer:
+      model.optimizer, model.compiled = None, False
     try:
       model.save(tmp)
     finally:
-      if not include_optimizer and optimizer is not None:
-        model.optimizer = optimizer
+      if strip_optimizer:
+        model.optimizer, model.compiled = optimizer, compiled
     os.chmod(tmp, _default_mode())
     os.replace(tmp, path)
   except BaseException:
