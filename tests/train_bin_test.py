@@ -316,7 +316,7 @@ def test_help_lists_the_flags_grouped():
   assert text.index("--dataset") < text.index("model:") < text.index("--load_model")
   full = train.FLAGS.get_help()
   for group in ("data", "model", "method", "schedule", "export", "output"):
-    assert f"tfprune.bin.train_flags.{group}:" in full
+    assert f"tfprune.train_flags.{group}:" in full
   main_help = train.FLAGS.module_help(train)  # what --help shows for the binary
   assert "--output_dir" in main_help and "--admm_epochs" in main_help
 

@@ -40,8 +40,8 @@ from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import plots
 from tfprune import zoo
-from tfprune.bin import train_flags
-from tfprune.bin.train_flags.method import METHOD_FLAGS
+from tfprune import train_flags
+from tfprune.train_flags.method import METHOD_FLAGS
 
 FLAGS = flags.FLAGS
 for _group in train_flags.GROUPS:

@@ -4,11 +4,11 @@ absl attributes a flag to the module that defines it and lists flags per module,
 each group lives in its own module: `data`, `model`, `method`, `schedule`, `export`,
 `output` (`GROUPS`, in the order `tfprune.bin.train.grouped_help()` prints them).
 """
-from tfprune.bin.train_flags import data
-from tfprune.bin.train_flags import model
-from tfprune.bin.train_flags import method
-from tfprune.bin.train_flags import schedule
-from tfprune.bin.train_flags import export
-from tfprune.bin.train_flags import output
+from tfprune.train_flags import data
+from tfprune.train_flags import model
+from tfprune.train_flags import method
+from tfprune.train_flags import schedule
+from tfprune.train_flags import export
+from tfprune.train_flags import output
 
 GROUPS = (data, model, method, schedule, export, output)
