@@ -13,6 +13,8 @@ import sys
 from absl import app
 from absl import flags
 
+from tfprune.bin import _cli
+
 _MODEL = flags.DEFINE_string("model", None, "Input Keras model (.keras), e.g. tfprune.strip output.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .tflite path.")
 _TARGET = flags.DEFINE_enum("target", "litert", ["litert", "micro"], "Runtime to target.")
@@ -112,7 +114,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

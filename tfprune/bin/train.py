@@ -31,6 +31,7 @@ from tfprune import data as data_lib  # pylint: disable=g-import-not-at-top
 from tfprune import masks as masks_lib  # pylint: disable=g-import-not-at-top
 from tfprune import plots  # pylint: disable=g-import-not-at-top
 from tfprune import zoo  # pylint: disable=g-import-not-at-top
+from tfprune.bin import _cli  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -313,7 +314,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  _cli.run(main, __name__)
 
 
 if __name__ == "__main__":
