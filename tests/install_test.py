@@ -6,6 +6,7 @@ nothing is downloaded. That directory's own `.pth` files are not processed (a `.
 only appends a path), so an editable install of the checkout there cannot shadow the
 wheel: the test checks that `tfprune` is imported from the fresh venv.
 """
+# bazel-size: large
 import email.parser
 import os
 import shutil

@@ -6,6 +6,7 @@ running interpreter's `bin/` first on PATH (so `python` is the project's interpr
 except the README's first two commands: `.ci/run` runs the test command, and the main
 job is the binaries' own test (tests/train_bin_test.py, tests/export_bin_test.py).
 """
+# bazel-size: enormous
 import os
 import re
 import subprocess
