@@ -33,15 +33,23 @@ EXPECTED = {
 }
 
 
+# Run by tests/readme_test.py (README's "Multi-worker" block starts two workers).
+RUN_BY_README = ("multiworker.py",)
+
+
 def _examples():
   return sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".py"))
 
 
 def test_every_example_is_tested():
-  assert _examples() == sorted(EXPECTED)
+  assert _examples() == sorted(set(EXPECTED) | set(RUN_BY_README))
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  for name in RUN_BY_README:
+    assert f"python examples/{name}" in readme
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(set(EXPECTED) | set(RUN_BY_README)))
 def test_examples_import_only_public_names(name):
   with open(os.path.join(EXAMPLES, name), encoding="utf-8") as f:
     tree = ast.parse(f.read())

@@ -124,5 +124,24 @@ def test_installed_console_scripts_help(env_dir, tmp_path, binary):
   assert f"tfprune.bin.{binary.split('-')[1]}:" in out, out[-2000:]  # its own flags
 
 
+def test_micro_verification_without_tflite_micro_names_the_install_line(tmp_path):
+  script = textwrap.dedent("""\
+      import sys
+      sys.modules["tflite_micro"] = None  # as if tflite-micro were not installed
+      import numpy as np
+      import keras
+      from tfprune import export
+      model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+      data = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+      try:
+        export.to_tflite(model, target="micro", quantize="int8", representative_data=data)
+      except ImportError as e:
+        print("ERROR:", e)
+      """)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  proc = _run([sys.executable, "-c", script], cwd=tmp_path, env=env)
+  assert "ERROR:" in proc.stdout and "pip install tflite-micro" in proc.stdout, proc.stdout
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

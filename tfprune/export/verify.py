@@ -113,7 +113,12 @@ def run_tflm(model_bytes, inputs, arena_size=None):
   Returns:
     `(float_outputs, raw_outputs)`.
   """
-  from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  try:
+    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "Verifying a target='micro' export runs it in TensorFlow Lite Micro, which is not "
+        "installed: pip install tflite-micro (or pip install 'tfprune[micro]').") from e
   arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
   interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
   inp = _tflm_detail(interp.get_input_details(0))
