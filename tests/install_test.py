@@ -57,12 +57,14 @@ def env_dir(wheel, tmp_path_factory):
   python = root / "bin" / "python"
   purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
                   "['purelib'])"], cwd=root).stdout.strip()
+  # Install first: with the dependencies visible, pip would see the checkout's own
+  # (editable) tfprune there and skip the wheel as "already satisfied".
+  _run([str(root / "bin" / "pip"), "install", "--no-deps", "--no-index", "-q",
+        str(wheel)], cwd=root)
   deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]]
           if os.path.isdir(p)]
   with open(os.path.join(purelib, "_tfprune_test_deps.pth"), "w", encoding="utf-8") as f:
     f.write("\n".join(dict.fromkeys(deps)) + "\n")
-  _run([str(root / "bin" / "pip"), "install", "--no-deps", "--no-index", "-q",
-        str(wheel)], cwd=root)
   return root
 
 
