@@ -24,7 +24,15 @@ SOURCES = ("setup.cfg", "setup.py", "pyproject.toml", "README.md", "LICENSE")
 BINARIES = ("tfprune-train", "tfprune-export", "tfprune-inspect")
 
 
+def _clean_env(**extra):
+  """The environment without PYTHONPATH (the checkout must not shadow the wheel)."""
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+  env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
+  return env
+
+
 def _run(cmd, cwd, timeout=300, env=None):
+  env = _clean_env() if env is None else env
   proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                         env=env)
   assert proc.returncode == 0, (
@@ -110,16 +118,14 @@ def test_installed_wheel_exports_a_verified_file_from_outside_the_repo(env_dir, 
       assert blob[4:8] == b"TFL3", blob[:8]
       print("OK", len(blob))
       """)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
-  proc = _run([str(env_dir / "bin" / "python"), "-c", script], cwd=tmp_path, env=env)
+  proc = _run([str(env_dir / "bin" / "python"), "-c", script], cwd=tmp_path)
   assert "OK" in proc.stdout
 
 
 @pytest.mark.parametrize("binary", BINARIES)
 def test_installed_console_scripts_help(env_dir, tmp_path, binary):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
   proc = subprocess.run([str(env_dir / "bin" / binary), "--help"], cwd=tmp_path,
-                        capture_output=True, text=True, timeout=120, env=env)
+                        capture_output=True, text=True, timeout=120, env=_clean_env())
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-3000:]
   assert f"USAGE: {binary}" in out or "USAGE:" in out, out[-2000:]
@@ -140,8 +146,7 @@ def test_micro_verification_without_tflite_micro_names_the_install_line(tmp_path
       except ImportError as e:
         print("ERROR:", e)
       """)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-  proc = _run([sys.executable, "-c", script], cwd=tmp_path, env=env)
+  proc = _run([sys.executable, "-c", script], cwd=tmp_path, env=_clean_env(PYTHONPATH=ROOT))
   assert "ERROR:" in proc.stdout and "pip install tflite-micro" in proc.stdout, proc.stdout
 
 

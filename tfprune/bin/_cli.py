@@ -13,6 +13,8 @@ are shown under "other". Without it, the flags are listed as absl lists them.
 """
 import sys
 import textwrap
+import types
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -72,7 +74,8 @@ def _flag_help(flag):
   return head + ":\n" + textwrap.indent(wrapped, "    ")
 
 
-def help_text(module, full=False, flag_values=None):
+def help_text(module: types.ModuleType, full: bool = False,
+              flag_values: "flags.FlagValues | None" = None) -> str:
   """The `--help` (or `--helpfull`) text of the binary defined by `module`.
 
   Args:
@@ -105,7 +108,7 @@ def help_text(module, full=False, flag_values=None):
   return "\n".join(out) + "\n"
 
 
-def run(main, module_name):
+def run(main: Callable[[list[str]], Any], module_name: str) -> None:
   """Runs `main` like `absl.app.run`, answering --help/--helpfull itself (exit 0).
 
   Args:

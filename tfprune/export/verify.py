@@ -282,6 +282,8 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
         y, _, detail = run_litert(model_bytes, inputs, xnnpack=(r == "xnnpack"))
         scale = detail["quantization"][0] or None
       res = compare(y.reshape(len(inputs), -1), reference_outputs, quantize, scale, r)
+    except ImportError:  # a runtime that is not installed: not a disagreement
+      raise
     except Exception as e:  # pylint: disable=broad-except
       res = RuntimeResult(r, False, error=str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
     results.append(res)

@@ -23,6 +23,7 @@ Differences from TFMOT are listed in docs/migration.md.
 """
 import abc
 import os
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -61,11 +62,11 @@ class PruningPolicy(abc.ABC):
   """
 
   @abc.abstractmethod
-  def allow_pruning(self, layer):
+  def allow_pruning(self, layer: keras.layers.Layer) -> bool:
     """True if `layer` should be wrapped."""
 
   @abc.abstractmethod
-  def ensure_model_supports_pruning(self, model):
+  def ensure_model_supports_pruning(self, model: keras.Model) -> None:
     """Raises ValueError if `model` cannot be pruned under this policy."""
 
 
@@ -306,9 +307,15 @@ def _weightless_type(layer):
   return isinstance(layer, weightless)
 
 
-def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
-                        block_pooling_type="AVG", pruning_policy=None,
-                        sparsity_m_by_n=None, **kwargs):
+def prune_low_magnitude(
+    to_prune: "keras.Model | keras.layers.Layer | list[keras.layers.Layer]",
+    pruning_schedule: "PruningSchedule | None" = None,
+    block_size: Sequence[int] = (1, 1),
+    block_pooling_type: str = "AVG",
+    pruning_policy: "PruningPolicy | None" = None,
+    sparsity_m_by_n: "Sequence[int] | None" = None,
+    **kwargs: Any,
+) -> "keras.Model | keras.layers.Layer | list[keras.layers.Layer]":
   """Wraps a layer, a list of layers or a model for magnitude pruning (TFMOT's API).
 
   Gradual magnitude pruning after Zhu & Gupta 2017, "To prune, or not to prune". Train
@@ -385,7 +392,8 @@ def _prune_model(model, params, policy):
   return pruned
 
 
-def strip_pruning(to_strip):
+def strip_pruning(
+    to_strip: "keras.Model | keras.layers.Layer") -> "keras.Model | keras.layers.Layer":
   """Removes the pruning wrappers: a plain Keras model (or layer) with exact zeros.
 
   Args:
@@ -406,7 +414,7 @@ def strip_pruning(to_strip):
                    f"{type(to_strip).__name__}.")
 
 
-def prune_scope():
+def prune_scope() -> keras.utils.CustomObjectScope:
   """A `keras.utils.custom_object_scope` with the pruning wrapper (for loading files).
 
   Loading `.keras` files needs no scope (the wrapper is registered); TFMOT code that
