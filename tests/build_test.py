@@ -132,6 +132,7 @@ def test_generator_on_a_small_tree(tmp_path, monkeypatch):
   })
   monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
   monkeypatch.setattr(gen_build, "BUILD", str(tmp_path / "BUILD"))
+  monkeypatch.setattr(gen_build, "BAZELIGNORE", str(tmp_path / ".bazelignore"))
   assert gen_build.main(["gen_build.py", "--check"]) == 1
   assert gen_build.main(["gen_build.py"]) == 0
   assert gen_build.main(["gen_build.py", "--check"]) == 0
@@ -148,6 +149,42 @@ def test_generator_on_a_small_tree(tmp_path, monkeypatch):
                             [":bin", ":sub", ":sub_d", ":tfprune"], "tfprune/bin/train.py")
   assert rules["a_test"][0] == "py_test"
   assert rules["a_test"][2] == [":a", ":tests_helper", ":tfprune"]
+
+
+def test_bazelignore_is_up_to_date():
+  with open(os.path.join(ROOT, ".bazelignore"), encoding="utf-8") as f:
+    current = f.read()
+  assert current == gen_build.render_bazelignore(), (
+      f".bazelignore does not list every virtual environment in the tree (bazel test "
+      f"would read the BUILD files TensorFlow's wheel ships): {REGEN}.")
+
+
+def test_bazelignore_finds_venvs_anywhere(tmp_path, monkeypatch):
+  _write(tmp_path, {
+      "tfprune/__init__.py": "",
+      "venv2/pyvenv.cfg": "home = /usr/bin\n",
+      "venv2/lib/python3/site-packages/tensorflow/BUILD": "",
+      "bench/env/pyvenv.cfg": "",
+      "bench/env/inner/pyvenv.cfg": "",  # inside an ignored venv: not listed again
+      "web/node_modules/x/BUILD": "",
+      "bench/out/pyvenv.cfg": "",  # below a static entry
+  })
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  ignored = gen_build.ignored_dirs()
+  assert {"venv2", "bench/env", "web/node_modules", ".venv", ".git"} <= set(ignored)
+  assert "bench/env/inner" not in ignored and "tfprune" not in ignored
+  assert ignored == sorted(ignored)
+
+
+def test_test_size_marker(tmp_path, monkeypatch):
+  _write(tmp_path, {"tests/a_test.py": "# bazel-size: large\n",
+                    "tests/b_test.py": "x = 1\n",
+                    "tests/c_test.py": "# bazel-size: huge\n"})
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  assert gen_build.test_size("tests/a_test.py") == "large"
+  assert gen_build.test_size("tests/b_test.py") == "medium"
+  with pytest.raises(SystemExit, match="huge"):
+    gen_build.test_size("tests/c_test.py")
 
 
 if __name__ == "__main__":

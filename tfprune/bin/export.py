@@ -22,6 +22,8 @@ import zipfile
 from absl import app
 from absl import flags
 
+from tfprune.bin import _cli
+
 _MODEL = flags.DEFINE_string("model", None, "Input Keras model (.keras), e.g. tfprune.strip output.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .tflite path.")
 _TARGET = flags.DEFINE_enum("target", "litert", ["litert", "micro"], "Runtime to target.")
@@ -252,8 +254,9 @@ def main(argv):
 def run():
   """Console entry point; TensorFlow's start-up lines are hidden unless --verbosity >= 1.
 
-  Output before `main` (flag errors, --help) is passed through unchanged.
+  Output before `main` (flag errors) is passed through unchanged; --help is answered first.
   """
+  _cli.answer_help(__name__)
   from tfprune.export import capture  # pylint: disable=g-import-not-at-top
   redirect = capture.start_capture()
 

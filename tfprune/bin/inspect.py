@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from tfprune import export
+from tfprune.bin import _cli
 
 _TARGET = flags.DEFINE_enum("target", None, ["litert", "micro"],
                             "Runtime the file is meant for (default: from its tfprune metadata).")
@@ -45,7 +46,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

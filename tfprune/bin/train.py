@@ -42,6 +42,7 @@ from tfprune import plots
 from tfprune import zoo
 from tfprune import train_flags
 from tfprune.train_flags.method import METHOD_FLAGS
+from tfprune.bin import _cli
 
 FLAGS = flags.FLAGS
 for _group in train_flags.GROUPS:
@@ -723,7 +724,7 @@ def _main(out, partial, method_cls, started):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  _cli.run(main, __name__)
 
 
 if __name__ == "__main__":

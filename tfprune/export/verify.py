@@ -168,7 +168,12 @@ def run_tflm(model_bytes, inputs, arena_size=None):
   Returns:
     `(float_outputs, raw_outputs)`.
   """
-  from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  try:
+    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "Verifying a target='micro' export runs it in TensorFlow Lite Micro, which is not "
+        "installed: pip install tflite-micro (or pip install 'tfprune[micro]').") from e
   arrays = as_input_list(inputs)
   arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
   interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
@@ -334,6 +339,8 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
                                   input_names=input_names)
         scale = detail["quantization"][0] or None
       res = compare(y.reshape(n, -1), reference_outputs, quantize, scale, r)
+    except ImportError:  # a runtime that is not installed: not a disagreement
+      raise
     except Exception as e:  # pylint: disable=broad-except
       res = RuntimeResult(r, False, error=str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
     results.append(res)

@@ -1,0 +1,2 @@
+"""`tfmot.sparsity`: only `tfmot.sparsity.keras` exists (as in TFMOT)."""
+from tfprune.compat.tfmot.sparsity import keras
