@@ -57,9 +57,11 @@ def _fresh_copy(layer):
   try:
     new = layer.__class__.from_config(layer.get_config())
   except Exception as e:  # pylint: disable=broad-except
+    reason = " ".join(str(e).split())
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
     raise ValueError(
         f"Cannot copy layer {layer.name!r} ({type(layer).__name__}): rebuilding it from "
-        f"its config failed ({type(e).__name__}: {e}). tfprune.prune and tfprune.strip "
+        f"its config failed ({type(e).__name__}: {reason}). tfprune.prune and tfprune.strip "
         f"rebuild every layer of the model from get_config(): give "
         f"{type(layer).__name__} a get_config() that returns its __init__ arguments (and a "
         f"from_config() for arguments that are not plain values).") from e
