@@ -83,6 +83,7 @@ def test_raw_op_node_r1(tmp_path):
   pruned, stripped = _check(model, x, tmp_path)
   assert _graph(pruned)["Add"] == 1 and _graph(stripped)["Add"] == 1
   assert [w.layer.name for w in tfprune.get_method(pruned).wrappers] == ["fc", "out"]
+  _assert_same(tfprune.strip(pruned, shrink=True)(x), stripped(x), atol=1e-5)
 
 
 def test_ops_inside_graph_several_inputs_and_outputs_train(tmp_path):
@@ -167,8 +168,11 @@ def test_masked_recurrent_text_models_r2(kind, tmp_path):
   assert sum(p.endswith("recurrent_kernel") for p in weights) == (1 if kind == "lstm" else 2)
   # The mask still propagates through the wrapped Embedding and recurrent layer ...
   _assert_same(pruned(pre), pruned(post), atol=1e-5)
-  # ... and through the stripped model.
+  # ... and through the stripped model (also when shrunk).
   _assert_same(stripped(pre), stripped(post), atol=1e-5)
+  shrunk = tfprune.strip(pruned, shrink=True)
+  _assert_same(shrunk(pre), shrunk(post), atol=1e-5)
+  _assert_same(shrunk(post), stripped(post), atol=1e-5)
   x = np.concatenate([post, pre])
   if kind == "lstm":  # the recipe (compiled, traced train step) ...
     history = method.fit(pruned, x, np.arange(len(x)) % 3, epochs=1, batch_size=6,
