@@ -3,7 +3,10 @@
 Lookup (`get_method`, `find_wrappers`) lives with the wrapper (`tfprune.wrapper`) and
 reporting in `tfprune.report`; both are re-exported here for older imports.
 """
+import inspect
+
 import keras
+import numpy as np
 
 from tfprune import distribute
 from tfprune import registry
@@ -34,9 +37,45 @@ def _check_graph_model(model, what):
                      f"it on data before {what}.")
 
 
+def _is_graph_model(layer):
+  """True for the models `clone_model(recursive=True)` rebuilds node by node."""
+  return isinstance(layer, keras.Sequential) or (
+      isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth"))
+
+
+def _copy_op(op):
+  """A copy of a raw `keras.ops` operation recorded in a Functional graph.
+
+  Keras 3 records `x + 3.0`, `ops.*` calls and a mask's `ops.not_equal` as operation
+  nodes. They hold no weights; a copy from their config keeps the two models independent
+  (as `keras.models.clone_model` does). An operation that cannot be rebuilt from its
+  config is stateless, so the clone may call the same object.
+  """
+  try:
+    return op.__class__.from_config(op.get_config())
+  except (NotImplementedError, TypeError, ValueError):
+    return op
+
+
 def _fresh_copy(layer):
-  """An unshared copy of `layer` (same config), built like the original."""
-  new = layer.__class__.from_config(layer.get_config())
+  """An unshared copy of `layer` (same config), built like the original.
+
+  Raises:
+    ValueError: naming the layer, when it cannot be rebuilt from its config.
+  """
+  if not isinstance(layer, keras.layers.Layer):
+    return _copy_op(layer)
+  try:
+    new = layer.__class__.from_config(layer.get_config())
+  except Exception as e:  # pylint: disable=broad-except
+    reason = " ".join(str(e).split())
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
+    raise ValueError(
+        f"Cannot copy layer {layer.name!r} ({type(layer).__name__}): rebuilding it from "
+        f"its config failed ({type(e).__name__}: {reason}). tfprune.prune and tfprune.strip "
+        f"rebuild every layer of the model from get_config(): give "
+        f"{type(layer).__name__} a get_config() that returns its __init__ arguments (and a "
+        f"from_config() for arguments that are not plain values).") from e
   build_config = layer.get_build_config() if layer.built else None
   if build_config:
     new.build_from_config(build_config)
@@ -44,25 +83,108 @@ def _fresh_copy(layer):
 
 
 def _clone(model, make_layer):
-  """Clones `model` with `make_layer(old) -> new`; returns (clone, [(old, new), ...])."""
+  """Clones `model` with `make_layer(old) -> new`; returns (clone, [(old, new), ...]).
+
+  The graph is rebuilt node by node (`keras.models.clone_model`, recursive): raw
+  operation nodes and mask arguments are replayed as recorded, nested Functional and
+  Sequential models are cloned in place, a shared layer is copied once. `pairs` lists the
+  layers only (operations hold no weights).
+  """
   pairs = []
 
   def clone_function(layer):
+    if not isinstance(layer, keras.layers.Layer):
+      return _copy_op(layer)
     new = make_layer(layer)
     pairs.append((layer, new))
     return new
 
-  clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+  def call_function(op, *args, **kwargs):
+    # A wrapper node records the `mask` argument (PruneWrapper.call takes one); the plain
+    # layer strip puts back may not take it, and gets its mask from its input as the
+    # original layer did.
+    if "mask" in kwargs and not _accepts_mask(op):
+      kwargs.pop("mask")
+    return op(*args, **kwargs)
+
+  clone = keras.models.clone_model(
+      model, clone_function=clone_function, recursive=True,
+      call_function=None if isinstance(model, keras.Sequential) else call_function)
   return clone, pairs
+
+
+def _accepts_mask(op):
+  """True if `op.call` takes a `mask` argument (by name or through **kwargs)."""
+  if not isinstance(op, keras.layers.Layer):
+    return True
+  params = inspect.signature(op.call).parameters.values()
+  return any(p.name == "mask" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _graph_layers(model):
+  """The layers `_clone` hands to `make_layer`, in model order, each once.
+
+  Nested Functional / Sequential models are entered (they are cloned layer by layer);
+  every other layer, custom ones and wrappers such as `TimeDistributed` included, is a
+  leaf (copied whole).
+  """
+  found, seen = [], set()
+
+  def visit(container):
+    for layer in container.layers:
+      if id(layer) in seen:
+        continue
+      seen.add(id(layer))
+      if _is_graph_model(layer):
+        visit(layer)
+      elif not isinstance(layer, keras.layers.InputLayer):
+        found.append(layer)
+
+  visit(model)
+  return found
+
+
+def _check_finite_weights(model, what):
+  """Raises ValueError naming every layer weight of `model` that holds NaN or Inf.
+
+  NaN ranks above every finite magnitude in a top-k and survives `weight * mask`, so a
+  non-finite weight would be kept by pruning and baked into the stripped model.
+  """
+  bad = []
+  for layer in _graph_layers(model):
+    owner = layer.layer.name if isinstance(layer, PruneWrapper) else layer.name
+    for w in layer.weights:
+      if "float" not in keras.backend.standardize_dtype(w.dtype):
+        continue
+      value = np.asarray(keras.ops.convert_to_numpy(w))
+      if np.all(np.isfinite(value)):
+        continue
+      nans, infs = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+      bad.append(f"layer {owner!r} weight {w.path!r}: {nans} NaN, {infs} Inf "
+                 f"of {value.size}")
+  if bad:
+    raise ValueError(
+        f"{what}: model {model.name!r} has non-finite weights ({'; '.join(bad[:8])}"
+        f"{'; ...' if len(bad) > 8 else ''}). NaN/Inf would rank as the largest magnitudes, "
+        f"be kept, and survive strip: fix the training run (lower learning rate, gradient "
+        f"clipping) or reload a finite checkpoint first.")
 
 
 def _select(model, layers):
   """The layers to wrap, in model order (all prunable ones when `layers` is None)."""
-  found = all_layers(model)
+  found = _graph_layers(model)
   wrapped = [l.name for l in found if isinstance(l, PruneWrapper)]
   if wrapped:
     raise ValueError(f"Model {model.name!r} is already pruned (wrapped layers: {wrapped}). "
                      f"Call tfprune.strip(model) first to prune it again.")
+  for layer in found:
+    if isinstance(layer, keras.Model) and any(
+        registry.is_prunable(l) for l in base.all_layers(layer)):
+      raise ValueError(
+          f"Model {model.name!r} contains the subclassed model {layer.name!r} "
+          f"({type(layer).__name__}) with prunable layers: tfprune can rebuild Functional "
+          f"and Sequential models only. Build it as a Functional model, or wrap its "
+          f"layers in tfprune.PruneWrapper inside its __init__.")
   if layers is None:
     chosen = [l for l in found if registry.is_prunable(l)]
     if not chosen:
@@ -72,9 +194,17 @@ def _select(model, layers):
   by_name = {}
   for layer in found:
     by_name.setdefault(layer.name, layer)
+  inner = {}  # layers inside a leaf (TimeDistributed(Dense), custom layers): their owner
+  for layer in found:
+    for sub in layer._flatten_layers(include_self=False):  # pylint: disable=protected-access
+      inner.setdefault(sub.name, layer.name)
   wanted = set()
   for name in [layers] if isinstance(layers, str) else layers:
     if name not in by_name:
+      if name in inner:
+        raise ValueError(
+            f"Layer {name!r} is inside layer {inner[name]!r} of model {model.name!r}: "
+            f"name {inner[name]!r} instead (its wrapper prunes the kernels of {name!r}).")
       raise ValueError(f"No layer named {name!r} in model {model.name!r}; layers are "
                        f"{sorted(by_name)}.")
     registry.get_prunable_weights(by_name[name])  # raises a clear error if not prunable
@@ -88,8 +218,13 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
   The original model is not modified; the copy starts from its weights with all masks 1.
 
   Args:
-    model: a built Sequential or Functional Keras model (branches, skip connections,
-      shared and nested layers are fine).
+    model: a built Sequential or Functional Keras model. Any Keras 3 graph works:
+      branches, skip connections, shared layers, nested Functional / Sequential models,
+      raw `keras.ops` nodes (`x + 3.0`, hard-swish), masks (`Embedding(mask_zero=True)`),
+      multiple inputs and outputs. Layers that contain prunable layers
+      (`TimeDistributed(Dense)`, `Bidirectional(LSTM)`, custom layers with a Dense
+      inside) are wrapped whole and their inner kernels pruned. The copy computes
+      exactly what `model` computes.
     method: a registered method name (`tfprune.methods.available_methods()`) or a
       `PruningMethod` instance.
     layers: names of the layers to prune; default every prunable layer.
@@ -99,9 +234,12 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
     The pruned (wrapped) model; `tfprune.get_method(result)` is the bound method.
 
   Raises:
-    ValueError: subclassed or unbuilt model, unknown method, unknown or unprunable layer.
+    ValueError: subclassed or unbuilt model, non-finite (NaN / Inf) weights (naming the
+      layer and weight), unknown method, unknown or unprunable layer, a layer that
+      cannot be rebuilt from its config.
   """
   _check_graph_model(model, "tfprune.prune")
+  _check_finite_weights(model, "tfprune.prune")
   distribute.check_prune_scope(model)
   if isinstance(method, str):
     method = base.get_method_class(method)(**method_kwargs)
@@ -135,8 +273,13 @@ def strip(model, shrink=False):
       matching inputs of the next layers (`tfprune.shrink_model`): a physically smaller
       dense model with the same outputs. Raises ValueError naming the layer where a
       shape cannot shrink.
+
+  Raises:
+    ValueError: subclassed or unbuilt model, or non-finite (NaN / Inf) weights (naming
+      the layer and weight).
   """
   _check_graph_model(model, "tfprune.strip")
+  _check_finite_weights(model, "tfprune.strip")
   if shrink:
     return shrink_lib.shrink_model(strip(model))
 

@@ -2,6 +2,13 @@
 
 Built-in layers map to the attribute names of their prunable kernels. Custom layers opt
 in by subclassing `PrunableLayer` and returning their prunable variables.
+
+A layer that is not itself in the table but holds prunable layers - `TimeDistributed`,
+`Bidirectional`, `keras.layers.RNN(cell)`, a custom block with a Dense inside - is
+prunable as a whole: its prunable weights are those of the layers inside it, so one
+wrapper around it masks the inner kernels (its call is unchanged). Keras models are not
+containers here: `tfprune.prune` rebuilds nested Functional / Sequential models layer by
+layer.
 """
 import abc
 
@@ -24,6 +31,9 @@ _BUILTIN = (
     (L.Conv2D, ("kernel",)),
     (L.Conv3D, ("kernel",)),
     (L.Embedding, ("embeddings",)),
+    (L.LSTMCell, ("kernel", "recurrent_kernel")),
+    (L.GRUCell, ("kernel", "recurrent_kernel")),
+    (L.SimpleRNNCell, ("kernel", "recurrent_kernel")),
 )
 _RNN = (L.LSTM, L.GRU, L.SimpleRNN)
 
@@ -60,13 +70,31 @@ def _kernels_of(layer, names):
   return found
 
 
-def is_prunable(layer):
-  """True if tfprune knows how to prune `layer`."""
-  if isinstance(layer, PrunableLayer):
-    return True
-  if isinstance(layer, _RNN + (L.MultiHeadAttention,)):
+def _is_direct(layer):
+  """True for the layers whose own kernels are in the table (or a PrunableLayer)."""
+  if isinstance(layer, (PrunableLayer, L.MultiHeadAttention) + _RNN):
     return True
   return any(isinstance(layer, cls) for cls, _ in _BUILTIN)
+
+
+def _sublayers(layer):
+  """The layers directly inside `layer` (none for Keras models: they are not containers)."""
+  if isinstance(layer, keras.Model):
+    return []
+  return layer._flatten_layers(include_self=False, recursive=False)  # pylint: disable=protected-access
+
+
+def _prunable_inside(layer):
+  """The outermost prunable layers inside a container layer, in tracking order."""
+  found = []
+  for sub in _sublayers(layer):
+    found.extend([sub] if _is_direct(sub) else _prunable_inside(sub))
+  return found
+
+
+def is_prunable(layer):
+  """True if tfprune knows how to prune `layer` (itself, or layers inside it)."""
+  return _is_direct(layer) or bool(_prunable_inside(layer))
 
 
 def supported_layer_names():
@@ -88,11 +116,22 @@ def get_prunable_weights(layer):
     weights = [v for v in layer.trainable_weights if v.path.split("/")[-1] == "kernel"]
   else:
     names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)), None)
+    inside = _prunable_inside(layer) if names is None else []
+    if inside:
+      weights, seen = [], set()
+      for sub in inside:
+        for w in get_prunable_weights(sub):
+          if id(w) not in seen:  # a layer used twice inside holds its kernel once
+            seen.add(id(w))
+            weights.append(w)
+      return weights
     if names is None:
       raise ValueError(
           f"Layer {layer.name!r} ({type(layer).__name__}) cannot be pruned. Prunable "
-          f"layers: {', '.join(supported_layer_names())}. For a custom layer, subclass "
-          f"tfprune.PrunableLayer and implement get_prunable_weights().")
+          f"layers: {', '.join(supported_layer_names())}, and layers that hold them "
+          f"(TimeDistributed, Bidirectional, a custom layer with a Dense inside). For a "
+          f"custom layer with its own variables, subclass tfprune.PrunableLayer and "
+          f"implement get_prunable_weights().")
     weights = _kernels_of(layer, names)
   if not weights:
     raise ValueError(f"Layer {layer.name!r} returned no prunable weights.")

@@ -241,6 +241,9 @@ def _analyse(nodes, inputs, outputs):
 
 def _rebuild_layer(layer, keep_in, keep_out):
   """A new layer with `keep_in` input rows and `keep_out` units (NumPy weights)."""
+  if not isinstance(layer, L.Layer):
+    # A raw keras.ops node (`x + 3.0`, a mask's `not_equal`): stateless, called again.
+    return layer, []
   config = layer.get_config()
   if _is_producer(layer):
     key = "units" if isinstance(layer, L.Dense) else "filters"

@@ -141,12 +141,14 @@ class PruneWrapper(keras.layers.Wrapper):
     del training
     return [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
 
-  def call(self, inputs, *args, training=None, **kwargs):
+  def call(self, inputs, *args, training=None, mask=None, **kwargs):
     if training and self._method is not None:
       self._method.check_training(self)  # at trace time: fit without the callback fails
     mapping = self.state_mapping(training)
     if "training" in inspect.signature(self.layer.call).parameters:
       kwargs["training"] = training
+    if mask is not None and self.layer._call_has_mask_arg:  # pylint: disable=protected-access
+      kwargs["mask"] = mask  # e.g. the Embedding(mask_zero=True) mask into an LSTM
     with keras.StatelessScope(state_mapping=mapping):
       outputs = self.layer(inputs, *args, **kwargs)
     if training and self._method is not None:
@@ -154,6 +156,12 @@ class PruneWrapper(keras.layers.Wrapper):
       if penalty is not None:
         self.add_loss(penalty)
     return outputs
+
+  def compute_mask(self, inputs, previous_mask=None):
+    """The inner layer's output mask (an `Embedding(mask_zero=True)` keeps masking)."""
+    if not self.layer.supports_masking:
+      return None
+    return self.layer.compute_mask(inputs, previous_mask)
 
   def get_config(self):
     config = super().get_config()
