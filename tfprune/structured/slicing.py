@@ -286,6 +286,20 @@ def channel_constants(mean, constant, rows):
   return const, uniform, alive
 
 
+def _rows_unread(layer, role, rows):
+  """True if `layer`'s weights for input `rows` are all zero (the channel is not read)."""
+  w = _weights_by_name(layer)
+  rows = sorted(rows)
+  if type(layer).__name__ == "MultiHeadAttention":
+    part = {"in_query": "query", "in_value": "value", "in_key": "key"}[role]
+    return not np.any(w[f"{part}/kernel"][rows])
+  if role == "dw":
+    return not np.any(w["depthwise_kernel"][..., rows, :])
+  kernel = w.get("kernel")
+  axis = -1 if type(layer).__name__.endswith("Transpose") else -2
+  return kernel is not None and not np.any(np.take(kernel, rows, axis=axis))
+
+
 def unit_problem(model, graph, g, u, constants):
   """Why removing unit `u` of group `g` would change the model's function, or None."""
   group = graph.groups[g]
@@ -295,6 +309,8 @@ def unit_problem(model, graph, g, u, constants):
     layer = model.get_layer(name)
     if not _is_reader(layer, role):
       continue
+    if _rows_unread(layer, role, rows):
+      continue  # the reader's weights for these rows are zero: nothing to fold
     mean, constant = constants[(name, _probe_role(role))]
     const, uniform, alive = channel_constants(mean, constant, rows)
     if alive:
@@ -346,7 +362,7 @@ def remove_units(model, graph, units, data=None):
       raise ValueError(f"no slicing rule for layer {name!r} ({cls}).")
     w = _weights_by_name(layer)
     for role, rows in cut.items():
-      if _is_reader(layer, role):
+      if _is_reader(layer, role) and not _rows_unread(layer, role, rows):
         mean, constant = constants[(name, _probe_role(role))]
         const, uniform, _ = channel_constants(mean, constant, rows)
         _fold(layer, w, role, rows, const, uniform)
