@@ -96,7 +96,7 @@ def test_remove_dead_units_is_exact_and_smaller():
 def test_alive_channel_refused():
   m = _residual_cnn()
   g = ChannelGraph(m)
-  with pytest.raises(ValueError, match="not constant"):
+  with pytest.raises(ValueError, match="still alive"):
     remove_units(m, g, [(_group_of(g, "branch"), 0)])
 
 

@@ -82,3 +82,23 @@ def test_transformer_heads_removed_exactly():
   x = np.random.default_rng(5).integers(0, 20, (4, 6)).astype("int32")
   np.testing.assert_allclose(new(x), m(x), rtol=1e-4, atol=1e-5)
   assert new.get_layer("mha").num_heads < 4
+
+
+def test_pruned_wrapper_model_masks_then_strip_and_shrink_exact():
+  import tfprune  # pylint: disable=g-import-not-at-top
+  from tfprune.structured import shrink  # pylint: disable=g-import-not-at-top
+  m = _residual_cnn()
+  pruned = tfprune.prune(m, "magnitude", target_sparsity=0.5)
+  g = ChannelGraph(pruned)
+  assert len(g.prunable_groups) == len(ChannelGraph(m).prunable_groups)
+  masks, units = allocate.structured_masks(pruned, 0.5, graph=g)
+  for wrapper in tfprune.methods.base.find_wrappers(pruned):
+    for var, mask in zip(wrapper.prunable_weights, wrapper.masks):
+      key = (wrapper.name, allocate.weight_name(wrapper.layer, var))
+      if key in masks:
+        mask.assign(masks[key])
+  x = np.random.default_rng(6).standard_normal((3, 12, 12, 3)).astype("float32")
+  want = pruned(x)
+  small, report = shrink(tfprune.strip(pruned))
+  assert sum(report["removed"].values()) == len(units)
+  np.testing.assert_allclose(small(x), want, rtol=1e-4, atol=1e-4)

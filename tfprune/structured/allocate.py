@@ -18,11 +18,26 @@ import heapq
 
 import numpy as np
 
+from tfprune.structured import depgraph
+
 _KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
             "query/kernel", "key/kernel", "value/kernel", "attention_output/kernel")
 
 
+def inner_layer(op):
+  """The layer whose weights a graph member names (a PruneWrapper's inner layer)."""
+  return op.layer if type(op).__name__ == "PruneWrapper" else op
+
+
+def weight_name(layer, variable):
+  """`variable`'s name inside `layer` ("kernel", "query/kernel", ...)."""
+  prefix = layer.path + "/"
+  return variable.path[len(prefix):] if variable.path.startswith(prefix) else \
+      variable.path.split("/")[-1]
+
+
 def _weights(layer):
+  layer = inner_layer(layer)
   prefix = layer.path + "/"
   return {(v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]): v
           for v in layer.weights}
@@ -72,7 +87,7 @@ def unit_slices(model, graph):
     for u, members in enumerate(group.units):
       slices = []
       for member in members:
-        layer = ops[member.layer]
+        layer = inner_layer(ops[member.layer])
         names = _weights(layer)
         slices += [(member.layer, n, a, i) for n, a, i in member_slices(layer, member)
                    if n in names]
@@ -84,7 +99,7 @@ def _take(array, axis, indices):
   return np.take(array, indices, axis=axis)
 
 
-def unit_scores(model, graph, criterion="l2", gradients=None, slices=None):
+def unit_scores(model, graph, criterion="l2", gradients=None, slices=None, values=None):
   """Importance of every prunable unit: {(group, unit): score}.
 
   Args:
@@ -92,6 +107,9 @@ def unit_scores(model, graph, criterion="l2", gradients=None, slices=None):
     criterion: "l2", "l1", "bn_scale" or "taylor".
     gradients: for "taylor", {(layer name, weight name): dL/dW array}.
     slices: `unit_slices(model, graph)` if already computed.
+    values: optional {(layer name, weight name): per-weight importance} used instead of
+      the weights for "l2" / "l1" (a method's own scores, e.g. movement's); weights
+      without an entry use their values.
   """
   if criterion not in ("l2", "l1", "bn_scale", "taylor"):
     raise ValueError(f"criterion must be one of l2, l1, bn_scale, taylor; got "
@@ -100,12 +118,12 @@ def unit_scores(model, graph, criterion="l2", gradients=None, slices=None):
     raise ValueError("criterion='taylor' needs gradients={(layer, weight): dL/dW}.")
   slices = slices if slices is not None else unit_slices(model, graph)
   ops = {op.name: op for op in model.operations}
-  values = {}
+  cache = {k: np.asarray(v, np.float64) for k, v in (values or {}).items()}
 
   def value(layer, name):
-    if (layer, name) not in values:
-      values[(layer, name)] = np.asarray(_weights(ops[layer])[name].numpy(), np.float64)
-    return values[(layer, name)]
+    if (layer, name) not in cache:
+      cache[(layer, name)] = np.asarray(_weights(ops[layer])[name].numpy(), np.float64)
+    return cache[(layer, name)]
 
   scores = {}
   for key, owned in slices.items():
@@ -142,7 +160,7 @@ class MacModel:
   def __init__(self, model, graph):
     self.layers = {}
     for op in model.operations:
-      cost = _layer_cost(op)
+      cost = _layer_cost(op, inner_layer(op))
       if cost is not None:
         self.layers[op.name] = cost
     self.graph = graph
@@ -173,16 +191,19 @@ def _positions(shape):
   return int(np.prod([d for d in shape[1:-1]] or [1]))
 
 
-def _layer_cost(op):
-  """cost(cut) -> MACs, with cut = {role: removed count}; None for cost-free layers."""
+def _layer_cost(node, op):
+  """cost(cut) -> MACs, with cut = {role: removed count}; None for cost-free layers.
+
+  `node` is the graph operation (for shapes), `op` the layer holding the weights.
+  """
   cls = type(op).__name__
   if not hasattr(op, "kernel") and cls not in ("SeparableConv1D", "SeparableConv2D",
                                                 "MultiHeadAttention"):
     return None
   try:
-    out_shape = list(op.output.shape)
-    in_shape = list(op.input.shape) if not isinstance(op.input, (list, tuple)) else \
-        list(op.input[0].shape)
+    out_shape = list(node.output.shape)
+    in_shape = list(node.input.shape) if not isinstance(node.input, (list, tuple)) else \
+        list(node.input[0].shape)
   except (AttributeError, ValueError, IndexError):
     return None
   if None in out_shape[1:]:
@@ -343,3 +364,27 @@ def unit_masks(model, graph, units, slices=None):
       index[axis] = idx
       mask[tuple(index)] = 0.0
   return masks
+
+
+def structured_masks(model, fraction=None, values=None, graph=None, **select_kwargs):
+  """Masks that remove `fraction` of the channel units (or meet `target_macs=`).
+
+  Args:
+    model: a plain or pruned (PruneWrapper) Functional model.
+    fraction: fraction of the prunable units to remove.
+    values: optional per-weight importance {(layer, weight name): array} (default |W|);
+      units are ranked by the L2 norm of their slices.
+    graph: the model's ChannelGraph if already built.
+    **select_kwargs: `select_units` options (allocation, round_to, min_units, ignored,
+      target_macs).
+
+  Returns:
+    ({(layer name, weight name): 0/1 mask}, chosen units).
+  """
+  graph = graph or depgraph.ChannelGraph(model)
+  slices = unit_slices(model, graph)
+  scores = unit_scores(model, graph, "l2", slices=slices, values=values)
+  if select_kwargs.get("target_macs") is not None and "mac_model" not in select_kwargs:
+    select_kwargs["mac_model"] = MacModel(model, graph)
+  units = select_units(graph, scores, fraction=fraction, **select_kwargs)
+  return unit_masks(model, graph, units, slices), units

@@ -224,6 +224,9 @@ class ChannelGraph:
       inputs.append((path, shape, self._ids(key, shape[-1])))
     out_key = (name, node_index, 0)
     layer = self._ops.get(name)
+    if cls == "PruneWrapper":  # a pruned model: the rules are the inner layer's
+      layer_config = layer_config["config"]["layer"]
+      cls, module, layer = layer_config["class_name"], "", layer.layer
     if cls == "InputLayer":
       shape = layer_config["config"].get("batch_shape") or [None]
       size = shape[-1] if shape[-1] is not None else 1

@@ -300,17 +300,54 @@ def _rows_unread(layer, role, rows):
   return kernel is not None and not np.any(np.take(kernel, rows, axis=axis))
 
 
+def _input_independent(layer, role, rows):
+  """True if the weights that make these channels from the layer's input are all zero.
+
+  Such a channel is a constant (its bias, shifted by what follows) for every input, so
+  it can be measured once and folded. Decided from the weights, never from the probe: a
+  ReLU channel that happens to be zero on a few probe inputs is not dead.
+  """
+  w = _weights_by_name(layer)
+  rows = sorted(rows)
+  cls = type(layer).__name__
+  if role == "head":  # a head whose output projection is zero contributes nothing
+    return not np.any(w["attention_output/kernel"][rows])
+  if cls == "MultiHeadAttention":
+    return not np.any(w["attention_output/kernel"][..., rows])
+  if cls.startswith("Separable"):
+    return not np.any(w["pointwise_kernel"][..., rows])
+  if cls == "Embedding":
+    return not np.any(w["embeddings"][..., rows])
+  kernel = w["kernel"]
+  axis = -2 if cls.endswith("Transpose") else -1
+  return not np.any(np.take(kernel, rows, axis=axis))
+
+
 def unit_problem(model, graph, g, u, constants):
-  """Why removing unit `u` of group `g` would change the model's function, or None."""
+  """Why removing unit `u` of group `g` would change the model's function, or None.
+
+  A unit can go when every layer reading it has zero weights for it (nothing to fold),
+  or when every layer producing it has zero weights for it (it is an input-independent
+  constant) and the constant folds exactly into the readers' biases.
+  """
   group = graph.groups[g]
   if group.blocked:
     return group.blocked
-  for (name, role), rows in _unit_cuts(graph, g, u).items():
+  cuts = _unit_cuts(graph, g, u)
+  readers = {(n, r): rows for (n, r), rows in cuts.items()
+             if _is_reader(model.get_layer(n), r)
+             and not _rows_unread(model.get_layer(n), r, rows)}
+  heads = [(n, rows) for (n, r), rows in cuts.items() if r == "head"]
+  for name, rows in heads:
+    if not _input_independent(model.get_layer(name), "head", rows):
+      return f"head {sorted(rows)[0]} of {name!r} still contributes to its output"
+  if not readers:
+    return None
+  for (name, role), rows in cuts.items():
+    if role == "out" and not _input_independent(model.get_layer(name), role, rows):
+      return f"channel {sorted(rows)[0]} of {name!r} depends on the input (still alive)"
+  for (name, role), rows in readers.items():
     layer = model.get_layer(name)
-    if not _is_reader(layer, role):
-      continue
-    if _rows_unread(layer, role, rows):
-      continue  # the reader's weights for these rows are zero: nothing to fold
     mean, constant = constants[(name, _probe_role(role))]
     const, uniform, alive = channel_constants(mean, constant, rows)
     if alive:
