@@ -1,0 +1,447 @@
+"""Channel dependency graph of a Keras 3 Functional model.
+
+Structured pruning removes whole channels (Dense units, conv filters, attention heads).
+A channel cannot be removed from one layer alone: the layers that read it, the
+normalisation that scales it, and every layer tied to it by a residual `Add` or a
+squeeze-excite `Multiply` must lose the same channel. This module finds those couplings
+(the idea of DepGraph: Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023;
+see docs/structured.md), from the model's public config only (`model.get_config()`,
+whose `inbound_nodes` are the graph, op nodes such as `x + 3.0` included).
+
+Every channel of every tensor gets an integer id; layers that pass channels through
+(BatchNormalization, activations, pooling, Dropout, depthwise convs, element-wise merges,
+element-wise `keras.ops` nodes with scalar constants) tie the ids of their inputs and
+outputs together (union-find); `Concatenate` lays ids side by side; `Flatten` (and a
+Reshape that flattens) repeats them once per spatial position, so a Dense after a Flatten
+reads a channel through a block of rows. A connected set of ids is one removable *unit*;
+units that touch the same layers form a `Group`. Ids that reach a model input or output,
+or a layer this module cannot slice, are *blocked*: the report names the layer and why,
+and those units are never removed.
+
+The slicing (building the smaller model) is `tfprune.structured.slicing`.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+
+L = keras.layers
+
+# Layers that act on each channel on its own (channel c in -> channel c out).
+_CHANNELWISE = (
+    "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+    "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
+    "UpSampling3D", "Identity", "ActivityRegularization", "Masking")
+_MERGES = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
+# Element-wise `keras.ops` functions recorded as op nodes (module keras.src.ops.*).
+_ELEMENTWISE_OPS = (
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
+    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Swish", "HardSwish",
+    "Gelu", "Tanh", "Elu", "Selu", "Softplus", "Negative", "Abs", "Square", "Sqrt", "Exp",
+    "Clip", "LeakyRelu", "Mish", "Log", "Reciprocal")
+_PRODUCERS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
+              "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "EinsumDense",
+              "Embedding", "MultiHeadAttention")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One place a unit lives: `layer`'s weights along `role` at `index`.
+
+  Roles: "out" (an output channel the layer produces: kernel column, bias, filters),
+  "in" (input rows the layer reads; `index` is a tuple of kernel rows, several after a
+  Flatten), "bn" (per-channel parameters of a normalisation), "dw" (a depthwise channel:
+  the kernel's input slice and its `depth_multiplier` outputs), "head" (an attention
+  head of a MultiHeadAttention).
+  """
+  layer: str
+  role: str
+  index: object
+
+
+@dataclasses.dataclass
+class Group:
+  """Units that touch the same layers, each removable on its own.
+
+  Attributes:
+    units: one list of `Member`s per removable unit (channel / head).
+    layers: names of the layers the group touches, in model order.
+    producers: the layers whose outputs ("out") or heads the units are.
+    blocked: None if prunable, else the reason (names the layer).
+  """
+  units: list
+  layers: list
+  producers: list
+  blocked: object = None
+
+  @property
+  def size(self):
+    return len(self.units)
+
+
+class _UnionFind:
+  def __init__(self):
+    self.parent = []
+    self.blocked = {}
+
+  def new(self, count, blocked=None):
+    start = len(self.parent)
+    self.parent.extend(range(start, start + count))
+    ids = np.arange(start, start + count)
+    if blocked:
+      for i in ids:
+        self.blocked.setdefault(int(i), blocked)
+    return ids
+
+  def find(self, i):
+    i = int(i)
+    root = i
+    while self.parent[root] != root:
+      root = self.parent[root]
+    while self.parent[i] != root:
+      self.parent[i], i = root, self.parent[i]
+    return root
+
+  def union(self, a, b):
+    ra, rb = self.find(a), self.find(b)
+    if ra != rb:
+      self.parent[rb] = ra
+      if rb in self.blocked:
+        self.blocked.setdefault(ra, self.blocked[rb])
+
+  def block(self, ids, reason):
+    for i in np.asarray(ids).ravel():
+      self.blocked.setdefault(self.find(i), reason)
+
+  def reason(self, i):
+    return self.blocked.get(self.find(i))
+
+
+def _tensors(obj, path=()):
+  """(path, keras-tensor config) for every symbolic tensor in a serialized call arg."""
+  if isinstance(obj, dict):
+    if obj.get("class_name") == "__keras_tensor__":
+      yield path, obj["config"]
+      return
+    for key, value in obj.items():
+      yield from _tensors(value, path + (key,))
+  elif isinstance(obj, (list, tuple)):
+    for i, value in enumerate(obj):
+      yield from _tensors(value, path + (i,))
+
+
+def _scalar_args_only(node):
+  """True if every non-tensor argument of an op node is a Python scalar or None."""
+
+  def ok(obj):
+    if isinstance(obj, dict):
+      if obj.get("class_name") == "__keras_tensor__":
+        return True
+      return all(ok(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+      return all(ok(v) for v in obj)
+    return obj is None or isinstance(obj, (int, float, bool, str))
+
+  return ok(node.get("args", [])) and ok(node.get("kwargs", {}))
+
+
+class ChannelGraph:
+  """The channel couplings of a built Functional (or Sequential) Keras model.
+
+  Args:
+    model: a built `keras.Model` made of layers (and op nodes); channels-last.
+
+  Attributes:
+    groups: every `Group`, prunable and blocked.
+    notes: `{layer name: reason}` for each layer that ends or blocks a group.
+  """
+
+  def __init__(self, model):
+    if not isinstance(model, keras.Model) or not model.built:
+      raise ValueError(f"ChannelGraph needs a built keras.Model, got "
+                       f"{type(model).__name__}.")
+    if isinstance(model, keras.Sequential):
+      model = keras.Model(model.inputs, model.outputs)
+    try:
+      config = model.get_config()
+    except NotImplementedError as e:
+      raise ValueError(f"ChannelGraph needs a Functional or Sequential model; "
+                       f"{model.name!r} ({type(model).__name__}) has no graph config.") from e
+    if "layers" not in config:
+      raise ValueError(f"ChannelGraph needs a Functional or Sequential model; "
+                       f"{model.name!r} is subclassed ({type(model).__name__}).")
+    self.model = model
+    self.config = config
+    self.notes = {}
+    self._uf = _UnionFind()
+    self._tensor_ids = {}
+    self._members = []  # (channel id, Member)
+    self._layer_order = [c["name"] for c in config["layers"]]
+    self._ops = {op.name: op for op in model.operations}
+    for layer_config in config["layers"]:
+      if layer_config["class_name"] == "InputLayer":
+        self._visit(layer_config, 0, {})
+      for node_index, node in enumerate(layer_config["inbound_nodes"]):
+        self._visit(layer_config, node_index, node)
+    for name, node_index, tensor_index in _as_list(config["output_layers"]):
+      ids = self._ids((name, node_index, tensor_index))
+      self._uf.block(ids, f"reaches model output {name!r}")
+    self.groups = self._make_groups()
+
+  # ----------------------------------------------------------------- building
+  def _block(self, layer, ids, reason):
+    self.notes.setdefault(layer, reason)
+    self._uf.block(ids, f"{layer}: {reason}")
+
+  def _ids(self, key, size=None):
+    if key not in self._tensor_ids:
+      # A tensor this module gave no channels to (e.g. a second output): opaque.
+      ids = self._uf.new(int(size or 1), blocked=f"{key[0]}: output {key[2]} not analysed")
+      self._tensor_ids[key] = ids
+    return self._tensor_ids[key]
+
+  def _member(self, ids, layer, role, indices=None):
+    ids = np.asarray(ids)
+    indices = range(len(ids)) if indices is None else indices
+    for i, index in zip(ids, indices):
+      self._members.append((int(i), Member(layer, role, index)))
+
+  def _visit(self, layer_config, node_index, node):
+    name = layer_config["name"]
+    cls = layer_config["class_name"]
+    module = layer_config.get("module") or ""
+    inputs = []
+    for path, tensor in _tensors(node):
+      if path[0] == "kwargs" and path[1] not in ("query", "value", "key"):
+        continue  # masks and other keyword tensors carry no channels
+      key = tuple(tensor["keras_history"])
+      shape = tensor.get("shape") or [None]
+      inputs.append((path, shape, self._ids(key, shape[-1])))
+    out_key = (name, node_index, 0)
+    layer = self._ops.get(name)
+    if cls == "PruneWrapper":  # a pruned model: the rules are the inner layer's
+      layer_config = layer_config["config"]["layer"]
+      cls, module, layer = layer_config["class_name"], "", layer.layer
+    if cls == "InputLayer":
+      shape = layer_config["config"].get("batch_shape") or [None]
+      size = shape[-1] if shape[-1] is not None else 1
+      self._tensor_ids[out_key] = self._uf.new(int(size), blocked=f"model input {name!r}")
+      return
+    if module.startswith("keras.src.ops"):
+      out = self._op_node(name, cls, node, inputs)
+    else:
+      out = self._layer_node(name, cls, layer, layer_config, inputs)
+    if out is None:
+      for _, _, ids in inputs:
+        self._block(name, ids, f"{cls} cannot be sliced")
+      shape = _output_shape(layer, node_index)
+      out = self._uf.new(int(shape[-1] or 1) if shape else 1,
+                         blocked=f"{name}: {cls} cannot be sliced")
+      self.notes.setdefault(name, f"{cls} cannot be sliced")
+    self._tensor_ids[out_key] = out
+
+  def _tie(self, name, inputs):
+    """Element-wise merge: ties the inputs' channels; returns the output's ids."""
+    sizes = {len(ids) for _, _, ids in inputs}
+    if len(sizes) != 1:
+      big = max(inputs, key=lambda t: len(t[2]))[2]
+      for _, _, ids in inputs:
+        self._block(name, ids, "merges tensors of different channel counts (broadcast)")
+      return big
+    first = inputs[0][2]
+    for _, _, ids in inputs[1:]:
+      for a, b in zip(first, ids):
+        self._uf.union(a, b)
+    return first
+
+  def _op_node(self, name, cls, node, inputs):
+    if cls in _ELEMENTWISE_OPS and _scalar_args_only(node) and inputs:
+      return self._tie(name, inputs)
+    return None
+
+  def _layer_node(self, name, cls, layer, layer_config, inputs):
+    config = layer_config["config"]
+    if getattr(layer, "data_format", "channels_last") not in (None, "channels_last"):
+      return None
+    main = inputs[0][2] if inputs else None
+    if cls in _CHANNELWISE:
+      return main
+    if cls == "PReLU":
+      return main if config.get("shared_axes") is None else None
+    if cls in _MERGES:
+      return self._tie(name, inputs)
+    if cls == "BatchNormalization":
+      axis = config.get("axis", -1)
+      if axis not in (-1, len(inputs[0][1]) - 1, [-1]):
+        return None
+      self._member(main, name, "bn")
+      return main
+    if cls == "LayerNormalization":
+      # Normalising over the channel axis couples every channel: removing one changes the
+      # others' outputs, so these channels are never removed (heads / FFN units still are).
+      self._block(name, main, "normalises over the channel axis")
+      return main
+    if cls == "Concatenate":
+      axis = config.get("axis", -1)
+      rank = len(inputs[0][1])
+      if axis in (-1, rank - 1):
+        return np.concatenate([ids for _, _, ids in inputs])
+      return self._tie(name, inputs)
+    if cls == "Flatten":
+      spatial = int(np.prod([d for d in inputs[0][1][1:-1]] or [1]))
+      return np.tile(main, spatial)
+    if cls == "Reshape":
+      target = list(config["target_shape"])
+      in_shape = inputs[0][1]
+      if target and target[-1] == in_shape[-1]:
+        return main
+      if len(target) == 1 and None not in in_shape[1:]:
+        return np.tile(main, int(np.prod(in_shape[1:-1] or [1])))
+      return None
+    if cls in ("Dense", "Conv1D", "Conv2D", "Conv3D"):
+      if config.get("groups", 1) != 1:
+        return None
+      self._member(main, name, "in")
+      out = self._uf.new(int(config.get("units") or config.get("filters")))
+      self._member(out, name, "out")
+      return out
+    if cls in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+      self._member(main, name, "in")
+      out = self._uf.new(int(config["filters"]))
+      self._member(out, name, "out")
+      return out
+    if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
+      mult = int(config.get("depth_multiplier", 1))
+      self._member(main, name, "dw")
+      return np.repeat(main, mult)
+    if cls in ("SeparableConv1D", "SeparableConv2D"):
+      self._member(main, name, "dw")
+      out = self._uf.new(int(config["filters"]))
+      self._member(out, name, "out")
+      return out
+    if cls == "Embedding":
+      out = self._uf.new(int(config["output_dim"]))
+      self._member(out, name, "out")
+      return out
+    if cls == "EinsumDense":
+      return self._einsum(name, layer, main)
+    if cls == "MultiHeadAttention":
+      return self._attention(name, layer, inputs)
+    return None
+
+  def _einsum(self, name, layer, main):
+    """An EinsumDense that acts as a Dense on the last axis ("...c,cd->...d")."""
+    equation = layer.equation.replace(" ", "")
+    lhs, out_spec = equation.split("->")
+    x_spec, k_spec = lhs.split(",")
+    if (len(k_spec) == 2 and x_spec[-1] == k_spec[0] and out_spec[-1] == k_spec[1]
+        and x_spec[:-1] == out_spec[:-1]):
+      self._member(main, name, "in")
+      out = self._uf.new(int(layer.kernel.shape[1]))
+      self._member(out, name, "out")
+      return out
+    return None
+
+  def _attention(self, name, layer, inputs):
+    """MultiHeadAttention: reads query/value/key channels; heads removable as a whole."""
+    if getattr(layer, "use_gate", False) or getattr(layer, "_return_attention_scores", False):
+      return None
+    by_role = {}
+    for path, _, ids in inputs:
+      role = ("query", "value", "key")[path[1]] if path[0] == "args" and path[1] < 3 \
+          else path[1]
+      by_role.setdefault(role, ids)
+    query = by_role.get("query")
+    value = by_role.get("value", query)
+    key = by_role.get("key", value)
+    if query is None:
+      return None
+    self._member(query, name, "in_query")
+    self._member(value, name, "in_value")
+    if key is not value:
+      self._member(key, name, "in_key")
+    self._member(self._uf.new(int(layer.num_heads)), name, "head")
+    out = self._uf.new(int(layer.output_dense.kernel.shape[-1]))
+    self._member(out, name, "out")
+    return out
+
+  # ------------------------------------------------------------------ groups
+  def _make_groups(self):
+    units = {}
+    for i, member in self._members:
+      units.setdefault(self._uf.find(i), []).append(member)
+    order = {n: k for k, n in enumerate(self._layer_order)}
+    by_signature = {}
+    for root, members in units.items():
+      members = _merge_rows(members)
+      signature = tuple(sorted({(m.layer, m.role) for m in members}))
+      by_signature.setdefault(signature, []).append((root, members))
+    groups = []
+    for signature, entries in by_signature.items():
+      layers = sorted({l for l, _ in signature}, key=order.get)
+      producers = sorted({l for l, r in signature if r in ("out", "head")}, key=order.get)
+      reasons = [self._uf.reason(root) for root, _ in entries]
+      blocked = next((r for r in reasons if r), None)
+      if not producers and blocked is None:
+        blocked = "no layer produces these channels"
+      entries.sort(key=lambda e: _unit_key(e[1], order))
+      groups.append(Group(units=[m for _, m in entries], layers=layers,
+                          producers=producers, blocked=blocked))
+    groups.sort(key=lambda g: min(order[l] for l in g.layers))
+    return groups
+
+  @property
+  def prunable_groups(self):
+    return [g for g in self.groups if g.blocked is None]
+
+  def report(self):
+    """Text: every group (size, layers, blocked reason) and the layers that end groups."""
+    lines = [f"{'group':<6}{'units':>6}  {'status':<9}layers"]
+    for k, g in enumerate(self.groups):
+      status = "prunable" if g.blocked is None else "blocked"
+      lines.append(f"{k:<6}{g.size:>6}  {status:<9}{', '.join(g.layers)}")
+      if g.blocked:
+        lines.append(f"{'':<21}reason: {g.blocked}")
+    if self.notes:
+      lines.append("layers that end a group:")
+      lines += [f"  {name}: {why}" for name, why in self.notes.items()]
+    return "\n".join(lines)
+
+
+def _merge_rows(members):
+  """One "in" member per consumer, listing every kernel row of the unit (Flatten)."""
+  rows, out = {}, []
+  for m in members:
+    if m.role.startswith("in"):
+      rows.setdefault((m.layer, m.role), []).append(m.index)
+    else:
+      out.append(m)
+  out += [Member(layer, role, tuple(sorted(idx))) for (layer, role), idx in rows.items()]
+  return out
+
+
+def _unit_key(members, order):
+  producer = [m for m in members if m.role in ("out", "head", "dw", "bn")]
+  m = min(producer or members, key=lambda m: (order[m.layer], str(m.index)))
+  index = m.index if isinstance(m.index, (int, np.integer)) else min(m.index or (0,))
+  return order[m.layer], int(index)
+
+
+def _as_list(spec):
+  """`output_layers` is a triple for one output, else a list of triples."""
+  if spec and isinstance(spec[0], str):
+    return [spec]
+  return spec
+
+
+def _output_shape(layer, node_index):
+  try:
+    out = layer.output if node_index == 0 else None
+    return list(out.shape) if out is not None and hasattr(out, "shape") else None
+  except (AttributeError, ValueError):
+    return None

@@ -1,0 +1,463 @@
+"""Physically removes channel units found by `depgraph.ChannelGraph`: a smaller dense model.
+
+`remove_units(model, graph, units)` deletes, in every layer of each unit's group, the
+weights of that channel / head (kernel columns and rows, biases, normalisation
+parameters, depthwise slices, attention heads) and rebuilds the model from its edited
+config, so op nodes, masks and layer settings are kept.
+
+A removed channel is rarely exactly zero: after a zeroed conv, BatchNormalization's shift
+and the bias make it a constant. The constant is *measured* at every layer that reads the
+channel (one probe pass) and folded into that reader's bias where this is exact: Dense,
+EinsumDense and attention projections (always), convolutions with `padding="valid"`, and
+any reader when the constant is 0. Where it is not exact (a nonzero constant read by a
+`padding="same"` conv, or a reader without a bias), `remove_units` raises ValueError
+naming the layer, unless that unit is left out (`shrink` leaves it in and says so).
+
+One function per layer type slices its weights (`_SLICERS`): a new layer type is one
+function. See docs/structured.md.
+"""
+import copy
+
+import keras
+import numpy as np
+
+from tfprune.structured import depgraph
+
+_READER_ROLES = ("in", "in_query", "in_value", "in_key")
+
+
+def _weights_by_name(layer):
+  """{"kernel": array, "query/kernel": array, ...} in `layer.weights` order."""
+  out = {}
+  prefix = layer.path + "/" if getattr(layer, "path", None) else layer.name + "/"
+  for v in layer.weights:
+    name = v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]
+    out[name] = np.array(v.numpy())
+  return out
+
+
+def _drop(array, axis, indices):
+  return np.delete(array, sorted(indices), axis=axis) if indices else array
+
+
+def _dense_like(config, w, cut, units_key):
+  """Dense / Conv / EinsumDense: kernel [..., in, out], bias [out]."""
+  w["kernel"] = _drop(_drop(w["kernel"], -2, cut.get("in", ())), -1, cut.get("out", ()))
+  if "bias" in w:
+    w["bias"] = _drop(w["bias"], -1, cut.get("out", ()))
+  if units_key:
+    config[units_key] = int(w["kernel"].shape[-1])
+
+
+def _slice_dense(config, w, cut):
+  _dense_like(config, w, cut, "units")
+
+
+def _slice_conv(config, w, cut):
+  _dense_like(config, w, cut, "filters")
+
+
+def _slice_conv_transpose(config, w, cut):
+  w["kernel"] = _drop(_drop(w["kernel"], -1, cut.get("in", ())), -2, cut.get("out", ()))
+  if "bias" in w:
+    w["bias"] = _drop(w["bias"], -1, cut.get("out", ()))
+  config["filters"] = int(w["kernel"].shape[-2])
+
+
+def _slice_einsum(config, w, cut):
+  _dense_like(config, w, cut, None)
+  shape = config["output_shape"]
+  shape = list(shape) if isinstance(shape, (list, tuple)) else [shape]
+  shape[-1] = int(w["kernel"].shape[-1])
+  config["output_shape"] = shape if len(shape) > 1 else shape[0]
+
+
+def _depthwise_rows(channels, mult):
+  return [c * mult + j for c in channels for j in range(mult)]
+
+
+def _slice_depthwise(config, w, cut):
+  channels = cut.get("dw", ())
+  mult = int(config.get("depth_multiplier", 1))
+  w["kernel"] = _drop(w["kernel"], -2, channels)
+  if "bias" in w:
+    w["bias"] = _drop(w["bias"], -1, _depthwise_rows(channels, mult))
+
+
+def _slice_separable(config, w, cut):
+  channels = cut.get("dw", ())
+  mult = int(config.get("depth_multiplier", 1))
+  w["depthwise_kernel"] = _drop(w["depthwise_kernel"], -2, channels)
+  w["pointwise_kernel"] = _drop(_drop(w["pointwise_kernel"], -2,
+                                      _depthwise_rows(channels, mult)),
+                                -1, cut.get("out", ()))
+  if "bias" in w:
+    w["bias"] = _drop(w["bias"], -1, cut.get("out", ()))
+  config["filters"] = int(w["pointwise_kernel"].shape[-1])
+
+
+def _slice_batch_norm(config, w, cut):
+  del config
+  for name in w:
+    w[name] = _drop(w[name], -1, cut.get("bn", ()))
+
+
+def _slice_embedding(config, w, cut):
+  w["embeddings"] = _drop(w["embeddings"], -1, cut.get("out", ()))
+  config["output_dim"] = int(w["embeddings"].shape[-1])
+
+
+def _slice_attention(config, w, cut):
+  """Heads: axis 1 of the q/k/v kernels, axis 0 of the output kernel."""
+  heads = cut.get("head", ())
+  for part in ("query", "key", "value"):
+    w[f"{part}/kernel"] = _drop(_drop(w[f"{part}/kernel"], 0, cut.get(f"in_{part}", ())),
+                                1, heads)
+    if f"{part}/bias" in w:
+      w[f"{part}/bias"] = _drop(w[f"{part}/bias"], 0, heads)
+  w["attention_output/kernel"] = _drop(_drop(w["attention_output/kernel"], 0, heads),
+                                       -1, cut.get("out", ()))
+  if "attention_output/bias" in w:
+    w["attention_output/bias"] = _drop(w["attention_output/bias"], -1, cut.get("out", ()))
+  config["num_heads"] = int(w["query/kernel"].shape[1])
+  config["output_shape"] = int(w["attention_output/kernel"].shape[-1])
+
+
+_SLICERS = {
+    "Dense": _slice_dense, "Conv1D": _slice_conv, "Conv2D": _slice_conv,
+    "Conv3D": _slice_conv, "Conv1DTranspose": _slice_conv_transpose,
+    "Conv2DTranspose": _slice_conv_transpose, "Conv3DTranspose": _slice_conv_transpose,
+    "DepthwiseConv1D": _slice_depthwise, "DepthwiseConv2D": _slice_depthwise,
+    "SeparableConv1D": _slice_separable, "SeparableConv2D": _slice_separable,
+    "BatchNormalization": _slice_batch_norm, "Embedding": _slice_embedding,
+    "EinsumDense": _slice_einsum, "MultiHeadAttention": _slice_attention,
+}
+
+
+# ------------------------------------------------------------------ constants
+def _reader_inputs(model, layer, role):
+  """The symbolic tensor `layer` reads for `role` (its only call)."""
+  if len(getattr(layer, "_inbound_nodes", [None])) != 1:
+    raise ValueError(f"layer {layer.name!r} is called more than once (shared): its "
+                     f"inputs cannot be probed, so its channels are not removed.")
+  node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+  tensors = list(node.arguments.keras_tensors)
+  if role == "in":
+    return tensors[0]
+  index = {"in_query": 0, "in_value": 1, "in_key": 2}[role]
+  return tensors[min(index, len(tensors) - 1)]
+
+
+def probe_inputs(model, data=None, batch=4, seed=0):
+  """Inputs for the constant probe: `data` (first rows) or random data per input dtype."""
+  if data is not None:
+    data = data if isinstance(data, (list, tuple)) else [data]
+    return [np.asarray(d)[:max(batch, 2)] for d in data]
+  rng = np.random.default_rng(seed)
+  out = []
+  for tensor in model.inputs:
+    shape = [batch] + [int(d) if d is not None else 8 for d in tensor.shape[1:]]
+    if "int" in str(tensor.dtype):
+      out.append(rng.integers(0, 2, size=shape).astype(str(tensor.dtype)))
+    else:
+      out.append(rng.standard_normal(shape).astype(str(tensor.dtype)))
+  return out
+
+
+def measure_constants(model, readers, data=None, rtol=1e-5):
+  """Per reader (layer, role): the values its input takes, and which are constant.
+
+  Returns {(layer, role): (mean over the batch [features...], constant mask over the
+  flattened per-example features)}, one probe pass for all readers.
+  """
+  keys = list(readers)
+  tensors = [_reader_inputs(model, model.get_layer(l), r) for l, r in keys]
+  if not tensors:
+    return {}
+  probe = keras.Model(model.inputs, tensors)
+  values = probe(probe_inputs(model, data), training=False)
+  values = values if isinstance(values, (list, tuple)) else [values]
+  out = {}
+  for key, value in zip(keys, values):
+    value = np.asarray(value, np.float64)
+    mean = value.mean(axis=0)
+    spread = value.max(axis=0) - value.min(axis=0)
+    out[key] = (mean, spread <= rtol * np.maximum(1.0, np.abs(mean)))
+  return out
+
+
+# ------------------------------------------------------------------ folding
+def fold_problem(layer, role, rows, const, spatial):
+  """Why the removed rows' constants cannot be folded into `layer` exactly, or None.
+
+  `const[r]` is row r's constant value, `spatial[r]` whether it is the same at every
+  spatial position.
+  """
+  cls = type(layer).__name__
+  nonzero = [r for r in rows if const[r] != 0]
+  if not nonzero:
+    return None
+  if not getattr(layer, "use_bias", True):
+    return (f"layer {layer.name!r} ({cls}) reads constant nonzero channels {nonzero[:5]} "
+            f"and has no bias to fold them into")
+  if cls in ("Dense", "EinsumDense", "MultiHeadAttention"):
+    return None
+  if cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D"):
+    if layer.padding == "valid" and all(spatial[r] for r in nonzero):
+      return None
+    return (f"layer {layer.name!r} ({cls}, padding={layer.padding!r}) reads constant "
+            f"nonzero channels {nonzero[:5]}: at the borders its zero padding makes their "
+            f"contribution position-dependent")
+  return f"cannot fold constant channels into layer {layer.name!r} ({cls})"
+
+
+def _fold(layer, w, role, rows, const, spatial):
+  """Adds the removed rows' constant contribution to `layer`'s bias (exact, or raises)."""
+  problem = fold_problem(layer, role, rows, const, spatial)
+  if problem:
+    raise ValueError(f"cannot remove the channels: {problem}.")
+  nonzero = [r for r in sorted(rows) if const[r] != 0]
+  if not nonzero:
+    return
+  cls = type(layer).__name__
+  c = const[nonzero]
+  if cls == "MultiHeadAttention":
+    part = {"in_query": "query", "in_value": "value", "in_key": "key"}[role]
+    w[f"{part}/bias"] = w[f"{part}/bias"] + np.tensordot(c, w[f"{part}/kernel"][nonzero], 1)
+  elif cls in ("Dense", "EinsumDense"):
+    w["bias"] = w["bias"] + c @ w["kernel"][nonzero]
+  elif cls.startswith("Separable"):
+    mult = int(layer.depth_multiplier)
+    dw = w["depthwise_kernel"]
+    dw_sum = dw.reshape(-1, dw.shape[-2], dw.shape[-1]).sum(axis=0)  # [in, mult]
+    pw = w["pointwise_kernel"].reshape(-1, w["pointwise_kernel"].shape[-1])
+    for value, ch in zip(c, nonzero):
+      w["bias"] = w["bias"] + value * (dw_sum[ch] @ pw[ch * mult:(ch + 1) * mult])
+  else:  # a valid-padded convolution: every output position sees the whole kernel
+    kernel = w["kernel"]
+    summed = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1]).sum(axis=0)
+    w["bias"] = w["bias"] + c @ summed[nonzero]
+
+
+# ------------------------------------------------------------------ removal
+def _is_reader(layer, role):
+  """Roles where a removed channel stops: the layer reads it into other channels."""
+  return role in _READER_ROLES or (role == "dw" and
+                                   type(layer).__name__.startswith("Separable"))
+
+
+def _probe_role(role):
+  return "in" if role == "dw" else role
+
+
+def _unit_cuts(graph, g, u):
+  """{(layer, role): set(indices)} of one unit."""
+  cuts = {}
+  for member in graph.groups[g].units[u]:
+    index = member.index if isinstance(member.index, tuple) else (member.index,)
+    cuts.setdefault((member.layer, member.role), set()).update(int(i) for i in index)
+  return cuts
+
+
+def _readers(model, graph, units):
+  return sorted({(l, _probe_role(r)) for g, u in units for (l, r) in _unit_cuts(graph, g, u)
+                 if _is_reader(model.get_layer(l), r)})
+
+
+def channel_constants(mean, constant, rows):
+  """Per row of a reader's input: its constant value and whether it is position-uniform.
+
+  Returns (const, uniform, alive): `alive` lists the rows that are not constant over the
+  probe batch (removing them would change the outputs).
+  """
+  channels = mean.shape[-1]
+  flat_mean = mean.reshape(-1, channels)
+  flat_const = constant.reshape(-1, channels)
+  const = np.zeros(channels)
+  uniform = np.ones(channels, bool)
+  alive = []
+  for r in rows:
+    if not flat_const[:, r].all():
+      alive.append(r)
+      continue
+    values = flat_mean[:, r]
+    const[r] = values.mean()
+    uniform[r] = bool(np.allclose(values, values[0], rtol=1e-5, atol=1e-7))
+  return const, uniform, alive
+
+
+def _rows_unread(layer, role, rows):
+  """True if `layer`'s weights for input `rows` are all zero (the channel is not read)."""
+  w = _weights_by_name(layer)
+  rows = sorted(rows)
+  if type(layer).__name__ == "MultiHeadAttention":
+    part = {"in_query": "query", "in_value": "value", "in_key": "key"}[role]
+    return not np.any(w[f"{part}/kernel"][rows])
+  if role == "dw":
+    return not np.any(w["depthwise_kernel"][..., rows, :])
+  kernel = w.get("kernel")
+  axis = -1 if type(layer).__name__.endswith("Transpose") else -2
+  return kernel is not None and not np.any(np.take(kernel, rows, axis=axis))
+
+
+def _input_independent(layer, role, rows):
+  """True if the weights that make these channels from the layer's input are all zero.
+
+  Such a channel is a constant (its bias, shifted by what follows) for every input, so
+  it can be measured once and folded. Decided from the weights, never from the probe: a
+  ReLU channel that happens to be zero on a few probe inputs is not dead.
+  """
+  w = _weights_by_name(layer)
+  rows = sorted(rows)
+  cls = type(layer).__name__
+  if role == "head":  # a head whose output projection is zero contributes nothing
+    return not np.any(w["attention_output/kernel"][rows])
+  if cls == "MultiHeadAttention":
+    return not np.any(w["attention_output/kernel"][..., rows])
+  if cls.startswith("Separable"):
+    return not np.any(w["pointwise_kernel"][..., rows])
+  if cls == "Embedding":
+    return not np.any(w["embeddings"][..., rows])
+  kernel = w["kernel"]
+  axis = -2 if cls.endswith("Transpose") else -1
+  return not np.any(np.take(kernel, rows, axis=axis))
+
+
+def unit_problem(model, graph, g, u, constants):
+  """Why removing unit `u` of group `g` would change the model's function, or None.
+
+  A unit can go when every layer reading it has zero weights for it (nothing to fold),
+  or when every layer producing it has zero weights for it (it is an input-independent
+  constant) and the constant folds exactly into the readers' biases.
+  """
+  group = graph.groups[g]
+  if group.blocked:
+    return group.blocked
+  cuts = _unit_cuts(graph, g, u)
+  readers = {(n, r): rows for (n, r), rows in cuts.items()
+             if _is_reader(model.get_layer(n), r)
+             and not _rows_unread(model.get_layer(n), r, rows)}
+  heads = [(n, rows) for (n, r), rows in cuts.items() if r == "head"]
+  for name, rows in heads:
+    if not _input_independent(model.get_layer(name), "head", rows):
+      return f"head {sorted(rows)[0]} of {name!r} still contributes to its output"
+  if not readers:
+    return None
+  for (name, role), rows in cuts.items():
+    if role == "out" and not _input_independent(model.get_layer(name), role, rows):
+      return f"channel {sorted(rows)[0]} of {name!r} depends on the input (still alive)"
+  for (name, role), rows in readers.items():
+    layer = model.get_layer(name)
+    mean, constant = constants[(name, _probe_role(role))]
+    const, uniform, alive = channel_constants(mean, constant, rows)
+    if alive:
+      return f"channel {alive[0]} read by {name!r} is not constant (still alive)"
+    problem = fold_problem(layer, role, rows, const, uniform)
+    if problem:
+      return problem
+  return None
+
+
+def remove_units(model, graph, units, data=None):
+  """A new model without `units` (pairs (group index, unit index) of `graph.groups`).
+
+  Each removed channel's constant value is measured at its readers and folded into their
+  biases, so the new model computes what `model` computes.
+
+  Args:
+    model: the model `graph` was built from.
+    graph: its `depgraph.ChannelGraph`.
+    units: iterable of (group index, unit index).
+    data: optional inputs for the constant probe (default: random inputs).
+
+  Returns:
+    The smaller Keras model (same inputs and outputs).
+
+  Raises:
+    ValueError: a blocked group, a channel that is still alive, or a constant that cannot
+      be folded exactly (the message names the layer).
+  """
+  units = sorted(set((int(g), int(u)) for g, u in units))
+  constants = measure_constants(model, _readers(model, graph, units), data)
+  for g, u in units:
+    problem = unit_problem(model, graph, g, u, constants)
+    if problem:
+      raise ValueError(f"cannot remove unit {u} of group {g} "
+                       f"({', '.join(graph.groups[g].layers)}): {problem}.")
+  cuts = {}
+  for g, u in units:
+    for (name, role), rows in _unit_cuts(graph, g, u).items():
+      cuts.setdefault(name, {}).setdefault(role, set()).update(rows)
+  config = copy.deepcopy(graph.config)
+  by_name = {c["name"]: c for c in config["layers"]}
+  new_weights = {}
+  for name, cut in cuts.items():
+    layer = model.get_layer(name)
+    cls = type(layer).__name__
+    slicer = _SLICERS.get(cls)
+    if slicer is None:
+      raise ValueError(f"no slicing rule for layer {name!r} ({cls}).")
+    w = _weights_by_name(layer)
+    for role, rows in cut.items():
+      if _is_reader(layer, role) and not _rows_unread(layer, role, rows):
+        mean, constant = constants[(name, _probe_role(role))]
+        const, uniform, _ = channel_constants(mean, constant, rows)
+        _fold(layer, w, role, rows, const, uniform)
+    layer_config = by_name[name]["config"]
+    if cls == "MultiHeadAttention" and "in_key" not in cut and _key_is_value(layer):
+      cut = dict(cut, in_key=cut.get("in_value", set()))
+    slicer(layer_config, w, cut)
+    new_weights[name] = w
+  for layer_config in config["layers"]:  # shapes changed: build on the first call
+    layer_config.pop("build_config", None)
+  new_model = keras.Model.from_config(config)
+  for layer in new_model.layers:
+    if layer.name in new_weights:
+      layer.set_weights(list(new_weights[layer.name].values()))
+    elif layer.weights:
+      layer.set_weights(model.get_layer(layer.name).get_weights())
+  return new_model
+
+
+def _key_is_value(layer):
+  node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+  tensors = list(node.arguments.keras_tensors)
+  return len(tensors) < 3 or tensors[2] is tensors[1]
+
+
+def shrink(model, data=None, graph=None):
+  """Deletes every channel unit that is constant at all its readers (an exact shrink).
+
+  Args:
+    model: a plain (stripped) Functional or Sequential model.
+    data: optional probe inputs (default random).
+    graph: its `ChannelGraph` if already built.
+
+  Returns:
+    (smaller model, report): report["removed"] = {group index: count}, report["kept"] =
+    {group index: reason} for groups where a constant unit could not be removed exactly.
+  """
+  graph = graph or depgraph.ChannelGraph(model)
+  candidates = [(g, u) for g, group in enumerate(graph.groups) if not group.blocked
+                for u in range(group.size)]
+  constants = measure_constants(model, _readers(model, graph, candidates), data)
+  chosen, kept = [], {}
+  for g, u in candidates:
+    problem = unit_problem(model, graph, g, u, constants)
+    if problem is None:
+      chosen.append((g, u))
+    elif "still alive" not in problem:
+      kept.setdefault(g, problem)
+  # A group must keep at least one unit, or its layers would have no channels left.
+  per_group = {}
+  for g, u in chosen:
+    per_group.setdefault(g, []).append(u)
+  for g, removed in per_group.items():
+    if len(removed) == graph.groups[g].size:
+      kept.setdefault(g, "every unit is constant: one is kept so the layers stay valid")
+      chosen.remove((g, removed[-1]))
+  removed = {}
+  for g, _ in chosen:
+    removed[g] = removed.get(g, 0) + 1
+  new_model = remove_units(model, graph, chosen, data) if chosen else model
+  return new_model, {"removed": removed, "kept": kept}
