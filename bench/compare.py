@@ -1,6 +1,6 @@
 r"""tfprune vs TFMOT: the same protocol, the same dense starting weights, one invocation.
 
-Protocol (ALGORITHMS.md section 6): train the zoo model dense for --dense_epochs (Adam
+Protocol (docs/algorithms.md section 6): train the zoo model dense for --dense_epochs (Adam
 --learning_rate, batch --batch_size, seed), save its weights; then for every sparsity:
   * TFMOT `prune_low_magnitude` (uniform per-layer allocation) with PolynomialDecay from 0
     to the sparsity over the first --schedule_fraction of the pruning steps, frequency

@@ -6,7 +6,7 @@ r"""L0 benchmark: structured L0 gates + shrink, and L0Projection vs TFMOT, in on
    LiteRT latency (1 thread, median of single-sample invokes) of the shrunk vs the
    original dense model.
 2. `l0_projection` (layer and global scope) vs TFMOT at the TFMOT protocol
-   (ALGORITHMS.md section 6) through `bench/compare.py` (TFMOT rerun in its venv).
+   (docs/algorithms.md section 6) through `bench/compare.py` (TFMOT rerun in its venv).
 Writes bench/out/l0/structured.{json,md} (and, with --parts=...,projection, the compare.py
 outputs under --projection_out). bench/RESULTS_l0.md is written by hand from these.
 

@@ -16,12 +16,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "tfprune"
 
-# Cycles being cut by another change; each entry is ONE edge, named so it can be removed.
-# distribute.layer_stats is the layer-wise engine's statistics pass: the layer-wise
-# package split (issue 13, "layerwise" part) moves it and removes this edge. Delete the
-# entry then; test_exempted_edges_still_exist fails to remind you.
-LAYERWISE_DISTRIBUTE_EDGE = ("tfprune.distribute", "tfprune.layerwise")
-EXPECTED_CYCLE_EDGES = {LAYERWISE_DISTRIBUTE_EDGE}
 
 
 def _modules():
@@ -84,8 +78,6 @@ def find_cycles(graph):
     state[node] = 1
     stack.append(node)
     for nxt in sorted(graph.get(node, ())):
-      if (node, nxt) in EXPECTED_CYCLE_EDGES:
-        continue
       if state.get(nxt) == 1:
         cycles.append(tuple(stack[stack.index(nxt):]) + (nxt,))
       elif nxt not in state:
@@ -129,13 +121,6 @@ def test_no_import_cycles():
   cycles = find_cycles(graph)
   assert not cycles, "import cycles in tfprune:\n" + "\n".join(
       " -> ".join(c) for c in cycles)
-
-
-def test_exempted_edges_still_exist():
-  graph = import_graph()
-  gone = [edge for edge in EXPECTED_CYCLE_EDGES if edge[1] not in graph.get(edge[0], ())]
-  assert not gone, (f"The import edges {gone} are gone: remove them from "
-                    f"EXPECTED_CYCLE_EDGES in tests/imports_test.py.")
 
 
 if __name__ == "__main__":
