@@ -117,5 +117,21 @@ def test_wrong_optimizer_is_refused():
     pruned.fit(x, y, epochs=1, verbose=0, callbacks=[tfprune.PruningCallback()])
 
 
+def test_mixed_float16_fit_works():
+  """Issue 17 item 10: under mixed_float16 compile wraps the optimizer in a
+  LossScaleOptimizer; method.fit used to refuse its own optimizer ("use method.fit")."""
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, dtype="float32")])
+    pruned = tfprune.prune(model, "l0_projection", target_sparsity=0.5)
+    x, y = _data(32)
+    tfprune.get_method(pruned).fit(pruned, x, y, epochs=1, batch_size=16, verbose=0)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  kernel = pruned.layers[0].prunable_weights[0].numpy()
+  assert np.count_nonzero(kernel) == kernel.size // 2
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

@@ -412,6 +412,10 @@ class PruningMethod:
       self.check_plain_fit()
     if optimizer is None and getattr(self.model, "compiled", False):
       optimizer = getattr(self.model, "optimizer", None)
+    # mixed_float16: compile wraps the optimizer in a LossScaleOptimizer; the wrapper
+    # this method needs is the one inside it (it receives the unscaled gradients).
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+      optimizer = optimizer.inner_optimizer
     cls = self.optimizer_class()
     if cls is not None and optimizer is not None and not isinstance(optimizer, cls):
       raise ValueError(
