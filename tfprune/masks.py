@@ -134,7 +134,6 @@ def block_scores(scores, block_size):
   return pooled, expand
 
 
-_block_scores = block_scores  # old private name, still used by methods/admm.py
 
 
 def _unit_scores(scores):

@@ -191,7 +191,7 @@ class ADMM(PruningMethod):
   def _pooled_shapes(self):
     out = []
     for w in self.weights:
-      pooled, _ = masks_lib._block_scores(tf.zeros(w.shape, w.dtype),  # pylint: disable=protected-access
+      pooled, _ = masks_lib.block_scores(tf.zeros(w.shape, w.dtype),
                                           self.block_size)
       out.append(pooled)
     return out
