@@ -192,7 +192,7 @@ class ADMM(PruningMethod):
     out = []
     for w in self.weights:
       pooled, _ = masks_lib.block_scores(tf.zeros(w.shape, w.dtype),
-                                          self.block_size)
+                                         self.block_size)
       out.append(pooled)
     return out
 
