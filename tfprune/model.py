@@ -3,6 +3,8 @@
 Lookup (`get_method`, `find_wrappers`) lives with the wrapper (`tfprune.wrapper`) and
 reporting in `tfprune.report`; both are re-exported here for older imports.
 """
+from __future__ import annotations
+
 import inspect
 
 import keras
@@ -212,7 +214,8 @@ def _select(model, layers):
   return [l for l in found if id(l) in wanted]
 
 
-def prune(model, method="magnitude", layers=None, **method_kwargs):
+def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
+          layers: str | list[str] | None = None, **method_kwargs) -> keras.Model:
   """Returns a copy of `model` with its prunable layers wrapped in `PruneWrapper`.
 
   The original model is not modified; the copy starts from its weights with all masks 1.
@@ -264,7 +267,7 @@ def prune(model, method="magnitude", layers=None, **method_kwargs):
   return pruned
 
 
-def strip(model, shrink=False):
+def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
   """Returns a plain Keras model (no wrappers) whose pruned weights are exact zeros.
 
   Args:

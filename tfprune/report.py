@@ -4,6 +4,8 @@
 binary prints; `format_rounds` is SAP's per-round Markdown table; `model_pq_index` / `pq_index_report` measure a model with the PQ Index
 maths of `tfprune.pqi` (Diao et al., ICLR 2023; docs/algorithms.md section 5).
 """
+from __future__ import annotations
+
 import numpy as np
 
 from tfprune import pqi
@@ -33,7 +35,8 @@ def effective_weights(model):
     yield from _rows_for(layer)
 
 
-def sparsity_report(model, print_table=True, p=0.5, q=1.0):
+def sparsity_report(model, print_table: bool = True, p: float = 0.5,
+                    q: float = 1.0) -> list[dict]:
   """Per-weight sparsity of a pruned (wrapped) or stripped model.
 
   Args:

@@ -13,6 +13,8 @@ The inner layer runs inside a `keras.StatelessScope` that maps each prunable var
 `variable * mask`: the layer computes exactly as the dense layer would on the masked
 weights, and the gradient of masked entries is exactly zero.
 """
+from __future__ import annotations
+
 import inspect
 import re
 
@@ -172,12 +174,12 @@ class PruneWrapper(keras.layers.Wrapper):
     return config
 
 
-def find_wrappers(model):
+def find_wrappers(model: keras.Model) -> list[PruneWrapper]:
   """All `PruneWrapper`s of a model (nested models included), in layer order, unique."""
   return [l for l in all_layers(model) if isinstance(l, PruneWrapper)]
 
 
-def get_method(model):
+def get_method(model: keras.Model):
   """The pruning method of a pruned model, bound to it (also after `load_model`).
 
   Raises:

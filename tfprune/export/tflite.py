@@ -18,6 +18,8 @@ aliases kept for existing code.
 Never imports tfprune training code: it takes any plain Keras 3 model whose
 pruned kernels hold exact zeros (e.g. the output of `tfprune.strip`).
 """
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -231,9 +233,10 @@ def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verb
   return data, log.text
 
 
-def convert(model, target="litert", quantize=None, representative_data=None, sparse="auto",
-            micro_sparse_kernel=False, num_verify_samples=8, seed=0, fc_quantization="auto",
-            verbose=False):
+def convert(model, target: str = "litert", quantize: str | None = None,
+            representative_data=None, sparse: str = "auto", micro_sparse_kernel: bool = False,
+            num_verify_samples: int = 8, seed: int = 0, fc_quantization: str = "auto",
+            verbose: bool = False) -> ExportResult:
   """Converts a Keras 3 model to a verified (sparse) .tflite file.
 
   The primary export entry point: `to_tflite` and `save_tflite` are aliases.
@@ -360,7 +363,7 @@ def convert(model, target="litert", quantize=None, representative_data=None, spa
                       "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log)
 
 
-def to_tflite(model, *args, **kwargs):
+def to_tflite(model, *args, **kwargs) -> bytes:
   """Alias of `convert` that returns only the verified .tflite bytes.
 
   Kept for existing code; takes exactly `convert`'s arguments.
@@ -371,7 +374,7 @@ def to_tflite(model, *args, **kwargs):
   return convert(model, *args, **kwargs).model_bytes
 
 
-def save_tflite(model, path, **kwargs):
+def save_tflite(model, path: str, **kwargs) -> ExportResult:
   """Alias of `convert(model, **kwargs).save(path)`: converts, then writes atomically.
 
   Nothing is written when conversion or verification fails.
