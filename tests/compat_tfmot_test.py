@@ -463,12 +463,15 @@ def test_pruning_with_keras_guide(tmp_path, monkeypatch):
   assert int(ns["end_step"]) == 18
   wrapped = [l for l in ns["model_for_pruning"].layers
              if isinstance(l, tfmot.sparsity.keras.PruneLowMagnitude)]
-  assert [l.name for l in wrapped] == ["prune_low_magnitude_conv2d",
-                                       "prune_low_magnitude_dense"]
+  # TFMOT names each wrapper prune_low_magnitude_<layer name> (Keras numbers repeated
+  # layer names within a process, e.g. dense_2, when other tests built models first).
+  assert [l.name for l in wrapped] == [f"prune_low_magnitude_{l.layer.name}"
+                                       for l in wrapped]
+  assert [type(l.layer).__name__ for l in wrapped] == ["Conv2D", "Dense"]
   assert int(wrapped[0].pruning_step.numpy()) == 17
   export = ns["model_for_export"]
   assert not any(isinstance(l, tfprune.PruneWrapper) for l in export.layers)
-  conv, dense = export.get_layer("conv2d"), export.get_layer("dense")
+  conv, dense = (export.get_layer(w.layer.name) for w in wrapped)
   assert _zeros(conv.kernel) == pytest.approx(_tfmot_sparsity(108, 0.5))
   assert _zeros(dense.kernel) == pytest.approx(_tfmot_sparsity(20280, 0.5))
   assert _zeros(dense.bias) < 0.5  # biases are not pruned

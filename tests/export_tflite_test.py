@@ -97,11 +97,13 @@ def test_structurally_shrunk_model_goes_through_micro_unchanged():
   assert [t.format for t in result.tensors] == ["dense", "dense"]
 
 
+# Sizes where a 10%-dense kernel's CSR + DENSIFY (and its per-buffer checksum) is clearly
+# smaller than the dense tensor; smaller kernels rightly stay dense.
 CONV_LAYERS = {
-    "conv2d": ((10, 10, 8), lambda: keras.layers.Conv2D(16, 3)),
-    "depthwise": ((10, 10, 16), lambda: keras.layers.DepthwiseConv2D(5, depth_multiplier=4)),
+    "conv2d": ((10, 10, 16), lambda: keras.layers.Conv2D(32, 3)),
+    "depthwise": ((10, 10, 16), lambda: keras.layers.DepthwiseConv2D(5, depth_multiplier=8)),
     "conv1d": ((20, 16), lambda: keras.layers.Conv1D(32, 3)),
-    "conv2d_transpose": ((5, 5, 8), lambda: keras.layers.Conv2DTranspose(16, 3, strides=2)),
+    "conv2d_transpose": ((5, 5, 16), lambda: keras.layers.Conv2DTranspose(32, 3, strides=2)),
 }
 
 

@@ -501,7 +501,7 @@ def run_pruning(run, dense, data, kwargs, timings, log):
   extra = []
   if FLAGS.tensorboard_dir:
     extra.append(callbacks_lib.PruningSummaries(
-        os.path.join(FLAGS.tensorboard_dir, "pruning"), method))
+        method=method, log_dir=os.path.join(FLAGS.tensorboard_dir, "pruning")))
   start = time.time()
   if method_cls.post_training:
     _phase("pruning", f"{FLAGS.method} (post-training, layer by layer) to "
