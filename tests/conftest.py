@@ -92,3 +92,9 @@ def mlp():
 def toy_data():
   """Factory fixture: `toy_data(n=64, inputs=12, classes=3, seed=0, learnable=False)`."""
   return _toy_data
+
+
+# Larger variants of tests that already run a smaller twin by default: run them with
+# TFPRUNE_SLOW_TESTS=1 (the default suite must stay within 15 minutes on 2 cores).
+SLOW = pytest.mark.skipif(not os.environ.get("TFPRUNE_SLOW_TESTS"),
+                          reason="large variant: set TFPRUNE_SLOW_TESTS=1 to run it")

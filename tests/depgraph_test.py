@@ -6,6 +6,7 @@ import pytest
 from tfprune.structured import ChannelGraph
 from tfprune.structured import remove_units
 from tfprune.structured import shrink
+from conftest import SLOW  # pylint: disable=g-bad-import-order
 
 L = keras.layers
 
@@ -160,7 +161,8 @@ def test_transformer_heads_and_ffn_units():
 @pytest.mark.parametrize("build", [
     lambda: keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
                                            weights=None, classes=5),
-    lambda: keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classes=5),
+    pytest.param(lambda: keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None,
+                                                     classes=5), marks=SLOW),
 ], ids=["mobilenet_v2", "resnet50"])
 def test_applications_graph_and_exact_removal(build):
   m = build()

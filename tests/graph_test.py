@@ -18,6 +18,7 @@ import pytest
 
 import tfprune
 from tfprune import registry
+from conftest import SLOW  # pylint: disable=g-bad-import-order
 
 L = keras.layers
 RNG = np.random.default_rng(0)
@@ -116,7 +117,8 @@ def _train_step(pruned, x, y):
 
 
 @pytest.mark.parametrize("ctor", [keras.applications.MobileNetV3Small,
-                                  keras.applications.MobileNetV3Large])
+                                  pytest.param(keras.applications.MobileNetV3Large,
+                                               marks=SLOW)])
 def test_mobilenet_v3_prunes_trains_strips_round_trips(ctor, tmp_path):
   # Hard-swish is `x * relu6(x + 3) / 6`: raw op nodes all over the graph (R1).
   model = ctor(input_shape=(32, 32, 3), weights=None, classes=4, alpha=0.75)

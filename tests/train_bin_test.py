@@ -17,6 +17,7 @@ import pytest
 
 import tfprune
 from tfprune.bin import train
+from conftest import SLOW  # pylint: disable=g-bad-import-order
 
 _FAST = ("--dataset=digits", "--batch_size=64", "--frequency=5", "--train_samples=256",
          "--calibration_export=16")
@@ -99,7 +100,7 @@ def _final_weights(path):
   return keras.models.load_model(path).get_weights()
 
 
-@pytest.mark.parametrize("method,extra", [("magnitude", ()),
+@pytest.mark.parametrize("method,extra", [pytest.param("magnitude", (), marks=SLOW),
                                           ("admm", ("--admm_epochs=2",))])
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, method, extra):
   args = [*_FAST, f"--method={method}", *extra, "--dense_epochs=1", "--prune_epochs=3",
