@@ -171,22 +171,48 @@ def latency_us(model_bytes, iters):
 
 
 _CAUSES = (
-    ("TensorList", "recurrent layer kept as TensorList ops (Flex only); stock converter "
-                   "does not unroll"),
+    ("feeds an Embedding with input_dim",
+     "tfprune bug: inputs.embedding_vocab (tfprune/export/inputs.py:152) walks from the "
+     "position Embedding (input_dim = seq_len) back to 'tokens' through the ones_like / "
+     "cumsum op nodes of zoo._positions, so valid token ids >= seq_len are refused"),
+    ("TensorList", "stock converter: the Keras recurrent loop stays TensorList ops (Flex "
+                   "only); it does not unroll (tfprune's exporter does)"),
     ("Flex", "op needs Flex (SELECT_TF_OPS), not builtin"),
-    ("VerificationError", "file disagrees with Keras beyond tolerance"),
-    ("quantizes the state", "full-int8 LSTM state error grows with the sequence (known; "
-                            "use dynamic)"),
-    ("does not support", "unsupported by the method / exporter (message names it)"),
+    ("quantizes the state", "full-int8 quantizes the unrolled LSTM state at every step and "
+                            "the error grows with the sequence (known limit, docs/export.md): "
+                            "use quantize='dynamic'"),
     ("prunes during training", "method needs its own fit/apply driver"),
 )
 
 
-def cause(err):
+def cause(err, model="", kind=""):
+  """Root cause of a failure from its message (and the case, where the first line is
+  not enough)."""
   for key, why in _CAUSES:
     if key in err:
       return why
+  if "VerificationError" in err and "lstm" in model and kind in ("int8", "micro"):
+    return cause("quantizes the state")
+  if "VerificationError" in err:
+    return "file disagrees with Keras beyond tolerance (not diagnosed)"
   return ""
+
+
+def explain(path):
+  """Re-fills the root-cause column of an existing results file from `cause`."""
+  from tfprune import _io  # pylint: disable=g-import-not-at-top
+  out = []
+  for line in open(path).read().splitlines():
+    cells = line.split(" | ")
+    if line.startswith("| ") and len(cells) == 12 and "FAIL" in cells[3] + cells[10]:
+      own, _, stock = cells[10].partition("stock converter: ")
+      why = "; ".join(w for w in (cause(own, cells[0][2:], cells[2]) if "FAIL" in cells[3]
+                                  else "", cause(stock)) if w)
+      if why:
+        cells[11] = why + " |"
+      line = " | ".join(cells)
+    out.append(line)
+  _io.atomic_write(path, "\n".join(out) + "\n")
 
 
 def first_line(e):
@@ -211,7 +237,7 @@ def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
         log(f"{name} {method}: FAIL (prune/fit/strip) {err}")
         traceback.print_exc()
         rows.append(dict(model=name, method=method, export="-", status="FAIL (prune)",
-                         err=err, cause=cause(err)))
+                         err=err, cause=cause(f"{type(e).__name__}: {e}", name)))
         flush(rows)
         continue
       for kind in exports_for(name):
@@ -227,7 +253,8 @@ def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
                      lat=latency_us(res.flatbuffer, iters))
         except Exception as e:  # pylint: disable=broad-except
           err = first_line(e)
-          row.update(status="FAIL (export)", err=err, cause=cause(err))
+          row.update(status="FAIL (export)", err=err,
+                     cause=cause(f"{type(e).__name__}: {e}", name, kind))
           traceback.print_exc()
         try:
           stock = stock_convert(stripped, quantize, x)
@@ -255,7 +282,7 @@ def table(rows):
     if "stock_err" in r:
       err = (err + "; " if err else "") + "stock converter: " + r["stock_err"]
     verified = r.get("verified", "") + (" (dense fallback)" if r.get("fallback") else "")
-    why = r.get("cause", "") or (cause(r.get("stock_err", "")) if "stock_err" in r else "")
+    why = "; ".join(w for w in (r.get("cause", ""), cause(r.get("stock_err", ""))) if w)
     sp = f"{r['sparsity']:.3f}" if "sparsity" in r else ""
     out.append(f"| {r['model']} | {r['method']} | {r['export']} | {r['status']} | {sp} | "
                f"{size or ''} | {stock or ''} | {ratio} | {lat} | {verified} | {err} | {why} |")
@@ -272,7 +299,12 @@ def main(argv=None):
                  "(+ micro for MCU models), 20 latency iterations")
   p.add_argument("--iters", type=int, default=50)
   p.add_argument("--output", default="bench/RESULTS_conformance.md")
+  p.add_argument("--explain_only", action="store_true", help="only re-fill the root-cause "
+                 "column of --output from the current explanations")
   args = p.parse_args(argv)
+  if args.explain_only:
+    explain(args.output)
+    return
   import tfprune  # pylint: disable=g-import-not-at-top
   from tfprune import _io  # pylint: disable=g-import-not-at-top
   methods = [m for m in args.methods.split(",") if m] or tfprune.available_methods()

@@ -58,19 +58,20 @@ _EXPORTS = {"float": ("litert", None), "dynamic": ("litert", "dynamic"),
 
 # The cases, chosen for a ~3 minute budget on 2 cores (a MobileNet export costs ~15 s
 # there, logsum's layer-wise solve on a MobileNet ~1-2 min, so those are in the bench):
-#   magnitude: every model; every export on the small models (micro for the MCU models),
-#     one export on each MobileNet.
+#   magnitude: every model but MobileNetV2 (its admm case covers it); every export on the
+#     small models (micro for the MCU models), int8 on MobileNetV3Small (op nodes).
 #   admm, logsum: a Latin square over (model, export) so that each method meets every
 #     export kind and each model meets a different kind per method; admm skips
 #     MobileNetV3Small and logsum both MobileNets (bench/conformance.py runs them).
+# Measured: 8.2 min for 26 cases with 3 MobileNet cases on 2 cores loaded by other jobs
+# (each MobileNet case ~72 s there), hence two MobileNet cases.
 _CASES = [
-    ("mobilenet_v2_035", "magnitude", "float"),
     ("mobilenet_v3_small", "magnitude", "int8"),
     *[(n, "magnitude", k) for n in ("ds_cnn", "resnet8")
       for k in ("float", "dynamic", "int8", "micro")],
     *[(n, "magnitude", k) for n in ("transformer", "lstm_text")
       for k in ("float", "dynamic", "int8")],
-    ("mobilenet_v2_035", "admm", "dynamic"),
+    ("mobilenet_v2_035", "admm", "float"),
     ("ds_cnn", "admm", "micro"),
     ("resnet8", "admm", "int8"),
     ("transformer", "admm", "dynamic"),
@@ -80,7 +81,8 @@ _CASES = [
     ("transformer", "logsum", "float"),
     ("lstm_text", "logsum", "dynamic"),
 ]
-# Known failures, asserted so that a fix shows up (strict xfail) or the error stays named.
+# Known failures: run, the error asserted, then marked xfail (a fix makes the case fail
+# until it moves out of here).
 _XFAIL = {
     # tfprune/export/inputs.py:152 embedding_vocab walks from the position Embedding
     # (input_dim = seq_len) back to 'tokens' through the ones_like/cumsum op nodes of
@@ -167,19 +169,24 @@ def pipeline(tmp_path_factory):
 @pytest.mark.parametrize("name,method,kind", _CASES,
                          ids=[f"{n}-{m}-{k}" for n, m, k in _CASES])
 def test_prune_fit_strip_save_load_export(pipeline, name, method, kind):
-  if (name, kind) in _XFAIL:
-    pytest.xfail(_XFAIL[(name, kind)])
   loaded, x = pipeline(name, method)
   target, quantize = _EXPORTS[kind]
   kwargs = dict(target=target, quantize=quantize,
                 representative_data=x if quantize == "int8" else None)
+  if (name, kind) in _XFAIL:  # still failing as described (a fix makes this test fail)
+    with pytest.raises(export.ExportError, match="feeds an Embedding with input_dim"):
+      export.convert(loaded, **kwargs)
+    pytest.xfail(_XFAIL[(name, kind)])
   if name == "lstm_text" and quantize == "int8":
     # Full-int8 quantizes the unrolled LSTM state at every step: the exporter must refuse
-    # the file and say what to use instead (docs/export.md).
-    with pytest.raises(verify.VerificationError, match="quantize='dynamic'"):
-      export.convert(loaded, **kwargs)
-    return
-  result = export.convert(loaded, **kwargs)
+    # the file and say what to use instead (docs/export.md) unless it is within tolerance.
+    try:
+      result = export.convert(loaded, **kwargs)
+    except verify.VerificationError as e:
+      assert "quantize='dynamic'" in str(e), str(e)
+      return
+  else:
+    result = export.convert(loaded, **kwargs)
   if name == "lstm_text":
     assert any("unrolled" in n for n in result.notes), result.notes
   runtimes = [r.runtime for r in result.verification]
