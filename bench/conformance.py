@@ -204,7 +204,8 @@ def explain(path):
   out = []
   for line in open(path).read().splitlines():
     cells = line.split(" | ")
-    if line.startswith("| ") and len(cells) == 12 and ("FAIL" in cells[3] or "stock converter" in cells[10]):
+    if (line.startswith("| ") and len(cells) == 12 and
+        ("FAIL" in cells[3] or "stock converter" in cells[10])):
       own, _, stock = cells[10].partition("stock converter: ")
       why = "; ".join(w for w in (cause(own, cells[0][2:], cells[2]) if "FAIL" in cells[3]
                                   else "", cause(stock)) if w)
