@@ -1,0 +1,363 @@
+"""Conformance matrix: pruning method x real architecture x export, PASS / FAIL.
+
+Run (from the repo root):
+  PYTHONPATH=$PWD .venv/bin/python bench/conformance.py \
+      [--methods=magnitude,admm,...] [--models=mobilenet_v2,...] [--fast] \
+      [--iters=50] [--output=bench/RESULTS_conformance.md]
+
+Protocol, per (model, method):
+  build (keras.applications with weights=None at 32x32x3, or a tfprune.zoo model at a
+  small input) -> tfprune.prune at 50% sparsity -> 2 eager training steps on random data
+  (post-training methods: `apply` on 16 random calibration inputs, then 1 step) ->
+  tfprune.strip; then per export (float / dynamic / int8, micro for the MCU zoo models):
+  tfprune.export.convert (which verifies the file with XNNPACK on and off, and TFLM for
+  micro) and the stock converter (`tf.lite.TFLiteConverter.from_saved_model` on the
+  stripped model's SavedModel, default optimizations for the quantized kinds) for the
+  size baseline; latency = median single-sample invoke, LiteRT, 1 thread, XNNPACK on,
+  tfprune file vs the stock (dense) file. Random weights: accuracy is not measured here.
+A FAIL row keeps the error's first line and, where known, its root cause.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+NUM_CLASSES = 4
+VOCAB, SEQ = 40, 12
+SPARSITY = 0.5
+N_TRAIN = 8
+MICRO_MODELS = ("ds_cnn", "resnet8", "mobilenet_v1_025")
+# Methods with a recipe below; others registered later are tried with the generic one.
+POST_TRAINING = ("logsum", "l0")
+NEEDS_METHOD_FIT = ("sap",)
+
+
+def _apps(name):
+  import keras  # pylint: disable=g-import-not-at-top
+  a = keras.applications
+  kw = dict(input_shape=(32, 32, 3), weights=None, classes=NUM_CLASSES,
+            classifier_activation=None)
+  builders = {
+      "mobilenet": lambda: a.MobileNet(alpha=0.25, **kw),
+      "mobilenet_v2": lambda: a.MobileNetV2(alpha=0.35, **kw),
+      "mobilenet_v3_small": lambda: a.MobileNetV3Small(**kw),
+      "mobilenet_v3_large": lambda: a.MobileNetV3Large(**kw),
+      "efficientnet_b0": lambda: a.EfficientNetB0(**kw),
+      "resnet50": lambda: a.ResNet50(**kw),
+      "densenet121": lambda: a.DenseNet121(**kw),
+      "nasnet_mobile": lambda: a.NASNetMobile(**kw),
+  }
+  return builders[name]()
+
+
+def _lstm_text():
+  import keras  # pylint: disable=g-import-not-at-top
+  tok = keras.Input((SEQ,), dtype="int32", name="tokens")
+  x = keras.layers.Embedding(VOCAB, 8, mask_zero=True, name="embed")(tok)
+  x = keras.layers.LSTM(8, name="lstm")(x)
+  return keras.Model(tok, keras.layers.Dense(NUM_CLASSES, name="logits")(x), name="lstm_text")
+
+
+APP_MODELS = ("mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+              "efficientnet_b0", "resnet50", "densenet121", "nasnet_mobile")
+ZOO_MODELS = ("resnet8", "ds_cnn", "mobilenet_v1_025", "transformer", "lstm_text")
+FAST_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0") + ZOO_MODELS
+
+
+def build(name):
+  from tfprune import zoo  # pylint: disable=g-import-not-at-top
+  if name in APP_MODELS:
+    return _apps(name)
+  if name == "lstm_text":
+    return _lstm_text()
+  if name == "resnet8":
+    return zoo.get("resnet8", input_shape=(16, 16, 3), num_classes=NUM_CLASSES)
+  if name == "mobilenet_v1_025":
+    return zoo.get("mobilenet_v1_025", input_shape=(32, 32, 3), num_classes=NUM_CLASSES)
+  if name == "transformer":
+    return zoo.get("transformer", num_classes=NUM_CLASSES, vocab_size=VOCAB, seq_len=SEQ,
+                   embed_dim=16, num_heads=2, ff_dim=32)
+  return zoo.get(name, num_classes=NUM_CLASSES)
+
+
+def data(model, n, seed=0):
+  import keras  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  shape = (n,) + tuple(model.input_shape[1:])
+  if keras.backend.standardize_dtype(model.inputs[0].dtype) == "int32":
+    x = rng.integers(1, VOCAB, size=shape).astype(np.int32)
+    x[:, -3:] = 0
+  else:
+    x = rng.standard_normal(shape).astype(np.float32)
+  return x, np.arange(n) % NUM_CLASSES
+
+
+def prune_fit_strip(model, method):
+  """prune -> train / apply -> strip; returns the stripped model."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tfprune  # pylint: disable=g-import-not-at-top
+  x, y = data(model, N_TRAIN)
+  kwargs = dict(target_sparsity=SPARSITY)
+  if method == "magnitude":
+    kwargs["scope"] = "global"
+  elif method == "admm":
+    kwargs["admm_interval"] = 1
+  elif method in POST_TRAINING:
+    kwargs.update(calibration_samples=16, batch_size=16)
+  pruned = tfprune.prune(model, method, **kwargs)
+  m = tfprune.get_method(pruned)
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  if method in POST_TRAINING:
+    m.apply(pruned, data(model, 16, seed=1)[0], verbose=False)
+    pruned.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss, run_eagerly=True)
+    pruned.fit(x, y, epochs=1, batch_size=N_TRAIN, verbose=0)
+  elif method in NEEDS_METHOD_FIT:
+    m.fit(pruned, x, y, epochs=2, batch_size=N_TRAIN, verbose=0)
+  else:
+    pruned.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss, run_eagerly=True)
+    pruned.fit(x, y, epochs=1, batch_size=N_TRAIN // 2, verbose=0,
+               callbacks=[tfprune.PruningCallback()])
+  stripped = tfprune.strip(pruned)
+  with tempfile.TemporaryDirectory() as tmp:  # the .keras round trip
+    path = os.path.join(tmp, "m.keras")
+    stripped.save(path)
+    loaded = keras.models.load_model(path)
+  np.testing.assert_allclose(loaded(x), stripped(x), rtol=1e-5, atol=1e-5)
+  rows = tfprune.sparsity_report(loaded, print_table=False)
+  return loaded, tfprune.model.total_sparsity(rows)
+
+
+def stock_convert(model, quantize, x):
+  """The stock converter on the stripped model: dense file bytes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfprune.export import capture  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp, capture.captured_output(enabled=True):
+    model.export(os.path.join(tmp, "sm"), verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "sm"))
+    if quantize:
+      conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+      conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
+      conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+      if x.dtype == np.float32:
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def latency_us(model_bytes, iters):
+  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
+  interp = verify.make_litert_interpreter(model_bytes, True, num_threads=1)
+  for d in interp.get_input_details():
+    rng = np.random.default_rng(0)
+    if np.issubdtype(d["dtype"], np.floating):
+      v = rng.standard_normal(d["shape"])
+    else:
+      v = rng.integers(1, min(VOCAB, 127), d["shape"])
+    interp.set_tensor(d["index"], v.astype(d["dtype"]))
+  for _ in range(3):
+    interp.invoke()
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    interp.invoke()
+    times.append(time.perf_counter() - t)
+  return float(np.median(times) * 1e6)
+
+
+_CAUSES = (
+    ("feeds an Embedding with input_dim",
+     "tfprune bug: inputs.embedding_vocab (tfprune/export/inputs.py:152) walks from the "
+     "position Embedding (input_dim = seq_len) back to 'tokens' through the ones_like / "
+     "cumsum op nodes of zoo._positions, so valid token ids >= seq_len are refused"),
+    ("TensorList", "stock converter: the Keras recurrent loop stays TensorList ops (Flex "
+                   "only); it does not unroll (tfprune's exporter does)"),
+    ("Flex", "op needs Flex (SELECT_TF_OPS), not builtin"),
+    ("quantizes the state", "full-int8 quantizes the unrolled LSTM state at every step and "
+                            "the error grows with the sequence (known limit, docs/export.md): "
+                            "use quantize='dynamic'"),
+    ("prunes during training", "method needs its own fit/apply driver"),
+)
+
+
+def cause(err, model="", kind=""):
+  """Root cause of a failure from its message (and the case, where the first line is
+  not enough)."""
+  for key, why in _CAUSES:
+    if key in err:
+      return why
+  if "VerificationError" in err and "lstm" in model and kind in ("int8", "micro"):
+    return cause("quantizes the state")
+  if "VerificationError" in err:
+    return "file disagrees with Keras beyond tolerance (not diagnosed)"
+  return ""
+
+
+def explain(path):
+  """Re-fills the root-cause column of an existing results file from `cause`."""
+  from tfprune import _io  # pylint: disable=g-import-not-at-top
+  out = []
+  for line in open(path).read().splitlines():
+    cells = line.split(" | ")
+    if (line.startswith("| ") and len(cells) == 12 and
+        ("FAIL" in cells[3] or "stock converter" in cells[10])):
+      own, _, stock = cells[10].partition("stock converter: ")
+      why = "; ".join(w for w in (cause(own, cells[0][2:], cells[2]) if "FAIL" in cells[3]
+                                  else "", cause(stock)) if w)
+      if why:
+        cells[11] = why + " |"
+      line = " | ".join(cells)
+    out.append(line)
+  _io.atomic_write(path, "\n".join(out) + "\n")
+
+
+def first_line(e):
+  text = f"{type(e).__name__}: {e}".strip().splitlines()
+  return text[0][:160].replace("|", "/") if text else type(e).__name__
+
+
+def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in models:
+    for method in methods:
+      keras.utils.set_random_seed(0)
+      t0 = time.time()
+      try:
+        model = build(name)
+        x, _ = data(model, 16)
+        stripped, sparsity = prune_fit_strip(model, method)
+      except Exception as e:  # pylint: disable=broad-except
+        err = first_line(e)
+        log(f"{name} {method}: FAIL (prune/fit/strip) {err}")
+        traceback.print_exc()
+        rows.append(dict(model=name, method=method, export="-", status="FAIL (prune)",
+                         err=err, cause=cause(f"{type(e).__name__}: {e}", name)))
+        flush(rows)
+        continue
+      for kind in exports_for(name):
+        target, quantize = (("micro", "int8") if kind == "micro" else
+                            ("litert", None if kind == "float" else kind))
+        row = dict(model=name, method=method, export=kind, sparsity=sparsity)
+        try:
+          res = export.convert(stripped, target=target, quantize=quantize,
+                               representative_data=x if quantize == "int8" else None)
+          runtimes = [r.runtime for r in res.verification]
+          row.update(status="PASS", size=len(res.flatbuffer), dense=res.dense_size,
+                     verified="+".join(runtimes), fallback=res.dense_fallback,
+                     lat=latency_us(res.flatbuffer, iters))
+        except Exception as e:  # pylint: disable=broad-except
+          err = first_line(e)
+          row.update(status="FAIL (export)", err=err,
+                     cause=cause(f"{type(e).__name__}: {e}", name, kind))
+          traceback.print_exc()
+        try:
+          stock = stock_convert(stripped, quantize, x)
+          row.update(stock=len(stock), stock_lat=latency_us(stock, iters))
+        except Exception as e:  # pylint: disable=broad-except
+          row.update(stock_err=first_line(e))
+        log(f"{name} {method} {kind}: {row['status']} {row.get('err', '')}")
+        rows.append(row)
+      log(f"{name} {method}: {time.time() - t0:.0f} s")
+      flush(rows)
+  return rows
+
+
+def table(rows):
+  out = ["| model | method | export | status | sparsity | size B | stock B | stock/size | "
+         "latency us (dense stock us) | verified | error (first line) | root cause |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    size = r.get("size")
+    stock = r.get("stock")
+    ratio = f"{stock / size:.2f}x" if size and stock else ""
+    lat = (f"{r['lat']:.0f} ({r['stock_lat']:.0f})" if "lat" in r and "stock_lat" in r
+           else (f"{r['lat']:.0f}" if "lat" in r else ""))
+    err = r.get("err", "")
+    if "stock_err" in r:
+      err = (err + "; " if err else "") + "stock converter: " + r["stock_err"]
+    verified = r.get("verified", "") + (" (dense fallback)" if r.get("fallback") else "")
+    why = "; ".join(w for w in (r.get("cause", ""), cause(r.get("stock_err", ""))) if w)
+    sp = f"{r['sparsity']:.3f}" if "sparsity" in r else ""
+    out.append(f"| {r['model']} | {r['method']} | {r['export']} | {r['status']} | {sp} | "
+               f"{size or ''} | {stock or ''} | {ratio} | {lat} | {verified} | {err} | {why} |")
+  return out
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--methods", default="", help="comma list (default: every registered "
+                 "method)")
+  p.add_argument("--models", default="", help="comma list (default: every model; "
+                 "--fast: a subset)")
+  p.add_argument("--fast", action="store_true", help="fewer models, exports float + int8 "
+                 "(+ micro for MCU models), 20 latency iterations")
+  p.add_argument("--iters", type=int, default=50)
+  p.add_argument("--output", default="bench/RESULTS_conformance.md")
+  p.add_argument("--explain_only", action="store_true", help="only re-fill the root-cause "
+                 "column of --output from the current explanations")
+  args = p.parse_args(argv)
+  if args.explain_only:
+    explain(args.output)
+    return
+  import tfprune  # pylint: disable=g-import-not-at-top
+  from tfprune import _io  # pylint: disable=g-import-not-at-top
+  methods = [m for m in args.methods.split(",") if m] or tfprune.available_methods()
+  for m in methods:
+    if m not in tfprune.available_methods():
+      p.error(f"--methods: unknown method {m!r}; registered: "
+              f"{', '.join(tfprune.available_methods())}")
+  all_models = APP_MODELS + ZOO_MODELS
+  models = [m for m in args.models.split(",") if m] or list(
+      FAST_MODELS if args.fast else all_models)
+  for m in models:
+    if m not in all_models:
+      p.error(f"--models: unknown model {m!r}; valid: {', '.join(all_models)}")
+  iters = 20 if args.fast else args.iters
+
+  def exports_for(name):
+    kinds = ["float", "int8"] if args.fast else ["float", "dynamic", "int8"]
+    return kinds + (["micro"] if name in MICRO_MODELS else [])
+
+  start = time.time()
+
+  def write(rows, done):
+    minutes = (time.time() - start) / 60
+    full = (set(methods) == set(tfprune.available_methods()) and
+            set(models) == set(all_models) and not args.fast)
+    n_pass = sum(r["status"] == "PASS" for r in rows)
+    lines = [
+        "# Conformance matrix", "",
+        "Command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py "
+        + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
+        f"Wall time: {minutes:.1f} min{'' if done else ' (in progress)'}. "
+        f"{n_pass} / {len(rows)} rows PASS.", "",
+        "Full matrix command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py` "
+        "(every registered method x every model x float/dynamic/int8/micro)."
+        + ("" if full else " **The full matrix was NOT run for this file**; only the "
+           "reduced matrix of the command above was (time budget)."), "",
+        "## Protocol", "",
+        *[l.strip() for l in __doc__.split("Protocol, per (model, method):")[1].splitlines()
+          if l.strip()], "",
+        "Sizes: `size B` is the tfprune file (verified), `stock B` the stock converter's "
+        "file with the same quantization; `stock/size` > 1 means tfprune's file is smaller. "
+        "Latency: tfprune file, in brackets the stock (dense) file. `verified` lists the "
+        "runtimes the exporter's own verification ran (xnnpack = LiteRT XNNPACK on, "
+        "builtin = XNNPACK off, tflm = TFLite Micro).", "",
+        "## Results", "", *table(rows), ""]
+    _io.atomic_write(args.output, "\n".join(lines) + "\n")
+    return lines
+
+  rows = run(models, methods, exports_for, iters, lambda s: print(s, flush=True),
+             flush=lambda rows: write(rows, False))
+  print("\n".join(write(rows, True)))
+
+
+if __name__ == "__main__":
+  main()
