@@ -37,7 +37,7 @@ def test_the_public_api_is_documented(pages):
   for name in ("prune", "strip", "get_method", "sparsity_report", "PruneWrapper",
                "PruningCallback", "PolynomialDecay", "ConstantSparsity", "PrunableLayer"):
     assert f"## {name}\n" in top, name
-  assert "prune(model, method='magnitude', layers=None" in top  # the real signature
+  assert "prune(model: 'keras.Model', method: 'str | base.PruningMethod' = 'magnitude'" in top  # the real signature (with its type hints)
   export = pages["tfprune.export"]
   for name in ("to_tflite", "save_tflite", "inspect", "c_array", "VerificationError"):
     assert f"## {name}\n" in export, name
