@@ -48,7 +48,8 @@ def _cases():
 def test_the_readme_starts_with_the_two_commands():
   bash = [code for language, _, code in blocks("README.md") if language == "bash"]
   assert "scripts/setup.sh" in bash[0] and "tfprune-train" in bash[0]
-  assert bash[1].strip() == "bash scripts/setup.sh && .venv/bin/python -m pytest -q tests"
+  assert bash[1].strip() == (
+      "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n 2 --dist loadfile tests")
 
 
 def test_every_block_has_a_language():
