@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+import litert_timing  # pylint: disable=g-import-not-at-top  (bench/litert_timing.py)
+
 NUM_CLASSES = 4
 VOCAB, SEQ = 40, 12
 SPARSITY = 0.5
@@ -151,23 +153,7 @@ def stock_convert(model, quantize, x):
 
 
 def latency_us(model_bytes, iters):
-  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
-  interp = verify.make_litert_interpreter(model_bytes, True, num_threads=1)
-  for d in interp.get_input_details():
-    rng = np.random.default_rng(0)
-    if np.issubdtype(d["dtype"], np.floating):
-      v = rng.standard_normal(d["shape"])
-    else:
-      v = rng.integers(1, min(VOCAB, 127), d["shape"])
-    interp.set_tensor(d["index"], v.astype(d["dtype"]))
-  for _ in range(3):
-    interp.invoke()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    interp.invoke()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times) * 1e6)
+  return litert_timing.latency_us(model_bytes, True, iters, warmup=3, vocab=VOCAB)
 
 
 _CAUSES = (

@@ -30,6 +30,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+import litert_timing  # bench/litert_timing.py
+
 _MODEL_PATHS = flags.DEFINE_multi_string("model_path", [], "Stripped pruned .keras MNIST models.")
 _TFMOT_PY = flags.DEFINE_string("tfmot_python", ".venv-tfmot/bin/python", "TFMOT env python.")
 _ITERS = flags.DEFINE_integer("iters", 300, "Invokes per latency measurement.")
@@ -38,23 +40,7 @@ _WIDTH = flags.DEFINE_integer("width", 2048, "MLP width.")
 
 
 def _latency_us(model_bytes, xnnpack, iters):
-  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
-  interp = verify.make_litert_interpreter(model_bytes, xnnpack, num_threads=1)
-  inp = interp.get_input_details()[0]
-  # Random (not zero) input: hybrid kernels short-circuit on all-zero inputs.
-  x = np.random.default_rng(0).standard_normal(inp["shape"])
-  if inp["dtype"] != np.float32:
-    x = np.clip(np.round(x * 20), -128, 127)
-  x = x.astype(inp["dtype"])
-  interp.set_tensor(inp["index"], x)
-  for _ in range(10):
-    interp.invoke()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    interp.invoke()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times) * 1e6)
+  return litert_timing.latency_us(model_bytes, xnnpack, iters)
 
 
 def _mlp(width, block, sparsity, seed=0):
