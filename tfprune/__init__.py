@@ -31,3 +31,12 @@ from tfprune.wrapper import get_method
 from tfprune.wrapper import PruneWrapper
 
 __version__ = "0.1.0"
+
+# What `from tfprune import *` gives and the API reference documents; the submodules
+# (data, masks, methods, schedules, zoo, export, ...) are documented on their own pages.
+__all__ = [
+    "prune", "strip", "get_method", "available_methods", "sparsity_report",
+    "pq_index", "pq_index_report", "model_pq_index", "shrink_model",
+    "PruneWrapper", "PruningMethod", "PrunableLayer", "PruningCallback",
+    "PruningSummaries", "ConstantSparsity", "PolynomialDecay", "L0Gate", "__version__",
+]

@@ -20,3 +20,8 @@ from tfprune.export.tflite import convert
 from tfprune.export.tflite import save_tflite
 from tfprune.export.tflite import to_tflite
 from tfprune.export.verify import VerificationError
+
+__all__ = [
+    "convert", "to_tflite", "save_tflite", "ExportResult", "inspect", "inspect_tflite",
+    "c_array", "write_c_array", "ExportError", "InvalidTFLiteError", "VerificationError",
+]
