@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfprune import masks as masks_lib
 from tfprune import topk
+from tfprune.layerwise import batchnorm as batchnorm_lib
 from tfprune.layerwise import calibration
 from tfprune.layerwise import geometry
 from tfprune.layerwise import relu as relu_lib
@@ -32,6 +33,9 @@ from tfprune.layerwise import solvers
 from tfprune.layerwise import stats as stats_lib
 
 MODES = ("parallel", "cascade")
+# bn_recalibration in cascade mode: re-estimate the BatchNorm right after each pruned
+# layer before the next layer's statistics (True), or all of them after the solves.
+RECALIBRATE_IN_CASCADE = True
 ALLOCATIONS = ("layer", "global")
 
 
@@ -63,6 +67,7 @@ class Report(list):
   def __init__(self, rows=(), skipped=()):
     super().__init__(rows)
     self.skipped = list(skipped)
+    self.batchnorm = None  # the BatchNorm re-calibration summary (None: not run)
 
 
 # ----------------------------------------------------------------------- discovery
@@ -530,7 +535,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
                     mode="cascade", layers=None, batch_size=256, max_samples=None,
                     relu_model=False, relu_passes=2, stats_dtype="float32",
                     refit_ridge=1e-8, verbose=True, strategy=None, batchnorm_weighting=True,
-                    mean_correction=True):
+                    mean_correction=True, bn_recalibration=True):
   """Prunes `model` IN PLACE kernel by kernel; returns the per-layer `Report`.
 
   Args:
@@ -562,10 +567,19 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       calibration data (bias correction): from the layer's bias, or from the moving mean
       of the BatchNorm that follows a bias-free layer (MobileNet, ResNet). Not with the
       ReLU model. Lowers the layer's error by exactly that mean's square.
+    bn_recalibration: re-estimate the moving mean / variance of every BatchNormalization
+      downstream of a pruned kernel on the calibration inputs run through the pruned
+      network (`tfprune.layerwise.batchnorm`; label-free, no weight training). In
+      `cascade` mode the BatchNorm that directly follows a pruned layer is re-estimated
+      right after that layer is written, so the later layers are fit on the inputs the
+      calibrated network produces; the remaining ones after the solves. One pass over
+      the calibration data per re-estimated layer (a summary line when `verbose`).
+      No effect on a model without BatchNormalization.
 
   Returns:
     A `Report`: a list of dicts, one per pruned kernel (see `format_table`), with the
-    skipped layers in `.skipped`.
+    skipped layers in `.skipped` and the BatchNorm re-calibration summary in
+    `.batchnorm` (see `batchnorm.recalibrate_batchnorm`; None when not run).
 
   Raises:
     ValueError: bad arguments or calibration data, naming the layer / value at fault,
@@ -601,6 +615,10 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   if allocation == "global":
     keeps = _global_keep(units, all_stats, targets[0], solver, verbose)
   rows = Report(skipped=skipped)
+  recal = batchnorm_lib.Recalibrator(model, batches) if bn_recalibration else None
+  if recal is not None and not recal.entries:
+    recal = None
+  recalibrated = []
   for i, (unit, target) in enumerate(zip(units, targets)):
     cascade = mode == "cascade"
     if all_stats is not None and (not cascade or not inputs.pruned_any):
@@ -632,6 +650,11 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
                                        unit.kernel_shape).astype(np.float32)
     _write(unit, kernel * mask, mask)
     inputs.pruned_any = True
+    if recal is not None and mode == "cascade" and RECALIBRATE_IN_CASCADE:
+      bn = None if unit.nested else _following_batchnorm(unit.layer)
+      if bn is not None and bn.name not in recalibrated:
+        recalibrated += recal.run([bn])
+        info["notes"].append(f"{bn.name!r} re-calibrated")
     row = {"layer": unit.name, "type": type(unit.inner).__name__,
            "shape": "x".join(map(str, unit.kernel_shape)),
            "sparsity": 1.0 - float(mask.sum()) / mask.size, "target_sparsity": target,
@@ -640,4 +663,12 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     rows.append(row)
     if verbose:
       _log(_format_row(row, i + 1, len(units)))
+  if recal is not None:
+    rest = [bn for bn in recal.downstream_of([u.layer for u in units])
+            if bn.name not in recalibrated]
+    recalibrated += recal.run(rest)
+    if recalibrated:
+      rows.batchnorm = recal.summary(recalibrated)
+      if verbose:
+        _log(recal.line(recalibrated))
   return rows
