@@ -43,6 +43,9 @@ flags.DEFINE_bool("recalibrate_in_cascade", True,
                   "With --bn_recalibration in cascade mode: the BatchNorm after each "
                   "pruned layer is re-estimated before the next layer (else all after "
                   "the solves).")
+flags.DEFINE_bool("recalibrate_dense_first", False,
+                  "Re-estimate the dense model's BatchNorm statistics on the calibration "
+                  "images BEFORE pruning (the pruned net then approximates that model).")
 flags.DEFINE_bool("dense_recalibrated", True,
                   "Also report the DENSE model with its BatchNorm statistics "
                   "re-estimated on the same calibration images (reference).")
@@ -135,6 +138,8 @@ def main(_):
     key = "logsum" if weighting else "logsum_no_bn_weighting"
     pruned = copy_of(model)
     t0 = time.perf_counter()
+    if FLAGS.recalibrate_dense_first:
+      layerwise.recalibrate_batchnorm(pruned, train[0][:FLAGS.calibration_samples])
     rows = layerwise.prune_layerwise(pruned, train[0][:FLAGS.calibration_samples],
                                      logsum.LogSumSolver(), sparsity=FLAGS.sparsity,
                                      mode=FLAGS.mode, batch_size=256,
@@ -156,10 +161,11 @@ def main(_):
   result["bn_recalibration"] = FLAGS.bn_recalibration
   result["recalibrate_in_cascade"] = FLAGS.recalibrate_in_cascade
   result["mode"] = FLAGS.mode
+  result["recalibrate_dense_first"] = FLAGS.recalibrate_dense_first
   recal = ("" if not FLAGS.bn_recalibration else
            "_bnr" + ("c" if FLAGS.recalibrate_in_cascade and FLAGS.mode == "cascade" else "a"))
   name = (f"realnet_mnv2_{FLAGS.size}_{FLAGS.epochs}e_{FLAGS.calibration_samples}cal"
-          f"{'_mc' if FLAGS.mean_correction else ''}{recal}_{FLAGS.mode}.json")
+          f"{'_mc' if FLAGS.mean_correction else ''}{recal}{'_pre' if FLAGS.recalibrate_dense_first else ''}_{FLAGS.mode}.json")
   with open(os.path.join(FLAGS.out, name), "w") as f:
     json.dump(result, f, indent=1)
 

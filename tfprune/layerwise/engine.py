@@ -33,8 +33,10 @@ from tfprune.layerwise import solvers
 from tfprune.layerwise import stats as stats_lib
 
 MODES = ("parallel", "cascade")
-# bn_recalibration in cascade mode: re-estimate the BatchNorm right after each pruned
-# layer before the next layer's statistics (True), or all of them after the solves.
+BN_RECALIBRATION = (True, False, "auto")
+# bn_recalibration=True in cascade mode: re-estimate the BatchNorm right after each
+# pruned layer before the next layer's statistics (True, default), or all of them after
+# the solves (False; measured worse, kept for bench/layerwise_realnet.py).
 RECALIBRATE_IN_CASCADE = True
 ALLOCATIONS = ("layer", "global")
 
@@ -477,7 +479,12 @@ def _log(line):
 
 
 # ---------------------------------------------------------------------- arguments
-def _check_arguments(mode, allocation, stats_dtype, relu_model, relu_passes):
+def _check_arguments(mode, allocation, stats_dtype, relu_model, relu_passes,
+                     bn_recalibration="auto"):
+  if not any(bn_recalibration is v or (isinstance(v, str) and bn_recalibration == v)
+             for v in BN_RECALIBRATION):
+    raise ValueError(f"bn_recalibration must be True, False or 'auto', got "
+                     f"{bn_recalibration!r}.")
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   if allocation not in ALLOCATIONS:
@@ -535,7 +542,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
                     mode="cascade", layers=None, batch_size=256, max_samples=None,
                     relu_model=False, relu_passes=2, stats_dtype="float32",
                     refit_ridge=1e-8, verbose=True, strategy=None, batchnorm_weighting=True,
-                    mean_correction=True, bn_recalibration=True):
+                    mean_correction=True, bn_recalibration="auto"):
   """Prunes `model` IN PLACE kernel by kernel; returns the per-layer `Report`.
 
   Args:
@@ -569,13 +576,19 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       ReLU model. Lowers the layer's error by exactly that mean's square.
     bn_recalibration: re-estimate the moving mean / variance of every BatchNormalization
       downstream of a pruned kernel on the calibration inputs run through the pruned
-      network (`tfprune.layerwise.batchnorm`; label-free, no weight training). In
-      `cascade` mode the BatchNorm that directly follows a pruned layer is re-estimated
-      right after that layer is written, so the later layers are fit on the inputs the
-      calibrated network produces; the remaining ones after the solves. One pass over
-      the calibration data per re-estimated layer (a summary line when `verbose`).
-      No effect on a model without BatchNormalization.
-
+      network (`tfprune.layerwise.batchnorm`; label-free, no weight training): True,
+      False or `"auto"` (default: True in `parallel` mode, False in `cascade` mode).
+      In `parallel` mode every layer is fit on the dense network's inputs, so the
+      drift of the activation statistics accumulates uncorrected and re-calibration
+      after the solves removes it (MobileNetV2-0.35: 32.7% -> 64.7%, bench/
+      RESULTS_layerwise.md). In `cascade` mode each layer is already fit on the pruned
+      network's inputs: re-estimating afterwards changes the inputs later layers were
+      fit to (measured worse), so True re-estimates the BatchNorm that directly follows
+      a pruned layer right after it is written (the later layers are fit on the
+      calibrated network), the others after the solves; it measured no gain over the
+      mean correction, hence off by default. One pass over the calibration data per
+      re-estimated layer; a summary line when `verbose`. No effect without
+      BatchNormalization.
   Returns:
     A `Report`: a list of dicts, one per pruned kernel (see `format_table`), with the
     skipped layers in `.skipped` and the BatchNorm re-calibration summary in
@@ -585,7 +598,10 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     ValueError: bad arguments or calibration data, naming the layer / value at fault,
       before any long work.
   """
-  _check_arguments(mode, allocation, stats_dtype, relu_model, relu_passes)
+  _check_arguments(mode, allocation, stats_dtype, relu_model, relu_passes,
+                   bn_recalibration)
+  if bn_recalibration == "auto" and not isinstance(bn_recalibration, bool):
+    bn_recalibration = mode == "parallel"
   batches = lambda: calibration.calibration_batches(calibration_data, model, batch_size,
                                                     max_samples)
   next(iter(batches()))  # checks the data (shape, dtype, empty) before any long work
