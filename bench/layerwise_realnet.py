@@ -2,9 +2,12 @@
 
 Trains `keras.applications.MobileNetV2(alpha=0.35, weights=None)` at 32x32x3
 (Fashion-MNIST resized to 32x32 and tiled to 3 channels) for a short budget, then
-compares, with NO retraining: dense; one-shot magnitude at `--sparsity` on every kernel
-the layer-wise engine prunes; `logsum` at `--sparsity` per layer (cascade, unlabelled
-calibration images from the training set).
+compares, with NO retraining: dense (and, with `--dense_recalibrated`, dense with its
+BatchNorm statistics re-estimated on the calibration images); one-shot magnitude at
+`--sparsity` on every kernel the layer-wise engine prunes; `logsum` at `--sparsity` per
+layer (cascade, unlabelled calibration images from the training set), with or without
+BatchNorm re-calibration (`--bn_recalibration`, `--recalibrate_in_cascade`,
+`--recalibrate_dense_first`; results in bench/RESULTS_layerwise.md).
 
 Usage (repo root; writes bench/out/realnet_*.json and caches the dense weights):
   TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/layerwise_realnet.py
@@ -164,8 +167,9 @@ def main(_):
   result["recalibrate_dense_first"] = FLAGS.recalibrate_dense_first
   recal = ("" if not FLAGS.bn_recalibration else
            "_bnr" + ("c" if FLAGS.recalibrate_in_cascade and FLAGS.mode == "cascade" else "a"))
+  pre = "_pre" if FLAGS.recalibrate_dense_first else ""
   name = (f"realnet_mnv2_{FLAGS.size}_{FLAGS.epochs}e_{FLAGS.calibration_samples}cal"
-          f"{'_mc' if FLAGS.mean_correction else ''}{recal}{'_pre' if FLAGS.recalibrate_dense_first else ''}_{FLAGS.mode}.json")
+          f"{'_mc' if FLAGS.mean_correction else ''}{recal}{pre}_{FLAGS.mode}.json")
   with open(os.path.join(FLAGS.out, name), "w") as f:
     json.dump(result, f, indent=1)
 

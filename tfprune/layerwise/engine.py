@@ -587,8 +587,8 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       a pruned layer right after it is written (the later layers are fit on the
       calibrated network), the others after the solves; it measured no gain over the
       mean correction, hence off by default. One pass over the calibration data per
-      re-estimated layer; a summary line when `verbose`. No effect without
-      BatchNormalization.
+      re-estimated layer (on one device, also with a `strategy`); a summary line when
+      `verbose`. No effect without BatchNormalization.
   Returns:
     A `Report`: a list of dicts, one per pruned kernel (see `format_table`), with the
     skipped layers in `.skipped` and the BatchNorm re-calibration summary in
