@@ -2,9 +2,12 @@
 
 Trains `keras.applications.MobileNetV2(alpha=0.35, weights=None)` at 32x32x3
 (Fashion-MNIST resized to 32x32 and tiled to 3 channels) for a short budget, then
-compares, with NO retraining: dense; one-shot magnitude at `--sparsity` on every kernel
-the layer-wise engine prunes; `logsum` at `--sparsity` per layer (cascade, unlabelled
-calibration images from the training set).
+compares, with NO retraining: dense (and, with `--dense_recalibrated`, dense with its
+BatchNorm statistics re-estimated on the calibration images); one-shot magnitude at
+`--sparsity` on every kernel the layer-wise engine prunes; `logsum` at `--sparsity` per
+layer (cascade, unlabelled calibration images from the training set), with or without
+BatchNorm re-calibration (`--bn_recalibration`, `--recalibrate_in_cascade`,
+`--recalibrate_dense_first`; results in bench/RESULTS_layerwise.md).
 
 Usage (repo root; writes bench/out/realnet_*.json and caches the dense weights):
   TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/layerwise_realnet.py
@@ -37,7 +40,19 @@ flags.DEFINE_float("sparsity", 0.5, "Per-layer sparsity.")
 flags.DEFINE_integer("size", 32, "Input resolution.")
 flags.DEFINE_string("mode", "cascade", "cascade or parallel.")
 flags.DEFINE_bool("mean_correction", True, "logsum: remove the mean output shift.")
-flags.DEFINE_list("batchnorm_weighting", ["1", "0"],
+flags.DEFINE_bool("bn_recalibration", True,
+                  "logsum: re-estimate BatchNorm statistics on the calibration images.")
+flags.DEFINE_bool("recalibrate_in_cascade", True,
+                  "With --bn_recalibration in cascade mode: the BatchNorm after each "
+                  "pruned layer is re-estimated before the next layer (else all after "
+                  "the solves).")
+flags.DEFINE_bool("recalibrate_dense_first", False,
+                  "Re-estimate the dense model's BatchNorm statistics on the calibration "
+                  "images BEFORE pruning (the pruned net then approximates that model).")
+flags.DEFINE_bool("dense_recalibrated", True,
+                  "Also report the DENSE model with its BatchNorm statistics "
+                  "re-estimated on the same calibration images (reference).")
+flags.DEFINE_list("batchnorm_weighting", ["1"],
                   "Runs of logsum with (1) / without (0) BatchNorm output weighting.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"),
                     "Output directory.")
@@ -115,26 +130,46 @@ def main(_):
   print(f"dense {result['dense']:.4f} (trained {train_s:.0f}s)", flush=True)
   result["magnitude"] = accuracy(magnitude(model, FLAGS.sparsity), test)
   print(f"magnitude {result['magnitude']:.4f}", flush=True)
+  if FLAGS.dense_recalibrated:
+    recal = copy_of(model)
+    summary = layerwise.recalibrate_batchnorm(recal, train[0][:FLAGS.calibration_samples])
+    result["dense_recalibrated"] = accuracy(recal, test)
+    result["dense_recalibrated_seconds"] = summary["seconds"]
+    print(f"dense, BatchNorm re-calibrated {result['dense_recalibrated']:.4f}", flush=True)
+  layerwise.engine.RECALIBRATE_IN_CASCADE = FLAGS.recalibrate_in_cascade
   for weighting in [w == "1" for w in FLAGS.batchnorm_weighting]:
     key = "logsum" if weighting else "logsum_no_bn_weighting"
     pruned = copy_of(model)
     t0 = time.perf_counter()
+    if FLAGS.recalibrate_dense_first:
+      layerwise.recalibrate_batchnorm(pruned, train[0][:FLAGS.calibration_samples])
     rows = layerwise.prune_layerwise(pruned, train[0][:FLAGS.calibration_samples],
                                      logsum.LogSumSolver(), sparsity=FLAGS.sparsity,
                                      mode=FLAGS.mode, batch_size=256,
                                      batchnorm_weighting=weighting,
-                                     mean_correction=FLAGS.mean_correction)
+                                     mean_correction=FLAGS.mean_correction,
+                                     bn_recalibration=FLAGS.bn_recalibration)
     result[key + "_seconds"] = time.perf_counter() - t0
     result[key] = accuracy(pruned, test)
     result[key + "_layers"] = len(rows)
+    if rows.batchnorm is not None:
+      result[key + "_bn_passes"] = rows.batchnorm["passes"]
+      result[key + "_bn_seconds"] = rows.batchnorm["seconds"]
     result[key + "_sparsity"] = [r["sparsity"] for r in rows]
     print(f"{key} {result[key]:.4f} ({result[key + '_seconds']:.0f}s)", flush=True)
   result["load_after"] = os.getloadavg()[0]
   print(json.dumps({k: v for k, v in result.items() if not k.endswith("_sparsity")}),
         flush=True)
   result["mean_correction"] = FLAGS.mean_correction
+  result["bn_recalibration"] = FLAGS.bn_recalibration
+  result["recalibrate_in_cascade"] = FLAGS.recalibrate_in_cascade
+  result["mode"] = FLAGS.mode
+  result["recalibrate_dense_first"] = FLAGS.recalibrate_dense_first
+  recal = ("" if not FLAGS.bn_recalibration else
+           "_bnr" + ("c" if FLAGS.recalibrate_in_cascade and FLAGS.mode == "cascade" else "a"))
+  pre = "_pre" if FLAGS.recalibrate_dense_first else ""
   name = (f"realnet_mnv2_{FLAGS.size}_{FLAGS.epochs}e_{FLAGS.calibration_samples}cal"
-          f"{'_mc' if FLAGS.mean_correction else ''}.json")
+          f"{'_mc' if FLAGS.mean_correction else ''}{recal}{pre}_{FLAGS.mode}.json")
   with open(os.path.join(FLAGS.out, name), "w") as f:
     json.dump(result, f, indent=1)
 

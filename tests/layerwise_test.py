@@ -380,5 +380,108 @@ def test_mean_correction_removes_the_output_shift(use_bn):
   assert errors[True] <= errors[False] + 1e-6
 
 
+def _conv_bn_net(seed=3):
+  keras.utils.set_random_seed(seed)
+  inp = keras.Input((8, 8, 3))
+  h = L.Conv2D(12, 3, padding="same", use_bias=False, name="conv1")(inp)
+  h = L.ReLU()(L.BatchNormalization(name="bn1")(h))
+  h = L.Conv2D(12, 3, padding="same", use_bias=False, name="conv2")(h)
+  h = L.ReLU()(L.BatchNormalization(name="bn2")(h))
+  model = keras.Model(inp, L.Dense(5, name="head")(L.GlobalAveragePooling2D()(h)))
+  rng = np.random.default_rng(seed)
+  for name in ("bn1", "bn2"):
+    bn = model.get_layer(name)
+    bn.gamma.assign(rng.uniform(0.5, 2.0, bn.gamma.shape).astype("float32"))
+    bn.beta.assign(rng.normal(size=bn.beta.shape).astype("float32"))
+  x = rng.normal(size=(128, 8, 8, 3)).astype("float32")
+  return model, x
+
+
+def _bn_input_moments(model, names, x):
+  sub = keras.Model(model.inputs, [model.get_layer(n).input for n in names])
+  outs = sub(x, training=False)
+  outs = outs if isinstance(outs, (list, tuple)) else [outs]
+  flat = [keras.ops.convert_to_numpy(o).reshape(-1, o.shape[-1]).astype(np.float64)
+          for o in outs]
+  return [(f.mean(0), f.var(0)) for f in flat]
+
+
+def _copy(model):
+  m = keras.models.clone_model(model)
+  m.set_weights(model.get_weights())
+  return m
+
+
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+def test_bn_recalibration_sets_the_pruned_nets_calibration_statistics(mode):
+  model, x = _conv_bn_net()
+  dense = _bn_input_moments(model, ["bn1", "bn2"], x)
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.7, mode=mode,
+                                   verbose=False, bn_recalibration=True)
+  assert rows.batchnorm["layers"] == ["bn1", "bn2"]
+  assert rows.batchnorm["samples"] == len(x)
+  pruned = _bn_input_moments(model, ["bn1", "bn2"], x)  # after the re-calibration
+  for name, (mean, var), (mean_d, var_d) in zip(["bn1", "bn2"], pruned, dense):
+    bn = model.get_layer(name)
+    scale = np.sqrt(var.max())
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, atol=1e-4 * scale)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-3,
+                               atol=1e-5 * var.max())
+    assert np.abs(var - var_d).max() > 1e-3 * var_d.max()  # pruning did change them
+  # Idempotent: a second re-calibration on the same data changes nothing.
+  before = [model.get_layer(n).moving_variance.numpy() for n in ("bn1", "bn2")]
+  layerwise.recalibrate_batchnorm(model, x, verbose=False)
+  for n, b in zip(("bn1", "bn2"), before):
+    np.testing.assert_allclose(model.get_layer(n).moving_variance.numpy(), b, rtol=1e-4,
+                               atol=1e-6 * b.max())
+
+
+def test_bn_recalibration_lowers_the_output_error_in_parallel_mode():
+  model, x = _conv_bn_net(seed=4)
+  layerwise.recalibrate_batchnorm(model, x, verbose=False)  # dense stats = calibration's
+  ref = model(x).numpy()
+  errors = {}
+  for recal in (False, True):
+    m = _copy(model)
+    rows = layerwise.prune_layerwise(m, x, logsum.LogSumSolver(), sparsity=0.8,
+                                     mode="parallel", verbose=False, bn_recalibration=recal)
+    assert (rows.batchnorm is not None) == recal
+    errors[recal] = np.linalg.norm(m(x).numpy() - ref) / np.linalg.norm(ref)
+  assert errors[True] < 0.7 * errors[False]  # measured 0.109 vs 0.237
+
+
+def test_bn_recalibration_only_touches_batchnorm_downstream_of_pruned_layers(capsys):
+  model, x = _conv_bn_net()
+  bn1 = [w.numpy() for w in model.get_layer("bn1").non_trainable_weights]
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.5,
+                                   layers=["conv2"], bn_recalibration=True)
+  assert rows.batchnorm["layers"] == ["bn2"]
+  assert "batchnorm recalibration: 1 BatchNormalization layers" in capsys.readouterr().out
+  for w, b in zip(model.get_layer("bn1").non_trainable_weights, bn1):
+    np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_bn_recalibration_auto_and_models_without_batchnorm():
+  model, x = _conv_bn_net()
+  moving = model.get_layer("bn2").moving_variance.numpy()
+  rows = layerwise.prune_layerwise(model, x, logsum.LogSumSolver(), sparsity=0.5,
+                                   mode="cascade", verbose=False)  # auto: off in cascade
+  assert rows.batchnorm is None
+  np.testing.assert_array_equal(model.get_layer("bn2").moving_variance.numpy(), moving)
+  plain = keras.Sequential([keras.Input((6,)), L.Dense(4, name="fc")])
+  rows = layerwise.prune_layerwise(plain, np.ones((16, 6), "float32"),
+                                   logsum.LogSumSolver(), sparsity=0.5, mode="parallel",
+                                   verbose=False, bn_recalibration=True)
+  assert rows.batchnorm is None
+  with pytest.raises(ValueError, match="bn_recalibration"):
+    layerwise.prune_layerwise(plain, np.ones((16, 6), "float32"), logsum.LogSumSolver(),
+                              bn_recalibration="yes")
+  method = logsum.LogSum(target_sparsity=0.5, bn_recalibration=False)
+  config = method.get_config()
+  assert config["bn_recalibration"] is False
+  assert logsum.LogSum.from_config(config).bn_recalibration is False
+  assert logsum.LogSum().bn_recalibration == "auto"
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

@@ -20,10 +20,13 @@ Modules (the maths: docs/algorithms.md sections 3 and 4):
     strategy (`distributed_stats`), token counts for embeddings.
   * `solvers`: the scaled `LayerProblem`, FISTA / prox iteration, refit, `LayerSolver`.
   * `relu`: the ReLU model (majorise-minimise).
+  * `batchnorm`: BatchNorm re-calibration of the pruned network on the calibration
+    inputs (`recalibrate_batchnorm`; `prune_layerwise(..., bn_recalibration=True)`).
   * `engine`: `prune_layerwise`, the cascade / parallel driver and its report.
 
 Solvers plug in through `LayerSolver` (`tfprune.methods.logsum`, `tfprune.methods.l0`).
 """
+from tfprune.layerwise.batchnorm import recalibrate_batchnorm
 from tfprune.layerwise.calibration import calibration_batches
 from tfprune.layerwise.calibration import calibration_dataset
 from tfprune.layerwise.calibration import input_spec

@@ -28,6 +28,11 @@ class LayerwiseMethod(PruningMethod):
       follows the layer (`tfprune.layerwise.engine.weight_outputs_by_batchnorm`).
     mean_correction: remove each pruned output's mean shift on the calibration data,
       via the bias or the following BatchNorm's moving mean.
+    bn_recalibration: re-estimate the BatchNorm moving statistics downstream of the
+      pruned kernels on the calibration inputs through the pruned network: True, False
+      or `"auto"` (default: in `parallel` mode only, where it is the fix for the
+      accumulated drift; in `cascade` mode later layers already compensate it and it
+      measured no gain). See `tfprune.layerwise.prune_layerwise`.
     **kwargs: `PruningMethod` arguments (unused by layer-wise methods).
   """
 
@@ -37,13 +42,16 @@ class LayerwiseMethod(PruningMethod):
   def __init__(self, solver, target_sparsity=0.9, scope="layer", mode="cascade",
                calibration_samples=10000, batch_size=256, relu_model=False, relu_passes=2,
                stats_dtype="float32", batchnorm_weighting=True, mean_correction=True,
-               **kwargs):
+               bn_recalibration="auto", **kwargs):
     if scope not in self._SCOPES:
       raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
                        f"{scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
     if mode not in layerwise.MODES:
       raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
+    if bn_recalibration not in (True, False) and bn_recalibration != "auto":
+      raise ValueError(f"bn_recalibration must be True, False or 'auto', got "
+                       f"{bn_recalibration!r}.")
     self.solver = solver
     self.mode = mode
     self.calibration_samples = None if calibration_samples is None else int(
@@ -54,6 +62,8 @@ class LayerwiseMethod(PruningMethod):
     self.stats_dtype = stats_dtype
     self.batchnorm_weighting = bool(batchnorm_weighting)
     self.mean_correction = bool(mean_correction)
+    self.bn_recalibration = (bn_recalibration if bn_recalibration == "auto"
+                             else bool(bn_recalibration))
     self.layer_table = []
     self.skipped = []
 
@@ -76,7 +86,7 @@ class LayerwiseMethod(PruningMethod):
         max_samples=self.calibration_samples, relu_model=self.relu_model,
         relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
         strategy=strategy, batchnorm_weighting=self.batchnorm_weighting,
-        mean_correction=self.mean_correction)
+        mean_correction=self.mean_correction, bn_recalibration=self.bn_recalibration)
     self.skipped = list(self.layer_table.skipped)
     return self.layer_table
 
@@ -92,5 +102,6 @@ class LayerwiseMethod(PruningMethod):
                    "batch_size": self.batch_size, "relu_model": self.relu_model,
                    "relu_passes": self.relu_passes, "stats_dtype": self.stats_dtype,
                    "batchnorm_weighting": self.batchnorm_weighting,
-                   "mean_correction": self.mean_correction})
+                   "mean_correction": self.mean_correction,
+                   "bn_recalibration": self.bn_recalibration})
     return config
