@@ -25,7 +25,7 @@ After every run the rows are rewritten to <output_dir>/admm_ratio.json and .md a
 plots (admm_ratio_accuracy.png, admm_ratio_kept.png) are redrawn, so a run cut off part
 way still leaves every finished row.
 
-Full run (bench/RESULTS.md section 10):
+Full run (bench/RESULTS.md section 11):
   nohup .venv/bin/python bench/admm_ratio_bench.py > bench/results/admm_ratio.log 2>&1 &
 Smoke test (< 1 min of work, writes to bench/out/admm_ratio_fast):
   .venv/bin/python bench/admm_ratio_bench.py --fast
@@ -76,9 +76,9 @@ flags.DEFINE_integer("threads", 1, "TF intra/inter-op threads (and OMP_NUM_THREA
                      "the TFMOT subprocess).")
 flags.DEFINE_string("tfmot_python",
                     _TFMOT_VENV_PYTHON if os.path.exists(_TFMOT_VENV_PYTHON)
-                    else "/work/main/.venv-tfmot/bin/python",
-                    "Python with tensorflow-model-optimization + tf-keras (bash "
-                    "bench/setup_tfmot.sh makes .venv-tfmot).")
+                    else sys.executable,
+                    "Python with tensorflow-model-optimization + tf-keras: the venv made "
+                    "by bench/setup_tfmot.sh, else this one (pip install -e .[bench]).")
 flags.DEFINE_bool("fast", False, "Smoke test: 256 train / 256 test images, 1 + 2 epochs, "
                   "ratios 0.5 and 0.9, output in bench/out/admm_ratio_fast.")
 flags.DEFINE_string("output_dir", None, "Results directory (default bench/results; "
