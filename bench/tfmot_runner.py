@@ -122,6 +122,19 @@ def build(job):
   return model
 
 
+def recalibrate_bn(model, x):
+  """BN moving statistics := those of `x` (one training-mode pass at momentum 0)."""
+  bns = [l for l in model.layers if isinstance(l, L.BatchNormalization)]
+  saved = [l.momentum for l in bns]
+  for l in bns:
+    l.momentum = 0.0
+  try:
+    model(x, training=True)
+  finally:
+    for l, m in zip(bns, saved):
+      l.momentum = m
+
+
 def accuracy(model, x, y):
   return float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), -1) == y))
 
@@ -183,8 +196,12 @@ def main(job_path, out_path):
     kept = {f"{layer.name}/kernel": float(np.mean(layer.get_weights()[0] != 0))
             for layer in stripped.layers
             if hasattr(layer, "kernel") and layer.get_weights()[0].ndim > 1}
+    raw = accuracy(stripped, x_test, y_test)
+    if job.get("bn_samples"):
+      recalibrate_bn(stripped, x_train[:job["bn_samples"]])
     results["runs"].append({"sparsity": sparsity, "accuracy": accuracy(stripped, x_test,
                                                                         y_test),
+                            "accuracy_no_bn_recalibration": raw,
                             "achieved_sparsity": zeros / total, "seconds": seconds,
                             "kept_per_layer": kept})
     if job.get("tflite_dir"):
