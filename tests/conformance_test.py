@@ -84,13 +84,7 @@ _CASES = [
 ]
 # Known failures: run, the error asserted, then marked xfail (a fix makes the case fail
 # until it moves out of here).
-_XFAIL = {
-    # tfprune/export/inputs.py:152 embedding_vocab walks from the position Embedding
-    # (input_dim = seq_len) back to 'tokens' through the ones_like/cumsum op nodes of
-    # zoo._positions, so valid token ids >= seq_len are refused as representative data.
-    ("transformer", "int8"): "token ids >= seq_len refused: the position Embedding's "
-                             "input_dim is taken as the vocabulary (inputs.py:152)",
-}
+_XFAIL = {}
 
 
 def _data(model, n, seed=0):

@@ -51,6 +51,37 @@ def test_random_verification_inputs_follow_dtype_and_vocab():
   assert counts.dtype == np.int32 and counts.max() < inputs.SMALL_INT_RANGE
 
 
+def test_vocab_ignores_position_embeddings_and_computed_ids():
+  """The vocabulary of a token input comes from the Embeddings reading its ids
+  directly (casts / slices / reshapes), never from one fed by computed positions."""
+  from tfprune import zoo  # pylint: disable=g-import-not-at-top
+  model = zoo.get("transformer", input_shape=(SEQ,), vocab_size=VOCAB, embed_dim=8,
+                  num_heads=2, ff_dim=8, num_layers=1)
+  assert [l.input_dim for l in model.layers if isinstance(l, keras.layers.Embedding)] \
+      == [VOCAB, SEQ]
+  assert inputs.embedding_vocab(model) == {0: VOCAB}
+  ids = inputs.random_samples(model, 400, seed=0)[0]
+  assert ids.min() >= 0 and SEQ <= ids.max() < VOCAB
+  inputs.check_ranges(model, [np.full((2, SEQ), VOCAB - 1, np.int32)])  # valid ids pass
+  with pytest.raises(export.ExportError, match="input_dim 50: ids must be in"):
+    inputs.check_ranges(model, [np.full((2, SEQ), VOCAB, np.int32)])
+
+  # Through op nodes: cast + slice + expand/squeeze are followed (min over both direct
+  # Embeddings); `minimum`, `cumsum` and arithmetic compute new ids and stop the walk.
+  tok = keras.Input((SEQ,), dtype="int32", name="tokens")
+  direct = keras.ops.squeeze(keras.ops.expand_dims(keras.ops.cast(tok, "int64")[:, :4], -1),
+                             -1)
+  a = keras.layers.Embedding(30, 2, name="wide")(direct)
+  b = keras.layers.Embedding(20, 2, name="narrow")(keras.layers.Reshape((SEQ,))(tok))
+  c = keras.layers.Embedding(3, 2, name="clipped")(keras.ops.minimum(tok, 2))
+  d = keras.layers.Embedding(5, 2, name="positions")(
+      keras.ops.cumsum(keras.ops.ones_like(tok), axis=1) - 1)
+  e = keras.layers.Embedding(4, 2, name="shifted")(tok + 1)
+  x = keras.layers.Concatenate(axis=1)([a, b, c, d, e])
+  model = keras.Model(tok, keras.layers.Flatten()(x))
+  assert inputs.embedding_vocab(model) == {0: 20}
+
+
 @pytest.mark.parametrize("quantize", [None, "dynamic", "int8"])
 def test_two_inputs_int_and_float(quantize):
   model = _two_input_model()

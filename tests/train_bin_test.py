@@ -145,6 +145,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, method, e
     ("--calibration_samples=-5", "calibration_samples"),
     ("--calibration_samples=0", "calibration_samples"),
     ("--calibration_export=-1", "calibration_export"),
+    ("--image_size=0x32", "--image_size must be N or HxW"),
+    ("--image_size=big", "--image_size must be N or HxW"),
+    ("--test_samples=0", "test_samples"),
 ])
 def test_bad_flags_are_rejected_naming_the_flag(flag, message):
   try:
@@ -324,3 +327,29 @@ def test_help_lists_the_flags_grouped():
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+def test_resnet8_on_fashion_mnist_resized_to_32(tmp_path, capsys):
+  """ResNet-8 at its MLPerf Tiny 32x32 input on 28x28x1 Fashion-MNIST (resized)."""
+  out = tmp_path / "run"
+  _main("--model=resnet8", "--dataset=fashion_mnist", "--image_size=32",
+        "--train_samples=64", "--test_samples=32", "--batch_size=32", "--frequency=1",
+        "--dense_epochs=1", "--prune_epochs=1", "--target_sparsity=0.8", "--scope=global",
+        "--calibration_export=8", f"--output_dir={out}")
+  text = capsys.readouterr().out
+  assert "Resizing training images (28, 28) -> (32, 32)" in text
+  report = json.loads((out / "report.json").read_text())
+  assert report["data"]["input_shape"] == [32, 32, 1]
+  assert report["data"]["resized_from"] == [28, 28]
+  assert report["data"]["train_samples"] == 64 and report["data"]["test_samples"] == 32
+  model = keras.models.load_model(out / "model.keras")
+  assert model.name == "resnet8" and tuple(model.input_shape) == (None, 32, 32, 1)
+  rows = tfprune.sparsity_report(model, print_table=False)
+  assert abs(tfprune.model.total_sparsity(rows) - 0.8) < 1e-3
+  assert np.load(out / "calibration.npz")["x"].shape == (8, 32, 32, 1)
+
+
+def test_image_size_with_load_model_is_refused(tmp_path):
+  tfprune.zoo.get("lenet_300_100", input_shape=(8, 8, 1)).save(tmp_path / "m.keras")
+  _usage_error("--image_size: is for zoo models", *_FAST, "--image_size=12",
+               f"--load_model={tmp_path / 'm.keras'}", f"--output_dir={tmp_path / 'run'}")

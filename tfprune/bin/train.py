@@ -41,6 +41,7 @@ from tfprune import data as data_lib
 from tfprune import plots
 from tfprune import zoo
 from tfprune import train_flags
+from tfprune.train_flags import model as model_flags
 from tfprune.train_flags.method import METHOD_FLAGS
 from tfprune.bin import _cli
 
@@ -264,8 +265,12 @@ def _fit_to_input(x, shape, split, may_resize):
   return np.concatenate(out).astype(np.float32)
 
 
-def _load_data(model_shape):
-  """The data set of --dataset, fitted to `model_shape` (None: the data's own)."""
+def _load_data(model_shape, image_size=None):
+  """The data set of --dataset, fitted to `model_shape` (None: the data's own).
+
+  `image_size` (h, w) of --image_size sets the size images:DIR are decoded at; the
+  other data sets are resized by the caller (after --train_samples).
+  """
   spec = FLAGS.dataset
   kind, _, path = spec.partition(":")
   if kind in ("npz", "images") and FLAGS.data_dir:
@@ -277,6 +282,8 @@ def _load_data(model_shape):
       may_resize = False
     elif kind == "images":
       shape = model_shape or zoo.get(FLAGS.model).input_shape[1:]
+      if image_size and len(shape) == 3:
+        shape = tuple(image_size) + tuple(shape[2:])
       if len(shape) != 3:
         _fail("dataset", f"images need a model with an image input (h, w, c), got "
               f"{tuple(shape)}.")
@@ -606,15 +613,31 @@ def _main(out, partial, method_cls, started):
 
   # Everything that can fail is checked here, before the first epoch.
   _reseed("dense")
+  image_size = model_flags.parse_image_size(FLAGS.image_size)
+  if image_size and FLAGS.load_model:
+    _fail("image_size", f"is for zoo models; with --load_model={FLAGS.load_model} the "
+          f"loaded model's input decides the size (the data is resized to it).")
   if FLAGS.load_model:
     skeleton = _load_keras("load_model", FLAGS.load_model)
     model_shape = _input_shape(skeleton)
   else:
     skeleton, model_shape = None, None
-  data = _load_data(model_shape)
+  data = _load_data(model_shape, image_size)
   (x_train, y_train), (x_test, y_test) = data
   if FLAGS.train_samples:
     x_train, y_train = x_train[:FLAGS.train_samples], y_train[:FLAGS.train_samples]
+  if FLAGS.test_samples:
+    x_test, y_test = x_test[:FLAGS.test_samples], y_test[:FLAGS.test_samples]
+  resized_from = None
+  if image_size:
+    if x_train.ndim != 4:
+      _fail("image_size", f"needs images (n, h, w, c); --dataset={FLAGS.dataset} holds "
+            f"inputs shaped {tuple(x_train.shape[1:])}.")
+    if tuple(x_train.shape[1:3]) != tuple(image_size):
+      resized_from = list(x_train.shape[1:3])
+    shape = tuple(image_size) + (x_train.shape[-1],)
+    x_train = _fit_to_input(x_train, shape, "training", True)
+    x_test = _fit_to_input(x_test, shape, "test", True)
   data = (x_train, y_train), (x_test, y_test)
   num_classes = int(max(y_train.max(), y_test.max())) + 1
   if skeleton is None:
@@ -629,6 +652,8 @@ def _main(out, partial, method_cls, started):
   log["data"] = {"dataset": FLAGS.dataset, "train_samples": int(len(x_train)),
                  "test_samples": int(len(x_test)), "input_shape": list(x_train.shape[1:]),
                  "num_classes": num_classes}
+  if resized_from:
+    log["data"]["resized_from"] = resized_from
 
   calibration = None
   if FLAGS.calibration_samples is not None:

@@ -113,6 +113,12 @@ def as_samples(model, data, what="representative_data"):
 
 
 def _inputs_of(op):
+  """Every Keras tensor `op` (a layer or op node) was called on, over all its calls."""
+  out = []
+  for node in getattr(op, "_inbound_nodes", None) or []:
+    out.extend(getattr(node, "input_tensors", None) or [])
+  if out:
+    return out
   try:
     import keras  # pylint: disable=g-import-not-at-top
     return keras.tree.flatten(op.input)
@@ -120,8 +126,42 @@ def _inputs_of(op):
     return []
 
 
+def _producer(tensor):
+  """(operation, its input tensors for THIS call) of a Keras tensor, or (None, [])."""
+  history = getattr(tensor, "_keras_history", None)
+  op = getattr(history, "operation", None) if history is not None else None
+  if op is None:
+    return None, []
+  nodes = getattr(op, "_inbound_nodes", None) or []
+  index = getattr(history, "node_index", None)
+  if index is not None and 0 <= index < len(nodes):
+    return op, list(getattr(nodes[index], "input_tensors", None) or [])
+  return op, _inputs_of(op)
+
+
+# Operations that pass token ids through unchanged (they move, select, copy or cast
+# ids, never compute new ones): the only ones the vocabulary walk follows. Keras 3 records
+# raw `keras.ops` calls as op nodes of these class names; the layers are the
+# value-preserving Keras layers. A tensor COMPUTED from an input (positions from
+# `ones_like` + `cumsum`, `arange`, arithmetic) is not that input's ids, so an Embedding
+# fed by it (a position Embedding) says nothing about the input's vocabulary.
+_ID_PRESERVING = frozenset({
+    # keras.ops op nodes
+    "Cast", "Reshape", "GetItem", "ExpandDims", "Squeeze", "Transpose", "Take",
+    "TakeAlongAxis", "StopGradient", "Concatenate", "Stack", "Flip", "Split", "Slice",
+    "Tile", "Repeat", "BroadcastTo", "MoveAxis", "Swapaxes", "Ravel", "Roll", "Identity",
+    # Keras layers
+    "Flatten", "Permute", "RepeatVector", "Cropping1D",
+})
+
+
 def _source_inputs(tensor, model_inputs):
-  """Indices of model inputs that `tensor` is computed from (walks the graph)."""
+  """Indices of model inputs whose values `tensor` carries unchanged.
+
+  Walks back from `tensor` through id-preserving operations only (`_ID_PRESERVING`:
+  casts, reshapes, slices, ...); a tensor computed from an input (positions, arithmetic,
+  any other layer) stops the walk.
+  """
   found, stack, seen = set(), [tensor], set()
   while stack and len(seen) < _MAX_WALK:
     t = stack.pop()
@@ -131,19 +171,34 @@ def _source_inputs(tensor, model_inputs):
     for k, mi in enumerate(model_inputs):
       if t is mi:
         found.add(k)
-    history = getattr(t, "_keras_history", None)
-    op = getattr(history, "operation", None) if history is not None else None
-    if op is None or type(op).__name__ == "InputLayer":
+    op, parents = _producer(t)
+    if op is None or type(op).__name__ not in _ID_PRESERVING:
       continue
-    stack.extend(_inputs_of(op))
+    stack.extend(parents)
   return found
+
+
+def _reads_an_input(tensor, depth=0):
+  """Whether `tensor` is an input (of any model) passed through id-preserving ops."""
+  op, parents = _producer(tensor)
+  if op is None or depth > _MAX_WALK:
+    return False
+  if type(op).__name__ == "InputLayer":
+    return True
+  return (type(op).__name__ in _ID_PRESERVING
+          and any(_reads_an_input(t, depth + 1) for t in parents))
 
 
 def embedding_vocab(model):
   """`{input index: smallest input_dim}` of the Embeddings each integer input feeds.
 
-  When the walk finds no Embedding fed by any input (Embeddings inside nested
-  models), every integer input gets the smallest `input_dim` of all Embeddings.
+  An input's vocabulary is the smallest `input_dim` of the Embeddings that read that
+  input's ids directly: through casts, reshapes, slices and the like only, never
+  through a computed tensor, so a position Embedding (fed by positions computed from
+  the tokens) does not count. When the walk finds no Embedding fed by any input
+  (Embeddings inside nested models), every integer input gets the smallest `input_dim`
+  of the Embeddings that read an input of their own model directly (of all Embeddings
+  when none does).
   """
   import keras  # pylint: disable=g-import-not-at-top
   embeddings = [l for l in _layers.all_layers(model) if isinstance(l, keras.layers.Embedding)]
@@ -153,7 +208,9 @@ def embedding_vocab(model):
       for k in _source_inputs(t, model.inputs):
         vocab[k] = min(vocab.get(k, emb.input_dim), emb.input_dim)
   if embeddings and not vocab:
-    smallest = min(e.input_dim for e in embeddings)
+    direct = [e for e in embeddings
+              if any(_reads_an_input(t) for t in _inputs_of(e))] or embeddings
+    smallest = min(e.input_dim for e in direct)
     for k, (_, _, dtype) in enumerate(specs(model)):
       if _kind(dtype) == "int":
         vocab.setdefault(k, smallest)

@@ -16,6 +16,8 @@ flags.DEFINE_string("data_dir", None, "[data] Directory with the bundled data se
                     "exist.")
 flags.DEFINE_integer("train_samples", None, "[data] Use only the first N training samples "
                      "(quick runs).", lower_bound=1)
+flags.DEFINE_integer("test_samples", None, "[data] Use only the first N test samples for "
+                     "validation and the reported accuracy (quick runs).", lower_bound=1)
 
 
 @flags.validator("dataset", message=f"--dataset must be one of {', '.join(DATASET_FORMS)}.")
