@@ -153,7 +153,7 @@ def compute_deps(targets):
   for name, (kind, path) in targets.items():
     if path.startswith(PACKAGE + "/"):
       by_module[module_name(path)] = name
-    elif kind == "py_library":  # A tests/ helper, imported by its bare name.
+    else:  # A tests/ helper or test file, imported by its bare name.
       by_module[module_name(path).rpartition(".")[2]] = name
   deps = {}
   for name, (kind, path) in targets.items():
@@ -226,7 +226,14 @@ def render(targets):
     kind, path = targets[name]
     group = comp[name]
     srcs = [path] + sorted(targets[m][1] for m in group if m != name)
-    target_deps = sorted({f":{d}" for m in group for d in deps[m] if d not in group})
+    target_deps = {d for m in group for d in deps[m] if d not in group}
+    # A test that imports another test file (to share its helpers) cannot depend on that
+    # py_test: it gets the file in srcs, and that file's deps, instead.
+    imported_tests = _imported_tests(name, targets, deps)
+    srcs += [targets[t][1] for t in imported_tests]
+    target_deps |= {d for t in imported_tests for d in deps[t]}
+    target_deps = sorted(f":{d}" for d in target_deps - {name} - set(imported_tests)
+                         if targets[d][0] != "py_test")
     if kind == "py_test":
       srcs.append(TEST_MAIN)
     lines = [f"{kind}(", f'    name = "{name}",', f"    srcs = {_list(srcs)},"]
@@ -251,6 +258,17 @@ def render(targets):
     lines.append(")")
     chunks.append("\n".join(lines) + "\n")
   return "\n".join(chunks)
+
+
+def _imported_tests(name, targets, deps):
+  """The py_test targets `name` imports, directly or through one another, sorted."""
+  found, todo = set(), [name]
+  while todo:
+    for dep in deps[todo.pop()]:
+      if targets[dep][0] == "py_test" and dep != name and dep not in found:
+        found.add(dep)
+        todo.append(dep)
+  return sorted(found)
 
 
 def test_size(path):

@@ -1,4 +1,5 @@
 """The API reference builds offline from the docstrings (scripts/gen_api_docs.py)."""
+# bazel-data: tfprune
 import importlib.util
 import os
 import sys

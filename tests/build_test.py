@@ -164,6 +164,25 @@ def test_generator_on_a_small_tree(tmp_path, monkeypatch):
   assert kw["args"] == ["tests/a_test.py"] and "data" not in kw
 
 
+def test_a_test_importing_another_test_gets_its_file(tmp_path, monkeypatch):
+  _write(tmp_path, {
+      "tfprune/__init__.py": "",
+      "tfprune/a.py": "",
+      "tfprune/b.py": "",
+      "tests/a_test.py": "from tfprune import a\n\ndef helper():\n  pass\n",
+      "tests/b_test.py": "from tfprune import b\nfrom a_test import helper\n",
+  })
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  monkeypatch.setattr(gen_build, "BUILD", str(tmp_path / "BUILD"))
+  monkeypatch.setattr(gen_build, "BAZELIGNORE", str(tmp_path / ".bazelignore"))
+  assert gen_build.main(["gen_build.py"]) == 0
+  rules = _parse_build(tmp_path / "BUILD")
+  # A py_test cannot be a dep: b_test carries a_test's file and a_test's deps.
+  assert rules["b_test"][1] == ["tests/b_test.py", "tests/a_test.py", gen_build.TEST_MAIN]
+  assert rules["b_test"][2] == [":a", ":b", ":tfprune"]
+  assert rules["a_test"][2] == [":a", ":tfprune"]
+
+
 def test_bazel_data_marker(tmp_path, monkeypatch):
   _write(tmp_path, {
       "tests/testdata/x/a.npz": "", "tests/testdata/x/sub/b.txt": "",

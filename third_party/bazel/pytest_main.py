@@ -9,10 +9,28 @@ and applies tests/conftest.py (quiet TensorFlow, two logical CPU devices, seeds)
 as `python -m pytest tests/...` does. The file is run from the runfiles tree, so it sees
 only what its target declares (srcs, deps, data). Per-test results go to the JUnit XML
 file Bazel asks for ($XML_OUTPUT_FILE), temporary files below $TEST_TMPDIR, and nothing is
-written into the source tree (no .pytest_cache, no __pycache__).
+written into the source tree (no .pytest_cache, no __pycache__). An editable install of
+tfprune in the venv is not used by this process: its modules come from the runfiles.
 """
 import os
 import sys
+
+PACKAGE = "tfprune"
+
+
+def _hide_editable_install():
+  """Drops the import hook of an editable install of the package (`pip install -e`).
+
+  setuptools' editable finder serves any `tfprune.*` module that the runfiles tree lacks
+  from the checkout the venv was installed from, which hides a missing dependency in
+  BUILD (or, with a venv shared between checkouts, mixes two versions of the package).
+  Without it, a module the target does not declare fails to import, as it should.
+  """
+  sys.meta_path[:] = [
+      finder for finder in sys.meta_path
+      if PACKAGE not in getattr(sys.modules.get(getattr(finder, "__module__", "")),
+                                "MAPPING", {})
+      or not getattr(finder, "__module__", "").startswith("__editable__")]
 
 
 def main(argv):
@@ -29,6 +47,7 @@ def main(argv):
           file=sys.stderr)
     return 2
   sys.dont_write_bytecode = True  # runfiles are symlinks into the source tree
+  _hide_editable_install()
   import pytest  # pylint: disable=g-import-not-at-top
   args = [path, "-p", "no:cacheprovider", "-ra"]
   if os.environ.get("XML_OUTPUT_FILE"):
