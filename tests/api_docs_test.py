@@ -1,4 +1,5 @@
 """The API reference builds offline from the docstrings with pdoc (scripts/gen_api_docs.py)."""
+# bazel-data: tfprune
 import html
 import importlib.util
 import os

@@ -6,6 +6,7 @@ deleting a module, test or binary, run `python3 scripts/gen_build.py`.
 import ast
 import importlib.util
 import os
+import subprocess
 import sys
 
 import pytest
@@ -26,20 +27,25 @@ def _load_gen_build():
 gen_build = _load_gen_build()
 
 
-def _parse_build(path):
-  """Returns {name: (rule, srcs, deps, main)} from a BUILD file (Starlark parses as Python)."""
+def _build_kwargs(path):
+  """Returns {name: {attribute: value}} from a BUILD file (Starlark parses as Python)."""
   with open(path, encoding="utf-8") as f:
     tree = ast.parse(f.read(), filename=path)
-  rules = {}
+  targets = {}
   for stmt in tree.body:
     call = stmt.value
-    rule = call.func.id
-    if rule == "package":
+    if call.func.id == "package":
       continue
     kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    assert kw["name"] not in rules, f"BUILD: duplicate target {kw['name']!r}"
-    rules[kw["name"]] = (rule, kw.get("srcs", []), kw.get("deps", []), kw.get("main"))
-  return rules
+    assert kw["name"] not in targets, f"BUILD: duplicate target {kw['name']!r}"
+    targets[kw["name"]] = dict(kw, rule=call.func.id)
+  return targets
+
+
+def _parse_build(path):
+  """Returns {name: (rule, srcs, deps, main)} from a BUILD file."""
+  return {name: (kw["rule"], kw.get("srcs", []), kw.get("deps", []), kw.get("main"))
+          for name, kw in _build_kwargs(path).items()}
 
 
 def _existing(directory, recursive=True):
@@ -87,6 +93,8 @@ def test_every_module_test_and_binary_has_its_target(rules):
                                                                    "py_library")
     assert name in rules, f"{path}: no target {name!r} in BUILD; {REGEN}."
     assert rules[name][0] == kind and rules[name][1][0] == path, (name, rules[name])
+    if kind == "py_test":  # run by the pytest runner, which gets the file as argument
+      assert rules[name][3] == gen_build.TEST_MAIN in rules[name][1], (name, rules[name])
 
 
 def test_build_names_nothing_that_does_not_exist(rules):
@@ -97,7 +105,8 @@ def test_build_names_nothing_that_does_not_exist(rules):
     for dep in deps:
       assert dep.startswith(":") and dep[1:] in rules, (name, dep)
   listed = {s for _, srcs, _, _ in rules.values() for s in srcs}
-  assert listed == _existing("tfprune") | _existing("tests", recursive=False)
+  assert listed == (_existing("tfprune") | _existing("tests", recursive=False)
+                    | {gen_build.TEST_MAIN})
 
 
 def test_every_test_target_depends_on_what_it_imports(rules):
@@ -148,7 +157,46 @@ def test_generator_on_a_small_tree(tmp_path, monkeypatch):
   assert rules["train"] == ("py_binary", ["tfprune/bin/train.py"],
                             [":bin", ":sub", ":sub_d", ":tfprune"], "tfprune/bin/train.py")
   assert rules["a_test"][0] == "py_test"
+  assert rules["a_test"][1] == ["tests/a_test.py", gen_build.TEST_MAIN]
   assert rules["a_test"][2] == [":a", ":tests_helper", ":tfprune"]
+  assert rules["a_test"][3] == gen_build.TEST_MAIN
+  kw = _build_kwargs(tmp_path / "BUILD")["a_test"]
+  assert kw["args"] == ["tests/a_test.py"] and "data" not in kw
+
+
+def test_a_test_importing_another_test_gets_its_file(tmp_path, monkeypatch):
+  _write(tmp_path, {
+      "tfprune/__init__.py": "",
+      "tfprune/a.py": "",
+      "tfprune/b.py": "",
+      "tests/a_test.py": "from tfprune import a\n\ndef helper():\n  pass\n",
+      "tests/b_test.py": "from tfprune import b\nfrom a_test import helper\n",
+  })
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  monkeypatch.setattr(gen_build, "BUILD", str(tmp_path / "BUILD"))
+  monkeypatch.setattr(gen_build, "BAZELIGNORE", str(tmp_path / ".bazelignore"))
+  assert gen_build.main(["gen_build.py"]) == 0
+  rules = _parse_build(tmp_path / "BUILD")
+  # A py_test cannot be a dep: b_test carries a_test's file and a_test's deps.
+  assert rules["b_test"][1] == ["tests/b_test.py", "tests/a_test.py", gen_build.TEST_MAIN]
+  assert rules["b_test"][2] == [":a", ":b", ":tfprune"]
+  assert rules["a_test"][2] == [":a", ":tfprune"]
+
+
+def test_bazel_data_marker(tmp_path, monkeypatch):
+  _write(tmp_path, {
+      "tests/testdata/x/a.npz": "", "tests/testdata/x/sub/b.txt": "",
+      "tests/testdata/x/__pycache__/c.pyc": "", "README.md": "",
+      "tests/a_test.py": "# bazel-data: tests/testdata/x README.md\n",
+      "tests/b_test.py": "x = 1\n",
+      "tests/c_test.py": "# bazel-data: tests/nothing_here\n",
+  })
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  assert gen_build.test_data("tests/a_test.py") == [
+      "README.md", "tests/testdata/x/a.npz", "tests/testdata/x/sub/b.txt"]
+  assert gen_build.test_data("tests/b_test.py") == []
+  with pytest.raises(SystemExit, match="nothing_here"):
+    gen_build.test_data("tests/c_test.py")
 
 
 def test_bazelignore_is_up_to_date():
@@ -174,6 +222,27 @@ def test_bazelignore_finds_venvs_anywhere(tmp_path, monkeypatch):
   assert {"venv2", "bench/env", "web/node_modules", ".venv", ".git"} <= set(ignored)
   assert "bench/env/inner" not in ignored and "tfprune" not in ignored
   assert ignored == sorted(ignored)
+
+
+def test_bazelignore_lists_a_real_venv_and_a_symlinked_one(tmp_path, monkeypatch):
+  # A venv made by `python -m venv` (pyvenv.cfg at its top), with the BUILD file a
+  # TensorFlow wheel ships, and a symlink to another one: Bazel would read both.
+  _write(tmp_path, {"tfprune/__init__.py": ""})
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                  str(tmp_path / "tools" / "venv-other")], check=True)
+  _write(tmp_path, {
+      "tools/venv-other/lib/site-packages/tensorflow/BUILD": "cc_library(name = 'x')\n",
+      "elsewhere/pyvenv.cfg": "home = /usr/bin\n",
+  })
+  os.symlink(tmp_path / "elsewhere", tmp_path / "tfprune" / ".venv-linked")
+  monkeypatch.setattr(gen_build, "ROOT", str(tmp_path))
+  ignored = gen_build.ignored_dirs()
+  assert "tools/venv-other" in ignored and "tfprune/.venv-linked" in ignored
+  monkeypatch.setattr(gen_build, "BUILD", str(tmp_path / "BUILD"))
+  monkeypatch.setattr(gen_build, "BAZELIGNORE", str(tmp_path / ".bazelignore"))
+  assert gen_build.main(["gen_build.py"]) == 0
+  lines = (tmp_path / ".bazelignore").read_text().splitlines()
+  assert "tools/venv-other" in lines and "tfprune/.venv-linked" in lines
 
 
 def test_test_size_marker(tmp_path, monkeypatch):

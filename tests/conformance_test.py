@@ -10,6 +10,7 @@ model, admm (global) and logsum (layer-wise) on a Latin-square subset; see the c
 at `_CASES` for what the ~3 minute budget left out (bench/conformance.py runs the full
 matrix). Random weights (`weights=None`) and tiny inputs.
 """
+# bazel-size: large
 import os
 import sys
 

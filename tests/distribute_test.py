@@ -10,6 +10,7 @@ step; a custom `strategy.run` loop; checkpoints restore on another replica count
 layer-wise G / C all-reduced over replicas equal the single-device statistics; clear
 errors when pruning outside the strategy scope.
 """
+# bazel-size: large
 import sys
 
 if __name__ == "__main__":  # run through pytest so tests/conftest.py configures devices first

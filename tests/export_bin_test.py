@@ -1,4 +1,5 @@
 """Tests for the tfprune-export binary (tfprune/bin/export.py)."""
+# bazel-size: large
 import os
 import subprocess
 import sys

@@ -8,6 +8,7 @@ else to the package; `from tfprune.a import b` to `tfprune.a.b` when that is a m
 Importing a submodule runs its packages' `__init__` first, but those edges are not
 counted: a package's `__init__` re-exporting its children is not a cycle of ownership.
 """
+# bazel-data: tfprune
 import ast
 import os
 

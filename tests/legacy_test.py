@@ -4,6 +4,7 @@ The files in tests/testdata/legacy_v0_1 were written once by the 0.1.0 code
 (`make_legacy.py` there); they hold the registered names of that version (methods,
 wrappers, the `tfprune>ADMMOptimizer` / `tfprune>L0Projection` optimizer wrappers).
 """
+# bazel-data: tests/testdata/legacy_v0_1
 import os
 
 import keras

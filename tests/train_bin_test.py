@@ -1,5 +1,6 @@
 """Tests of tfprune-train: flag validation before training (in-process), user data,
 reports, atomic output and resume after SIGKILL (subprocess)."""
+# bazel-size: large
 import json
 import os
 import signal

@@ -1,4 +1,5 @@
 """Tests for tfprune.zoo: architectures, weight counts, shapes, errors."""
+# bazel-size: large
 import os
 import sys
 
