@@ -1,5 +1,5 @@
 """The API reference builds offline from the docstrings with pdoc (scripts/gen_api_docs.py)."""
-# bazel-data: tfprune
+# bazel-data: tfprune scripts/gen_api_docs.py
 import html
 import importlib.util
 import os
