@@ -73,6 +73,7 @@ def test_binary_end_to_end_on_digits(tmp_path):
   assert report["flags"]["method"] == "magnitude"
   assert report["sparsity"] == pytest.approx(0.8, abs=0.002)
   assert report["test_accuracy"] > 0.8 and report["dense_accuracy"] > 0.8
+  assert "bn_recalibration" not in report  # no BatchNorm: nothing re-estimated
   assert {"dense_train_s", "prune_s"} <= set(report["timings_s"])
   assert [r["layer"] for r in report["layers"]] == ["fc1", "fc2", "logits"]
   assert [e["epoch"] for e in report["history"]["dense"]] == [0, 1, 2, 3]
@@ -326,9 +327,6 @@ def test_help_lists_the_flags_grouped():
   assert "--output_dir" in main_help and "--admm_epochs" in main_help
 
 
-if __name__ == "__main__":
-  sys.exit(pytest.main([__file__]))
-
 
 def test_resnet8_on_fashion_mnist_resized_to_32(tmp_path, capsys):
   """ResNet-8 at its MLPerf Tiny 32x32 input on 28x28x1 Fashion-MNIST (resized)."""
@@ -348,9 +346,19 @@ def test_resnet8_on_fashion_mnist_resized_to_32(tmp_path, capsys):
   rows = tfprune.sparsity_report(model, print_table=False)
   assert abs(tfprune.model.total_sparsity(rows) - 0.8) < 1e-3
   assert np.load(out / "calibration.npz")["x"].shape == (8, 32, 32, 1)
+  # BatchNorm statistics re-estimated (default 1024 -> all 64 inputs), both accuracies kept.
+  assert "BatchNorm statistics re-estimated on 64 training inputs" in text
+  n_bn = sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+  for key in ("dense_bn_recalibration", "bn_recalibration"):
+    rec = report[key]
+    assert rec["samples"] == 64 and rec["layers"] == n_bn > 0, rec
+  assert report["test_accuracy"] == report["bn_recalibration"]["accuracy_after"]
 
 
 def test_image_size_with_load_model_is_refused(tmp_path):
   tfprune.zoo.get("lenet_300_100", input_shape=(8, 8, 1)).save(tmp_path / "m.keras")
   _usage_error("--image_size: is for zoo models", *_FAST, "--image_size=12",
                f"--load_model={tmp_path / 'm.keras'}", f"--output_dir={tmp_path / 'run'}")
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__]))

@@ -19,3 +19,9 @@ flags.DEFINE_float("schedule_fraction", 0.6, "[schedule] PolynomialDecay reaches
 flags.DEFINE_integer("frequency", 100, "[schedule] Steps between mask updates.",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "[schedule] Random seed (weights, data order).")
+flags.DEFINE_integer("bn_recalibration_samples", 1024,
+                     "[schedule] After dense training and after strip, re-estimate every "
+                     "BatchNormalization's moving mean/variance on the first N training "
+                     "inputs (label-free, no weight update; short runs leave them stale). "
+                     "0: off. No effect on models without BatchNormalization.",
+                     lower_bound=0)
