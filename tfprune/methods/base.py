@@ -282,6 +282,7 @@ class PruningMethod:
           f"layers: {[w.layer.name for w in self.wrappers]}. Use scope='layer' or "
           f"'global', or make the model a Functional model of supported layers "
           f"(docs/structured.md).") from e
+    model = graph.model  # (a Sequential model's Functional view)
     index = {}
     for wrapper in self.wrappers:
       for w in wrapper.prunable_weights:
@@ -303,6 +304,8 @@ class PruningMethod:
       if missing:
         skipped.setdefault(g, f"weights {sorted(set(missing))[:3]} are not pruned "
                               f"(not wrapped)")
+      elif self.criterion == "bn_scale" and not any(n == "gamma" for _, n, _, _ in owned):
+        skipped.setdefault(g, "no BatchNormalization scale (criterion='bn_scale')")
       else:
         eligible.add(g)
     eligible -= set(skipped)
@@ -348,11 +351,11 @@ class PruningMethod:
         return [np.asarray(m.numpy(), np.float32) for m in self.masks]
     criterion = self.criterion
     if criterion in ("l2", "l1", "taylor"):
-      scores = allocate_lib.unit_scores(self.model, self.graph, criterion,
+      scores = allocate_lib.unit_scores(self.graph.model, self.graph, criterion,
                                         gradients=gradients, slices=self._graph_slices,
                                         values=keyed if criterion != "taylor" else None)
     else:
-      scores = allocate_lib.unit_scores(self.model, self.graph, "bn_scale",
+      scores = allocate_lib.unit_scores(self.graph.model, self.graph, "bn_scale",
                                         slices=self._graph_slices)
     kwargs = dict(allocation=self.allocation, round_to=self.round_to,
                   min_units=self.min_units,
@@ -365,11 +368,12 @@ class PruningMethod:
         return out
       units = allocate_lib.select_units(
           self.graph, scores, target_macs=goal,
-          mac_model=allocate_lib.MacModel(self.model, self.graph), **kwargs)
+          mac_model=allocate_lib.MacModel(self.graph.model, self.graph), **kwargs)
     else:
       units = allocate_lib.select_units(self.graph, scores, fraction=min(sparsity, 0.999),
                                         **kwargs)
-    masks = allocate_lib.unit_masks(self.model, self.graph, units, self._graph_slices)
+    masks = allocate_lib.unit_masks(self.graph.model, self.graph, units,
+                                     self._graph_slices)
     for key, mask in masks.items():
       if key in self._graph_index:
         out[self._graph_index[key]] = mask
