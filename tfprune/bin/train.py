@@ -39,6 +39,7 @@ from tfprune import _io
 from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import plots
+from tfprune import structured
 from tfprune import zoo
 from tfprune import train_flags
 from tfprune.train_flags.method import METHOD_FLAGS
@@ -672,6 +673,11 @@ def _main(out, partial, method_cls, started):
 
   _phase("strip", "removing wrappers" + (" and closed units" if FLAGS.shrink else ""))
   final = tfprune.strip(pruned, shrink=FLAGS.shrink)
+  if FLAGS.shrink:
+    shrink_rows = structured.shrink_report(dense, final)
+    _say("parameters and MACs per layer, before -> after the shrink:\n"
+         + structured.format_shrink_report(shrink_rows))
+    log["shrink"] = shrink_rows
   log["test_accuracy"] = _accuracy(final, x_test, y_test)
   rows = tfprune.sparsity_report(final, print_table=False)
   print_table(rows)
