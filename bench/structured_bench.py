@@ -210,68 +210,13 @@ def _torch(data_path, allocation, dense_epochs, finetune_epochs, target_macs):
   return out
 
 
-def main(argv):
-  del argv
-  import keras  # pylint: disable=g-import-not-at-top
-  fast = _FAST.value
-  dense_epochs = 1 if fast else _DENSE.value
-  finetune_epochs = 1 if fast else _FINETUNE.value
-  iters = 30 if fast else _ITERS.value
-  command = ("TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH=$PWD .venv/bin/python "
-             "bench/structured_bench.py " + " ".join(sys.argv[1:]))
-  _say("command:", command)
-  data = _data(fast)
-  (x, y), (xt, yt) = data
-  _say(f"data: {x.shape} train, {xt.shape} test")
-  rows = []
-
-  start = time.time()
-  dense = _resnet8((16, 16, 32, 64), _SEED.value)
-  _compile(dense)
-  dense.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs, verbose=2)
-  dense_macs = _macs(dense)
-  rows.append({"variant": f"dense ResNet-8 ({dense_epochs} epochs)",
-               "accuracy": _accuracy(dense, xt, yt), "mac_fraction": 1.0,
-               "params": int(dense.count_params()), "seconds": time.time() - start})
-  _say(json.dumps(rows[-1]))
-  dense_weights = dense.get_weights()
-
-  shrunk_models = {}
-  for name in _METHODS.value:
-    dense.set_weights(dense_weights)
-    shrunk, row = _tfprune_variant(name, dense, data, finetune_epochs, _MACS.value)
-    shrunk_models[name] = shrunk
-    rows.append(row)
-    _say(json.dumps(rows[-1]))
-  dense.set_weights(dense_weights)
-
-  widths, _ = _same_macs_widths(_MACS.value)
-  start = time.time()
-  small = _resnet8(widths, _SEED.value)
-  _compile(small)
-  small.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs + finetune_epochs, verbose=2)
-  rows.append({"variant": f"dense ResNet-8 widths {widths} from scratch "
-                          f"({dense_epochs + finetune_epochs} epochs)",
-               "accuracy": _accuracy(small, xt, yt), "mac_fraction": _macs(small) / dense_macs,
-               "params": int(small.count_params()), "seconds": time.time() - start})
-  _say(json.dumps(rows[-1]))
-
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "fmnist32.npz")
-    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
-    for allocation in _TORCH_ALLOC.value:
-      rows.append(_torch(path, allocation, dense_epochs, finetune_epochs, _MACS.value))
-      _say(json.dumps(rows[-1]))
-
-  latency = {"dense": _latencies(dense, x, iters)}
-  for name, model in shrunk_models.items():
-    latency[name] = _latencies(model, x, iters)
-  _say(json.dumps({k: {f"{q}/{'xnn' if xn else 'ref'}": v for (q, xn), v in d.items()}
-                   for k, d in latency.items()}))
-
+def _write(rows, latency, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+           finetune_epochs, partial):
+  """Writes the Markdown results (also after every row: a killed run leaves its rows)."""
   goal_dense = rows[0]["accuracy"]
   lines = ["# Structured pruning benchmark: ResNet-8 on Fashion-MNIST (32x32x1)", "",
            f"Command: `{command}`", "",
+           ("**PARTIAL: the run was still going when this was written.**" if partial else ""), "",
            ("**--fast smoke run** (2000 train / 500 test images, 1 + 1 epochs): not "
             "comparable to the full run." if fast else
             f"Full run: 60000 train / 10000 test images, {dense_epochs} dense + "
@@ -296,16 +241,21 @@ def main(argv):
                    f"({100 * r['accuracy']:.2f}% at {100 * r['mac_fraction']:.1f}% MACs)")
   torch_acc = [r["accuracy"] for r in rows if r.get("variant", "").startswith("Torch")
                and "accuracy" in r]
-  if torch_acc:
-    best = max(r["accuracy"] for r in rows if r.get("variant", "").startswith("tfprune"))
+  ours = [r["accuracy"] for r in rows if r.get("variant", "").startswith("tfprune")]
+  if torch_acc and ours:
+    best = max(ours)
     lines.append(f"* vs Torch-Pruning best {100 * max(torch_acc):.2f}%: tfprune best "
                  f"{100 * best:.2f}% ({'met' if best >= max(torch_acc) else 'MISSED'})")
+  if not latency:
+    lines += ["", "LiteRT latency: not measured yet."]
   lines += ["", "LiteRT latency, 1 thread, median of single-sample invokes (us); "
             "speed-up = dense / shrunk:", "",
             "| model | MACs | float XNNPACK | float ref | int8 XNNPACK | int8 ref |",
             "|---|---|---|---|---|---|"]
   for name, lat in latency.items():
     model = dense if name == "dense" else shrunk_models[name]
+    if "dense" not in latency:
+      break
     cells = []
     for key in (("float", True), ("float", False), ("int8", True), ("int8", False)):
       speed = latency["dense"][key] / lat[key]
@@ -315,7 +265,78 @@ def main(argv):
   from tfprune import _io  # pylint: disable=g-import-not-at-top
   text = "\n".join(lines) + "\n"
   _io.atomic_write(_OUTPUT.value, text)
-  _say(text)
+  if not partial:
+    _say(text)
+
+
+def main(argv):
+  del argv
+  import keras  # pylint: disable=g-import-not-at-top
+  fast = _FAST.value
+  dense_epochs = 1 if fast else _DENSE.value
+  finetune_epochs = 1 if fast else _FINETUNE.value
+  iters = 30 if fast else _ITERS.value
+  command = ("TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH=$PWD .venv/bin/python "
+             "bench/structured_bench.py " + " ".join(sys.argv[1:]))
+  _say("command:", command)
+  data = _data(fast)
+  (x, y), (xt, yt) = data
+  _say(f"data: {x.shape} train, {xt.shape} test")
+  rows = []
+
+  start = time.time()
+  dense = _resnet8((16, 16, 32, 64), _SEED.value)
+  _compile(dense)
+  dense.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs, verbose=2)
+  dense_macs = _macs(dense)
+  rows.append({"variant": f"dense ResNet-8 ({dense_epochs} epochs)",
+               "accuracy": _accuracy(dense, xt, yt), "mac_fraction": 1.0,
+               "params": int(dense.count_params()), "seconds": time.time() - start})
+  _say(json.dumps(rows[-1]))
+  _write(rows, {}, {}, dense, dense_macs, command, fast, dense_epochs, finetune_epochs,
+         partial=True)
+  dense_weights = dense.get_weights()
+
+  shrunk_models = {}
+  for name in _METHODS.value:
+    dense.set_weights(dense_weights)
+    shrunk, row = _tfprune_variant(name, dense, data, finetune_epochs, _MACS.value)
+    shrunk_models[name] = shrunk
+    rows.append(row)
+    _say(json.dumps(rows[-1]))
+    _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+           finetune_epochs, partial=True)
+  dense.set_weights(dense_weights)
+
+  widths, _ = _same_macs_widths(_MACS.value)
+  start = time.time()
+  small = _resnet8(widths, _SEED.value)
+  _compile(small)
+  small.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs + finetune_epochs, verbose=2)
+  rows.append({"variant": f"dense ResNet-8 widths {widths} from scratch "
+                          f"({dense_epochs + finetune_epochs} epochs)",
+               "accuracy": _accuracy(small, xt, yt), "mac_fraction": _macs(small) / dense_macs,
+               "params": int(small.count_params()), "seconds": time.time() - start})
+  _say(json.dumps(rows[-1]))
+  _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+         finetune_epochs, partial=True)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "fmnist32.npz")
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    for allocation in _TORCH_ALLOC.value:
+      rows.append(_torch(path, allocation, dense_epochs, finetune_epochs, _MACS.value))
+      _say(json.dumps(rows[-1]))
+      _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+             finetune_epochs, partial=True)
+
+  latency = {"dense": _latencies(dense, x, iters)}
+  for name, model in shrunk_models.items():
+    latency[name] = _latencies(model, x, iters)
+  _say(json.dumps({k: {f"{q}/{'xnn' if xn else 'ref'}": v for (q, xn), v in d.items()}
+                   for k, d in latency.items()}))
+
+  _write(rows, latency, shrunk_models, dense, dense_macs, command, fast, dense_epochs, finetune_epochs, partial=False)
   del keras
 
 
