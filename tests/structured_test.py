@@ -198,5 +198,21 @@ def test_structured_variants_of_other_criteria_shrink_exactly(method, kwargs):
   assert _rel_err(shrunk(x[:4]), pruned(x[:4])) <= 1e-4
 
 
+def test_dead_channel_that_cannot_go_is_reported_not_silent():
+  keras.utils.set_random_seed(0)
+  i = keras.Input((8, 8, 2))
+  x = L.Conv2D(6, 3, padding="same", name="c1")(i)
+  x = L.BatchNormalization(name="bn")(x)  # shifts the dead channel to a nonzero constant
+  x = L.Conv2D(4, 3, padding="same", name="c2")(L.ReLU()(x))  # same padding: no fold
+  model = keras.Model(i, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+  model.get_layer("bn").set_weights([np.full(6, v, "float32") for v in (1.0, 0.5, 0.0, 1.0)])
+  kernel = model.get_layer("c1").kernel.numpy()
+  kernel[..., 0] = 0.0
+  model.get_layer("c1").kernel.assign(kernel)
+  with pytest.warns(UserWarning, match="dead channel.*'c1'.*'c2'.*padding='same'"):
+    shrunk = tfprune.shrink.shrink_channels(model)
+  assert shrunk.get_layer("c1").filters == 6  # kept: removing it would change the outputs
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))

@@ -412,13 +412,14 @@ def shrink_channels(model, strict=False, data=None):
     lost = len(dead_units) - removed.get(g, 0)
     if lost > 0 and (group.blocked or g in report["kept"]):
       why = group.blocked or report["kept"][g]
-      problems.append((False, f"{lost} dead channel(s) of {', '.join(group.producers)} "
+      problems.append((False, f"{lost} dead channel(s) of "
+                              f"{', '.join(repr(p) for p in group.producers)} "
                               f"stay: {why}"))
   if problems:
     nothing = not removed
     text = "; ".join(p for _, p in problems)
     if strict and (nothing or any(hard for hard, _ in problems)):
-      raise ValueError(f"strip(shrink=True) on model {model.name!r}: "
+      raise ValueError(f"shrink of model {model.name!r}: "
                        f"{'nothing could be removed: ' if nothing else ''}{text}.")
-    warnings.warn(f"strip(shrink=True) on model {model.name!r}: {text}.", stacklevel=3)
+    warnings.warn(f"shrink of model {model.name!r}: {text}.", stacklevel=3)
   return new_model
