@@ -177,6 +177,18 @@ def test_zoo_models_at_half_shrink_exactly(name, shape):
   assert shrunk.count_params() < 0.7 * model.count_params()
 
 
+def test_zoo_transformer_heads_and_ffn_units_shrink_exactly():
+  keras.utils.set_random_seed(0)
+  model = zoo.get("transformer")
+  pruned = tfprune.prune(model, "magnitude", scope="structured", target_sparsity=0.5)
+  tfprune.get_method(pruned).update_masks(0.5)
+  shrunk = tfprune.strip(pruned, shrink=True)
+  x = np.random.default_rng(0).integers(0, 100, (2,) + tuple(model.input_shape[1:]))
+  assert _rel_err(shrunk(x), pruned(x)) <= 1e-4
+  total = structured.shrink_report(model, shrunk)[-1]
+  assert total["macs_after"] < 0.6 * total["macs_before"], total
+
+
 @pytest.mark.parametrize("method,kwargs", [
     ("movement", dict(pruning_steps=2, frequency=1)),
     ("admm", dict(admm_interval=1, admm_steps=2)),

@@ -11,7 +11,7 @@ def layer_costs(model):
   out = {}
   for op in model.operations:
     layer = allocate.inner_layer(op)
-    if not layer.weights:
+    if not getattr(layer, "weights", None):  # op nodes (`x[:, 0]`, `x + 1`) hold none
       continue
     params = sum(_size(w) for w in layer.weights)
     cost = allocate._layer_cost(op, layer)  # pylint: disable=protected-access
