@@ -47,7 +47,8 @@ BAZELIGNORE = os.path.join(ROOT, ".bazelignore")
 # Always ignored (paths need not exist). The stand-in repositories have their own
 # WORKSPACE: they are `local_repository`s, not packages of this workspace.
 STATIC_IGNORES = (
-    ".git", ".venv", ".venv-tfmot", "node_modules", "bench/out", "build", "dist", "runs",
+    ".git", ".venv", ".venv-tfmot", ".venv-torch", "node_modules", "bench/out", "build",
+    "dist", "runs",
     "third_party/bazel/rules_cc", "third_party/bazel/rules_java",
     "third_party/bazel/remote_coverage_tools",
 )

@@ -56,6 +56,21 @@ def test_target_macs_budget_met():
   assert allocate.MacModel(new, ChannelGraph(new)).total() == macs.total()
 
 
+def test_target_macs_with_layer_allocation_cuts_every_group_alike():
+  m = _residual_cnn()
+  g = ChannelGraph(m)
+  macs = allocate.MacModel(m, g)
+  dense = macs.total()
+  units = allocate.select_units(g, allocate.unit_scores(m, g), target_macs=0.5,
+                                allocation="layer", mac_model=macs)
+  assert macs.total() <= 0.5 * dense
+  cut = {}
+  for gi, _ in units:
+    cut[gi] = cut.get(gi, 0) + 1
+  fractions = [cut.get(k, 0) / gr.size for k, gr in enumerate(g.groups) if not gr.blocked]
+  assert max(fractions) - min(fractions) <= 0.2, fractions
+
+
 def test_bn_scale_and_taylor_and_errors():
   m = _residual_cnn()
   g = ChannelGraph(m)

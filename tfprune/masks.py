@@ -14,7 +14,10 @@ Scopes (see docs/algorithms.md section 0):
   * `n:m`: in every group of `m` consecutive entries along the input axis keep the `n`
     largest (e.g. 2:4). The sparsity is `1 - n/m`, whatever was asked.
   * `structured`: whole output units (last axis: Dense neurons, conv filters) ranked by
-    their RMS score; per tensor or global allocation.
+    their RMS score; per tensor or global allocation. This is the per-tensor fallback:
+    pruning methods with `scope="structured"` rank whole channel GROUPS through the
+    model's channel dependency graph instead (`tfprune.structured`, docs/structured.md),
+    so that `tfprune.strip(model, shrink=True)` can delete them.
 
 Every top-k goes through `tfprune.topk` (radix select, exact). Ties are broken
 deterministically: at equal score the entry with the lower flat index

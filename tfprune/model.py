@@ -272,10 +272,15 @@ def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
 
   Args:
     model: a pruned (wrapped) model.
-    shrink: also delete the units (neurons / filters) that output exact zeros, with the
-      matching inputs of the next layers (`tfprune.shrink_model`): a physically smaller
-      dense model with the same outputs. Raises ValueError naming the layer where a
-      shape cannot shrink.
+    shrink: also delete the channels the pruning removed (`tfprune.shrink.shrink_channels`
+      through the channel dependency graph, docs/structured.md): every channel no layer
+      reads any more (`scope="structured"` masks) and every input-independent constant
+      channel (closed L0 gates, a zeroed conv before BatchNormalization, folded into the
+      readers' biases), in every layer of its group: a physically smaller dense model
+      computing the same outputs. A dead channel that must stay is reported (a warning;
+      for structured methods a ValueError naming the layer when a merge ties it to a
+      live channel or nothing could be removed). `tfprune.structured.shrink_report`
+      compares the layers' parameters and MACs before and after.
 
   Raises:
     ValueError: subclassed or unbuilt model, or non-finite (NaN / Inf) weights (naming
@@ -284,7 +289,10 @@ def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
   _check_graph_model(model, "tfprune.strip")
   _check_finite_weights(model, "tfprune.strip")
   if shrink:
-    return shrink_lib.shrink_model(strip(model))
+    wrappers = find_wrappers(model)
+    method = wrappers[0].method if wrappers else None
+    strict = getattr(method, "scope", None) == "structured"
+    return shrink_lib.shrink_channels(strip(model), strict=strict)
 
   def make_layer(layer):
     return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)

@@ -331,3 +331,95 @@ def count_params_and_macs(model):
       positions = int(np.prod([d for d in out_shape[1:-1]])) if len(out_shape) > 2 else 1
       macs += kernel_size * positions
   return int(model.count_params()), int(macs)
+
+
+# ------------------------------------------------------- the channel-graph shrink
+def _dead_columns(layer):
+  """Output channels of a producer whose weights from the input are all zero."""
+  from tfprune.structured import slicing  # pylint: disable=import-outside-toplevel
+  w = slicing._weights_by_name(layer)  # pylint: disable=protected-access
+  cls = type(layer).__name__
+  if cls == "MultiHeadAttention":
+    kernel, axis = w["attention_output/kernel"], -1
+  elif cls.startswith("Separable"):
+    kernel, axis = w["pointwise_kernel"], -1
+  elif cls == "Embedding":
+    kernel, axis = w["embeddings"], -1
+  elif "kernel" in w:
+    kernel, axis = w["kernel"], (-2 if cls.endswith("Transpose") else -1)
+  else:
+    return set()
+  moved = np.moveaxis(kernel, axis, -1)
+  return set(np.flatnonzero(~np.any(moved.reshape(-1, moved.shape[-1]), axis=0)).tolist())
+
+
+def shrink_channels(model, strict=False, data=None):
+  """The exact channel shrink of a plain model through its channel dependency graph.
+
+  Deletes every channel unit (`tfprune.structured.ChannelGraph`) that no layer reads any
+  more (its reader rows are zero: `scope="structured"` masks) or that is an
+  input-independent constant folded exactly into its readers' biases (closed L0 gates,
+  a zeroed conv before BatchNormalization): `tfprune.structured.shrink`. Models the graph
+  cannot describe fall back to `shrink_model`.
+
+  Never silent: a producer channel that is dead (zero weights from the input) but
+  stays is reported - a `UserWarning` naming the layer and why, or with `strict` a
+  ValueError when a merge ties it to a live channel of another layer, or when nothing
+  at all could be removed.
+
+  Args:
+    model: a plain Functional or Sequential model (e.g. `tfprune.strip(pruned)`).
+    strict: raise instead of warning (structured methods: their masks remove whole
+      channels, so a dead channel that stays is a wrong graph or a gate layout the
+      shrink cannot honour).
+    data: optional probe inputs for the constants (default random).
+
+  Returns:
+    The smaller model (`model` itself when nothing could be removed).
+  """
+  import warnings  # pylint: disable=import-outside-toplevel
+  from tfprune.structured import depgraph  # pylint: disable=import-outside-toplevel
+  from tfprune.structured import slicing  # pylint: disable=import-outside-toplevel
+  _as_graph(model)
+  try:
+    graph = depgraph.ChannelGraph(model)
+  except ValueError:
+    return shrink_model(model)
+  new_model, report = slicing.shrink(model, data=data, graph=graph)
+  removed = report["removed"]
+  dead_cols = {}
+  problems = []
+  for g, group in enumerate(graph.groups):
+    for name in group.producers:
+      if name not in dead_cols:
+        dead_cols[name] = _dead_columns(model.get_layer(name))
+    dead_units, mixed = [], []
+    for members in group.units:
+      outs = [(m.layer, int(m.index)) for m in members if m.role == "out"]
+      dead = [o for o in outs if o[1] in dead_cols.get(o[0], ())]
+      if dead and len(dead) < len(outs):
+        mixed.append((dead[0], next(o for o in outs if o not in dead)))
+      elif dead:
+        dead_units.append(dead[0])
+    if mixed:
+      (dl, dc), (al, ac) = mixed[0]
+      where = (f"layer {group.merges[0]!r} merges inputs with different dead channels"
+               if group.merges else "its layers have different dead channels")
+      problems.append((True, f"{where}: channel {dc} of {dl!r} is dead but the channel "
+                             f"it is tied to in {al!r} (channel {ac}) is alive "
+                             f"({len(mixed)} such channels); prune both sides alike "
+                             f"(scope='structured' does)"))
+    lost = len(dead_units) - removed.get(g, 0)
+    if lost > 0 and (group.blocked or g in report["kept"]):
+      why = group.blocked or report["kept"][g]
+      problems.append((False, f"{lost} dead channel(s) of "
+                              f"{', '.join(repr(p) for p in group.producers)} "
+                              f"stay: {why}"))
+  if problems:
+    nothing = not removed
+    text = "; ".join(p for _, p in problems)
+    if strict and (nothing or any(hard for hard, _ in problems)):
+      raise ValueError(f"shrink of model {model.name!r}: "
+                       f"{'nothing could be removed: ' if nothing else ''}{text}.")
+    warnings.warn(f"shrink of model {model.name!r}: {text}.", stacklevel=3)
+  return new_model

@@ -40,6 +40,7 @@ from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import layerwise
 from tfprune import plots
+from tfprune import structured
 from tfprune import zoo
 from tfprune import train_flags
 from tfprune.train_flags import model as model_flags
@@ -731,6 +732,11 @@ def _main(out, partial, method_cls, started):
 
   _phase("strip", "removing wrappers" + (" and closed units" if FLAGS.shrink else ""))
   final = tfprune.strip(pruned, shrink=FLAGS.shrink)
+  if FLAGS.shrink:
+    shrink_rows = structured.shrink_report(dense, final)
+    _say("parameters and MACs per layer, before -> after the shrink:\n"
+         + structured.format_shrink_report(shrink_rows))
+    log["shrink"] = shrink_rows
   log["test_accuracy"] = _recalibrated_accuracy(final, x_train, x_test, y_test, log,
                                                 "bn_recalibration")
   rows = tfprune.sparsity_report(final, print_table=False)

@@ -44,7 +44,7 @@ from tfprune.methods.base import register_method
 
 PENALTIES = ("loss", "optimizer")
 FINETUNE_SCHEDULES = ("constant", "cosine")
-ADMM_SCOPES = ("global", "layer", "block")
+ADMM_SCOPES = ("global", "layer", "block", "structured")
 _NO_END = np.iinfo(np.int64).max
 
 def rho_at(step, rho0, rho_growth, rho_max, interval):
@@ -89,6 +89,10 @@ class ADMM(PruningMethod):
       over the fine-tune steps of `fit`).
     block_size, allocation: for `scope="block"` (allocation defaults to global).
     schedule: ignored by ADMM except for serialization compatibility.
+    **structured: `scope="structured"`: Z is projected onto the top channel GROUPS of the
+      channel dependency graph (group L2 of `|W + U|`, global allocation by default:
+      the paper's global ratio at channel level), with `round_to`, `min_units`,
+      `ignored_layers`, `target_macs`, `criterion` as in `PruningMethod`.
   """
 
   scopes = ADMM_SCOPES
@@ -98,11 +102,12 @@ class ADMM(PruningMethod):
   def __init__(self, target_sparsity=0.9, scope="global", admm_interval=100, rho0=1e-3,
                rho_growth=1.2, rho_max=1.0, penalty="loss", admm_steps=None,
                admm_epochs=None, finetune_epochs=None, admm_fraction=0.6, finetune_lr=None,
-               finetune_schedule="constant", block_size=4, allocation="global", schedule=None, n=2, m=4):
+               finetune_schedule="constant", block_size=4, allocation="global", schedule=None,
+               n=2, m=4, **structured):
     if scope not in ADMM_SCOPES:  # (checked first: the message names ADMM's scopes)
       raise ValueError(f"ADMM supports scopes {', '.join(ADMM_SCOPES)}; got {scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
-                     block_size=block_size, n=n, m=m, allocation=allocation)
+                     block_size=block_size, n=n, m=m, allocation=allocation, **structured)
     if int(admm_interval) < 1:
       raise ValueError(f"admm_interval must be a positive number of steps, got "
                        f"{admm_interval!r}.")
@@ -166,6 +171,8 @@ class ADMM(PruningMethod):
     return self
 
   def _check_k(self):
+    if self.uses_channel_graph:
+      return  # bind built the channel graph and refused a model with no prunable group
     sizes = [(f"{_layer_name(wr)}/{w.path.split('/')[-1]}", int(np.prod(w.shape)))
              for wr in self.wrappers for w in wr.prunable_weights]
     if self.scope == "global" or (self.scope == "block" and self.allocation == "global"):
@@ -230,6 +237,11 @@ class ADMM(PruningMethod):
 
   def project(self, values):
     """Z = Proj_k(values) in this method's scope; returns (projected, masks)."""
+    if self.uses_channel_graph:  # NumPy over the channel graph (eager)
+      masks = self.structured_masks([np.abs(np.asarray(v)) for v in values],
+                                    self.target_sparsity)
+      masks = [tf.constant(m, v.dtype) for m, v in zip(masks, values)]
+      return [v * m for v, m in zip(values, masks)], masks
     masks = masks_lib.compute_masks([tf.abs(v) for v in values], self.target_sparsity,
                                     scope=self.scope, block_size=self.block_size,
                                     allocation=self.allocation)
@@ -257,6 +269,8 @@ class ADMM(PruningMethod):
             "kept": kept, "masks": new_masks}
 
   def _fn(self, name, fn):
+    if self.uses_channel_graph:
+      return fn  # the structured projection is NumPy: run eagerly
     if name not in self._fns:
       self._fns[name] = tf.function(fn)
     return self._fns[name]

@@ -158,6 +158,7 @@ class L0Gates(PruningMethod):
   """
 
   phased = True
+  structured_graph = False  # one gate per layer unit (its own masks)
 
   def __init__(self, target_sparsity=0.5, target_units=None, allocation="layer",
                droprate_init=0.05, log_alpha_scale=10.0, lambda_init=0.0, dual_lr=1e-3,

@@ -39,6 +39,8 @@ class L0ProjectionMethod(PruningMethod):
       `tfprune.optimizers.L0Projection`).
   """
 
+  structured_graph = False  # the projection runs in the optimizer (per-layer units)
+
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation="layer", regrow=True):
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,

@@ -65,6 +65,8 @@ class Movement(PruningMethod):
   Args:
     target_sparsity, scope, block_size, n, m, allocation, layer_sparsity: as in
       `PruningMethod`.
+    **structured: `round_to`, `min_units`, `ignored_layers`, `target_macs`, `criterion`
+      (l2 / l1 of the movement scores per channel group) for `scope="structured"`.
     schedule: a `tfprune.schedules.PruningSchedule`; default the cubic
       `PolynomialDecay(0, target_sparsity, 0, pruning_steps)` (set by `fit` from its
       budget when `pruning_steps` is None too).
@@ -77,8 +79,8 @@ class Movement(PruningMethod):
   uses_gradients = True
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
-               m=4, allocation="layer", layer_sparsity=None, pruning_steps=None,
-               frequency=100, schedule_fraction=2 / 3):
+               m=4, allocation=None, layer_sparsity=None, pruning_steps=None,
+               frequency=100, schedule_fraction=2 / 3, **structured):
     if pruning_steps is not None and int(pruning_steps) < 1:
       raise ValueError(f"pruning_steps must be >= 1 (the step the target is reached), "
                        f"got {pruning_steps!r}.")
@@ -91,7 +93,7 @@ class Movement(PruningMethod):
     self.schedule_fraction = float(schedule_fraction)
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
                      block_size=block_size, n=n, m=m, allocation=allocation,
-                     layer_sparsity=layer_sparsity)
+                     layer_sparsity=layer_sparsity, **structured)
 
   def default_schedule(self):
     """The paper's cubic schedule to `pruning_steps`, or None (`fit` lays it out)."""

@@ -180,6 +180,7 @@ class SAP(PruningMethod):
 
   scopes = SCOPES
   phased = True
+  structured_graph = False  # SAP's own scopes
 
   def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
                eta_r=0.0, scope="layer", rewind=False, target_sparsity=None,

@@ -4,3 +4,6 @@ from tfprune.structured.depgraph import Group
 from tfprune.structured.depgraph import Member
 from tfprune.structured.slicing import remove_units
 from tfprune.structured.slicing import shrink
+from tfprune.structured.report import format_shrink_report
+from tfprune.structured.report import layer_costs
+from tfprune.structured.report import shrink_report

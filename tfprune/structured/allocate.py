@@ -296,6 +296,32 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
   for g in per_group:
     per_group[g].sort()
   total_units = sum(len(v) for v in per_group.values())
+  if allocation == "layer" and target_macs is not None:
+    # The same fraction from every group: the smallest that meets the MACs budget.
+    goal = target_macs * mac_model.total()
+    kwargs = dict(allocation="layer", round_to=round_to, min_units=min_units,
+                  ignored=ignored)
+
+    def macs_after(units):
+      for g, u in units:
+        mac_model.apply(graph.groups[g].units[u])
+      total = mac_model.total()
+      for g, u in units:
+        mac_model.apply(graph.groups[g].units[u], sign=-1)
+      return total
+
+    lo, hi = 0.0, 0.999
+    best = select_units(graph, scores, fraction=hi, **kwargs)
+    for _ in range(14):
+      mid = (lo + hi) / 2
+      units = select_units(graph, scores, fraction=mid, **kwargs)
+      if macs_after(units) <= goal:
+        best, hi = units, mid
+      else:
+        lo = mid
+    for g, u in best:
+      mac_model.apply(graph.groups[g].units[u])
+    return best
   if allocation == "layer" and target_macs is None:
     chosen = []
     for g, ranked in per_group.items():

@@ -73,11 +73,14 @@ class Group:
     layers: names of the layers the group touches, in model order.
     producers: the layers whose outputs ("out") or heads the units are.
     blocked: None if prunable, else the reason (names the layer).
+    merges: names of the merge layers / op nodes (residual `Add`, `Multiply`, ...) that
+      tie the units' channels of different producers together.
   """
   units: list
   layers: list
   producers: list
   blocked: object = None
+  merges: list = dataclasses.field(default_factory=list)
 
   @property
   def size(self):
@@ -181,6 +184,7 @@ class ChannelGraph:
     self._uf = _UnionFind()
     self._tensor_ids = {}
     self._members = []  # (channel id, Member)
+    self._merge_ids = []  # (merge layer name, channel id)
     self._layer_order = [c["name"] for c in config["layers"]]
     self._ops = {op.name: op for op in model.operations}
     for layer_config in config["layers"]:
@@ -257,6 +261,8 @@ class ChannelGraph:
     for _, _, ids in inputs[1:]:
       for a, b in zip(first, ids):
         self._uf.union(a, b)
+    if len(inputs) > 1:
+      self._merge_ids += [(name, int(i)) for i in first]
     return first
 
   def _op_node(self, name, cls, node, inputs):
@@ -381,6 +387,9 @@ class ChannelGraph:
       members = _merge_rows(members)
       signature = tuple(sorted({(m.layer, m.role) for m in members}))
       by_signature.setdefault(signature, []).append((root, members))
+    merges_of = {}
+    for name, i in self._merge_ids:
+      merges_of.setdefault(self._uf.find(i), set()).add(name)
     groups = []
     for signature, entries in by_signature.items():
       layers = sorted({l for l, _ in signature}, key=order.get)
@@ -390,8 +399,10 @@ class ChannelGraph:
       if not producers and blocked is None:
         blocked = "no layer produces these channels"
       entries.sort(key=lambda e: _unit_key(e[1], order))
+      merges = sorted({n for root, _ in entries for n in merges_of.get(root, ())},
+                      key=lambda n: order.get(n, 0))
       groups.append(Group(units=[m for _, m in entries], layers=layers,
-                          producers=producers, blocked=blocked))
+                          producers=producers, blocked=blocked, merges=merges))
     groups.sort(key=lambda g: min(order[l] for l in g.layers))
     return groups
 
