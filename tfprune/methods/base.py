@@ -64,13 +64,7 @@ from tfprune import optimizer_wrapper
 from tfprune import schedules
 from tfprune import wrapper as wrapper_lib
 from tfprune._layers import all_layers  # pylint: disable=unused-import (re-exported)
-from tfprune.structured import allocate as allocate_lib
-from tfprune.structured import depgraph as depgraph_lib
-
-CRITERIA = ("l2", "l1", "bn_scale", "taylor")
-# The structured-scope arguments and their defaults (serialized only when changed).
-STRUCTURED_DEFAULTS = {"round_to": 1, "min_units": 1, "ignored_layers": (),
-                       "target_macs": None, "criterion": "l2"}
+from tfprune.structured import scope as scope_lib
 
 _METHODS = {}
 
@@ -221,8 +215,6 @@ class PruningMethod:
     self._advance_fn = None
     self._gradient_steps = None
     self._steps_since_begin = 0
-    self.graph = None  # the ChannelGraph (structured scope), built by `bind`
-    self.structured_units = []  # (group, unit) pairs the last structured masks remove
 
   # ------------------------------------------------------- structured scope
   @property
@@ -232,95 +224,36 @@ class PruningMethod:
 
   def _set_structured_args(self, round_to, min_units, ignored_layers, target_macs,
                            criterion):
-    if isinstance(ignored_layers, str):
-      ignored_layers = [ignored_layers]
-    given = {"round_to": int(round_to), "min_units": int(min_units),
-             "ignored_layers": tuple(str(n) for n in (ignored_layers or ())),
-             "target_macs": None if target_macs is None else float(target_macs),
-             "criterion": criterion}
-    changed = sorted(k for k, v in given.items() if v != STRUCTURED_DEFAULTS[k])
+    channels = scope_lib.ChannelScope(round_to, min_units, ignored_layers, target_macs,
+                                      criterion)
+    changed = sorted(channels.changed())
     if changed and not self.uses_channel_graph:
       raise ValueError(f"{', '.join(changed)} apply to scope='structured' through the "
                        f"channel graph only; method {self.name!r} has scope={self.scope!r}"
                        f"{'' if self.structured_graph else ' (no channel graph)'}.")
-    if given["round_to"] < 1 or given["min_units"] < 1:
-      raise ValueError(f"round_to and min_units must be >= 1 channel, got round_to="
-                       f"{round_to!r}, min_units={min_units!r}.")
-    if given["target_macs"] is not None and not 0.0 < given["target_macs"] <= 1.0:
-      raise ValueError(f"target_macs must be in (0, 1] (the fraction of today's MACs to "
-                       f"keep), got {target_macs!r}.")
-    if criterion not in CRITERIA:
-      raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got "
-                       f"{criterion!r}.")
     if criterion == "taylor":
       if type(self).observe_gradients is not PruningMethod.observe_gradients:
         raise ValueError(f"criterion='taylor' scores channels by the loss gradient; "
                          f"method {self.name!r} has its own gradient scores: use l2 or l1.")
       self.uses_gradients = True
-    if self.uses_channel_graph and self.layer_sparsity_given:
+    if self.uses_channel_graph and getattr(self, "layer_sparsity", None):
       raise ValueError("layer_sparsity is not supported with scope='structured' (channel "
                        "groups span several layers): use ignored_layers, min_units or "
                        "allocation='layer'.")
-    self.round_to, self.min_units = given["round_to"], given["min_units"]
-    self.ignored_layers = given["ignored_layers"]
-    self.target_macs, self.criterion = given["target_macs"], criterion
+    self.channels = channels  # tfprune.structured.scope.ChannelScope
     if self.uses_channel_graph:
       self.compile_update = False  # the graph allocation is NumPy: masks update eagerly
 
-  @property
-  def layer_sparsity_given(self):
-    return bool(getattr(self, "layer_sparsity", None))
-
-  def _bind_graph(self, model):
-    """Builds the ChannelGraph of `model` and which weights the channel masks touch."""
-    try:
-      graph = depgraph_lib.ChannelGraph(model)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(
-          f"scope='structured' needs the channel dependency graph of model "
-          f"{model.name!r}, which could not be built ({type(e).__name__}: {e}); pruned "
-          f"layers: {[w.layer.name for w in self.wrappers]}. Use scope='layer' or "
-          f"'global', or make the model a Functional model of supported layers "
-          f"(docs/structured.md).") from e
-    model = graph.model  # (a Sequential model's Functional view)
-    index = {}
-    for wrapper in self.wrappers:
-      for w in wrapper.prunable_weights:
-        index[(wrapper.name, allocate_lib.weight_name(wrapper.layer, w))] = len(index)
-    names = {}  # user-facing layer name -> graph name
-    for op in model.operations:
-      names[op.name] = op.name
-      if isinstance(op, wrapper_lib.PruneWrapper):
-        names[op.layer.name] = op.name
-    unknown = [n for n in self.ignored_layers if n not in names]
-    if unknown:
-      raise ValueError(f"ignored_layers names layers {unknown} that are not in model "
-                       f"{model.name!r}; layers: {sorted(names)}.")
-    slices = allocate_lib.unit_slices(model, graph)
-    eligible, skipped = set(), {}
-    for (g, _), owned in slices.items():
-      missing = [f"{layer}/{name}" for layer, name, _, _ in owned
-                 if name in allocate_lib._KERNELS and (layer, name) not in index]  # pylint: disable=protected-access
-      if missing:
-        skipped.setdefault(g, f"weights {sorted(set(missing))[:3]} are not pruned "
-                              f"(not wrapped)")
-      elif self.criterion == "bn_scale" and not any(n == "gamma" for _, n, _, _ in owned):
-        skipped.setdefault(g, "no BatchNormalization scale (criterion='bn_scale')")
-      else:
-        eligible.add(g)
-    eligible -= set(skipped)
-    if not eligible:
-      raise ValueError(
-          f"scope='structured': no channel group of model {model.name!r} can be "
-          f"removed (every group reaches an input/output, passes a layer that cannot be "
-          f"sliced, or touches a layer that is not pruned).\n{graph.report()}"
-          + "".join(f"\ngroup {g}: {why}" for g, why in sorted(skipped.items())))
-    self.graph = graph
-    self._graph_index = index
-    self._graph_names = names
-    self._graph_slices = {k: v for k, v in slices.items() if k[0] in eligible}
-    self._graph_skipped = skipped
-    self._mac_model = None
+  # The structured-scope arguments and state, as attributes of the method.
+  round_to = property(lambda self: self.channels.round_to)
+  min_units = property(lambda self: self.channels.min_units)
+  ignored_layers = property(lambda self: self.channels.ignored_layers)
+  target_macs = property(lambda self: self.channels.target_macs)
+  criterion = property(lambda self: self.channels.criterion)
+  graph = property(lambda self: self.channels.graph,
+                   doc="The ChannelGraph (structured scope), built by `bind`; else None.")
+  structured_units = property(lambda self: self.channels.units,
+                              doc="(group, unit) pairs the last structured masks remove.")
 
   def structured_masks(self, values, sparsity):
     """Channel-graph masks (aligned with `weights`) from per-weight importances.
@@ -336,58 +269,20 @@ class PruningMethod:
     """
     if self.graph is None:
       raise ValueError(f"The {self.name!r} method is not bound to a model.")
-    sparsity = float(np.asarray(sparsity))
-    weights = self.weights
-    out = [np.ones(w.shape, np.float32) for w in weights]
-    if sparsity <= 0.0:
-      return out
-    keyed = {key: np.asarray(values[i]) for key, i in self._graph_index.items()}
     gradients = None
-    if self.criterion == "taylor":
+    if self.criterion == "taylor" and float(np.asarray(sparsity)) > 0.0:
       gradients = self._taylor_gradients()
       if gradients is None:
         logging.warning("%s: criterion='taylor' has seen no gradient yet; the masks are "
                         "kept (start the schedule after a few steps).", self.name)
         return [np.asarray(m.numpy(), np.float32) for m in self.masks]
-    criterion = self.criterion
-    if criterion in ("l2", "l1", "taylor"):
-      scores = allocate_lib.unit_scores(self.graph.model, self.graph, criterion,
-                                        gradients=gradients, slices=self._graph_slices,
-                                        values=keyed if criterion != "taylor" else None)
-    else:
-      scores = allocate_lib.unit_scores(self.graph.model, self.graph, "bn_scale",
-                                        slices=self._graph_slices)
-    kwargs = dict(allocation=self.allocation, round_to=self.round_to,
-                  min_units=self.min_units,
-                  ignored=[self._graph_names[n] for n in self.ignored_layers])
-    if self.target_macs is not None:
-      final = float(getattr(self.schedule, "final_sparsity", 0.0) or 0.0)
-      progress = min(1.0, sparsity / final) if final > 0 else 1.0
-      goal = 1.0 - progress * (1.0 - self.target_macs)
-      if goal >= 1.0:
-        return out
-      units = allocate_lib.select_units(
-          self.graph, scores, target_macs=goal,
-          mac_model=allocate_lib.MacModel(self.graph.model, self.graph), **kwargs)
-    else:
-      units = allocate_lib.select_units(self.graph, scores, fraction=min(sparsity, 0.999),
-                                        **kwargs)
-    masks = allocate_lib.unit_masks(self.graph.model, self.graph, units,
-                                     self._graph_slices)
-    for key, mask in masks.items():
-      if key in self._graph_index:
-        out[self._graph_index[key]] = mask
-    self.structured_units = units
-    return out
+    final = float(getattr(self.schedule, "final_sparsity", 0.0) or 0.0)
+    return self.channels.masks([w.shape for w in self.weights], values, sparsity,
+                               self.allocation, final, gradients)
 
   def channel_report(self):
     """Text: the channel graph's groups and which were left out (structured scope)."""
-    if self.graph is None:
-      return ""
-    text = self.graph.report()
-    for g, why in sorted(self._graph_skipped.items()):
-      text += f"\ngroup {g} not pruned: {why}"
-    return text
+    return self.channels.report()
 
   def _taylor_gradients(self):
     steps = int(self._taylor_steps.numpy()) if getattr(self, "_taylor_steps", None) is \
@@ -395,7 +290,7 @@ class PruningMethod:
     if steps == 0:
       return None
     grads = {key: self._taylor_sums[i].numpy() / steps
-             for key, i in self._graph_index.items()}
+             for key, i in self.channels.weight_keys.items()}
     for v in self._taylor_sums:
       v.assign(tf.zeros_like(v))
     self._taylor_steps.assign(0)
@@ -447,7 +342,7 @@ class PruningMethod:
     self._update_fn = None
     self._advance_fn = None
     if self.uses_channel_graph:
-      self._bind_graph(model)
+      self.channels.bind(model, self.wrappers)
       if self.criterion == "taylor":
         self._taylor_sums = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False,
                                          name="taylor_grad_sum") for w in self.weights]
@@ -766,10 +661,8 @@ class PruningMethod:
               "allocation": self.allocation}
     if self.layer_sparsity:  # only then: subclasses without the argument stay loadable
       config["layer_sparsity"] = dict(self.layer_sparsity)
-    for key, default in STRUCTURED_DEFAULTS.items():  # the same rule
-      value = getattr(self, key, default)
-      if value != default:
-        config[key] = list(value) if key == "ignored_layers" else value
+    if getattr(self, "channels", None) is not None:  # the same rule
+      config.update(self.channels.changed())
     return config
 
   @classmethod

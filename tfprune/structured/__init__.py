@@ -7,3 +7,4 @@ from tfprune.structured.slicing import shrink
 from tfprune.structured.report import format_shrink_report
 from tfprune.structured.report import layer_costs
 from tfprune.structured.report import shrink_report
+from tfprune.structured.scope import ChannelScope

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfprune.structured import depgraph
 
-_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
             "query/kernel", "key/kernel", "value/kernel", "attention_output/kernel")
 
 
@@ -135,7 +135,7 @@ def unit_scores(model, graph, criterion="l2", gradients=None, slices=None, value
           has_bn = True
           total += float(np.abs(_take(value(layer, name), axis, idx)).sum())
         continue
-      if name not in _KERNELS:
+      if name not in KERNELS:
         continue
       w = _take(value(layer, name), axis, idx)
       if criterion == "l2":

@@ -1,0 +1,182 @@
+"""The `scope="structured"` of a pruning method: masks that remove whole channel groups.
+
+A method with this scope ranks channel groups of the model's `ChannelGraph` (coupled
+output channels of producers, input rows of their readers, BatchNorm slices, ...) by an
+importance built from the method's own per-weight scores, chooses the groups to remove
+with `allocate.select_units` (global or per-layer, `round_to`, `min_units`, ignored
+layers, a `target_macs` budget) and zeroes each removed channel in every weight of its
+group, so `tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
+
+`ChannelScope` holds the arguments, the graph built when the method binds, and the
+units the last masks removed; it knows nothing of training or of the method classes.
+"""
+import numpy as np
+
+from tfprune.structured import allocate
+from tfprune.structured import depgraph
+
+CRITERIA = ("l2", "l1", "bn_scale", "taylor")
+# The arguments and their defaults (a method serializes only the changed ones).
+DEFAULTS = {"round_to": 1, "min_units": 1, "ignored_layers": (), "target_macs": None,
+            "criterion": "l2"}
+
+
+class ChannelScope:
+  """Channel-graph masks for one method's pruned weights.
+
+  Args:
+    round_to: kept channel counts are a multiple of this (e.g. 8 / 16 for SIMD).
+    min_units: at least this many channels kept per group.
+    ignored_layers: layer names whose groups are never pruned.
+    target_macs: a MACs budget (fraction of today's MACs) instead of a channel fraction.
+    criterion: group importance: `l2` / `l1` group norm of the method's scores,
+      `bn_scale` (|gamma|, network slimming: Liu et al., ICCV 2017) or `taylor`
+      (|sum W * dL/dW|, Molchanov et al., CVPR 2019).
+
+  Raises:
+    ValueError: an argument out of range, naming it and what would be valid.
+  """
+
+  def __init__(self, round_to=1, min_units=1, ignored_layers=None, target_macs=None,
+               criterion="l2"):
+    if isinstance(ignored_layers, str):
+      ignored_layers = [ignored_layers]
+    self.round_to, self.min_units = int(round_to), int(min_units)
+    self.ignored_layers = tuple(str(n) for n in (ignored_layers or ()))
+    self.target_macs = None if target_macs is None else float(target_macs)
+    self.criterion = criterion
+    if self.round_to < 1 or self.min_units < 1:
+      raise ValueError(f"round_to and min_units must be >= 1 channel, got round_to="
+                       f"{round_to!r}, min_units={min_units!r}.")
+    if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
+      raise ValueError(f"target_macs must be in (0, 1] (the fraction of today's MACs to "
+                       f"keep), got {target_macs!r}.")
+    if criterion not in CRITERIA:
+      raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got "
+                       f"{criterion!r}.")
+    self.graph = None
+    self.units = []  # (group, unit) pairs the last masks remove
+    self._index = self._names = self._slices = None
+    self._skipped = {}
+
+  def changed(self):
+    """{argument: value} of the arguments that differ from `DEFAULTS` (for configs)."""
+    out = {}
+    for key, default in DEFAULTS.items():
+      value = getattr(self, key)
+      if value != default:
+        out[key] = list(value) if key == "ignored_layers" else value
+    return out
+
+  def bind(self, model, wrappers):
+    """Builds the ChannelGraph of `model`; `wrappers` are the method's PruneWrappers.
+
+    Raises:
+      ValueError: the graph cannot be built, an ignored layer is unknown, or no group
+        can be removed (with the graph's report and why each group is left whole).
+    """
+    try:
+      graph = depgraph.ChannelGraph(model)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f"scope='structured' needs the channel dependency graph of model "
+          f"{model.name!r}, which could not be built ({type(e).__name__}: {e}); pruned "
+          f"layers: {[w.layer.name for w in wrappers]}. Use scope='layer' or 'global', "
+          f"or make the model a Functional model of supported layers "
+          f"(docs/structured.md).") from e
+    model = graph.model  # (a Sequential model's Functional view)
+    index = {}
+    for wrapper in wrappers:
+      for w in wrapper.prunable_weights:
+        index[(wrapper.name, allocate.weight_name(wrapper.layer, w))] = len(index)
+    names = {op.name: op.name for op in model.operations}  # user-facing -> graph name
+    names.update({w.layer.name: w.name for w in wrappers})
+    unknown = [n for n in self.ignored_layers if n not in names]
+    if unknown:
+      raise ValueError(f"ignored_layers names layers {unknown} that are not in model "
+                       f"{model.name!r}; layers: {sorted(names)}.")
+    slices = allocate.unit_slices(model, graph)
+    eligible, skipped = set(), {}
+    for (g, _), owned in slices.items():
+      missing = [f"{layer}/{name}" for layer, name, _, _ in owned
+                 if name in allocate.KERNELS and (layer, name) not in index]
+      if missing:
+        skipped.setdefault(g, f"weights {sorted(set(missing))[:3]} are not pruned "
+                              f"(not wrapped)")
+      elif self.criterion == "bn_scale" and not any(n == "gamma" for _, n, _, _ in owned):
+        skipped.setdefault(g, "no BatchNormalization scale (criterion='bn_scale')")
+      else:
+        eligible.add(g)
+    eligible -= set(skipped)
+    if not eligible:
+      raise ValueError(
+          f"scope='structured': no channel group of model {model.name!r} can be "
+          f"removed (every group reaches an input/output, passes a layer that cannot be "
+          f"sliced, or touches a layer that is not pruned).\n{graph.report()}"
+          + "".join(f"\ngroup {g}: {why}" for g, why in sorted(skipped.items())))
+    self.graph, self._index, self._names = graph, index, names
+    self._slices = {k: v for k, v in slices.items() if k[0] in eligible}
+    self._skipped = skipped
+
+  @property
+  def weight_keys(self):
+    """{(wrapper name, weight name): position in the method's `weights`}."""
+    return dict(self._index)
+
+  def masks(self, shapes, values, sparsity, allocation, final_sparsity, gradients=None):
+    """0/1 masks (float32 NumPy, aligned with `shapes`) removing channel groups.
+
+    Args:
+      shapes: the shapes of the method's pruned weights, in order.
+      values: per-weight non-negative importances aligned with `shapes`.
+      sparsity: fraction of the prunable channels to remove now (with `target_macs`:
+        `sparsity / final_sparsity` is the progress towards the MACs budget).
+      allocation: `global` or `layer` (`allocate.select_units`).
+      final_sparsity: the schedule's final sparsity.
+      gradients: {(wrapper name, weight name): mean gradient} for `criterion="taylor"`.
+
+    Returns:
+      The masks; `self.units` holds the (group, unit) pairs they remove.
+    """
+    if self.graph is None:
+      raise ValueError("The structured scope is not bound to a model.")
+    sparsity = float(np.asarray(sparsity))
+    out = [np.ones(shape, np.float32) for shape in shapes]
+    if sparsity <= 0.0:
+      return out
+    if self.criterion == "bn_scale":
+      scores = allocate.unit_scores(self.graph.model, self.graph, "bn_scale",
+                                    slices=self._slices)
+    else:
+      keyed = None if self.criterion == "taylor" else {
+          key: np.asarray(values[i]) for key, i in self._index.items()}
+      scores = allocate.unit_scores(self.graph.model, self.graph, self.criterion,
+                                    gradients=gradients, slices=self._slices, values=keyed)
+    kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
+                  ignored=[self._names[n] for n in self.ignored_layers])
+    if self.target_macs is not None:
+      progress = min(1.0, sparsity / final_sparsity) if final_sparsity > 0 else 1.0
+      goal = 1.0 - progress * (1.0 - self.target_macs)
+      if goal >= 1.0:
+        return out
+      units = allocate.select_units(
+          self.graph, scores, target_macs=goal,
+          mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
+    else:
+      units = allocate.select_units(self.graph, scores, fraction=min(sparsity, 0.999),
+                                    **kwargs)
+    for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
+                                         self._slices).items():
+      if key in self._index:
+        out[self._index[key]] = mask
+    self.units = units
+    return out
+
+  def report(self):
+    """Text: the graph's groups and which were left whole, and why."""
+    if self.graph is None:
+      return ""
+    text = self.graph.report()
+    for g, why in sorted(self._skipped.items()):
+      text += f"\ngroup {g} not pruned: {why}"
+    return text
