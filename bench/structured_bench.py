@@ -34,6 +34,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+import litert_timing  # bench/litert_timing.py
+
 _FAST = flags.DEFINE_bool("fast", False, "Tiny subset, 1 + 1 epochs (smoke run).")
 _DENSE = flags.DEFINE_integer("dense_epochs", 4, "Dense training epochs.")
 _FINETUNE = flags.DEFINE_integer("finetune_epochs", 4, "Fine-tune epochs after pruning.")
@@ -121,21 +123,7 @@ def _accuracy(model, xt, yt):
 
 
 def _latency_us(model_bytes, xnnpack, iters):
-  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
-  interp = verify.make_litert_interpreter(model_bytes, xnnpack, num_threads=1)
-  inp = interp.get_input_details()[0]
-  x = np.random.default_rng(0).standard_normal(inp["shape"])
-  if inp["dtype"] != np.float32:
-    x = np.clip(np.round(x * 20), -128, 127)
-  interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
-  for _ in range(10):
-    interp.invoke()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    interp.invoke()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times) * 1e6)
+  return litert_timing.latency_us(model_bytes, xnnpack, iters)
 
 
 def _latencies(model, calib, iters):

@@ -1,4 +1,5 @@
 """Keras layer traversal shared by training code and the exporter (no TF graph logic)."""
+import keras
 
 
 def all_layers(model):
@@ -14,3 +15,15 @@ def all_layers(model):
 
   visit(model)
   return found
+
+
+def children(layer):
+  """The direct sublayers of `layer` (a model's layers; a custom layer's tracked ones)."""
+  if isinstance(layer, keras.Model):
+    return list(layer.layers)
+  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+
+
+def call_count(layer):
+  """How many times `layer` is called in the graphs it belongs to."""
+  return len(getattr(layer, "_inbound_nodes", []) or [])

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune import _io
+from tfprune import _layers
 from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import layerwise
@@ -389,7 +390,7 @@ def _recalibrated_accuracy(model, x_train, x_test, y_test, log, key):
   n = min(FLAGS.bn_recalibration_samples, len(x_train))
   if n == 0:
     return _accuracy(model, x_test, y_test)
-  names = [l.name for l in _all_layers(model)
+  names = [l.name for l in _layers.all_layers(model)
            if isinstance(l, keras.layers.BatchNormalization)]
   if not names:
     return _accuracy(model, x_test, y_test)
@@ -401,14 +402,6 @@ def _recalibrated_accuracy(model, x_train, x_test, y_test, log, key):
   _say(f"BatchNorm statistics re-estimated on {n} training inputs "
        f"({len(summary['layers'])} layers): test accuracy {before:.4f} -> {after:.4f}")
   return after
-
-
-def _all_layers(model):
-  """Every layer of `model`, nested models' layers included."""
-  for layer in model.layers:
-    yield layer
-    if isinstance(layer, keras.Model):
-      yield from _all_layers(layer)
 
 
 class EpochData:

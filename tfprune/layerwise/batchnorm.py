@@ -26,20 +26,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import _layers
 from tfprune.layerwise import calibration
 from tfprune.layerwise import stats as stats_lib
 
 BUDGET_BYTES = 256 << 20  # inputs of the pending layers held per chunk of a batch
-
-
-def _children(layer):
-  if isinstance(layer, keras.Model):
-    return list(layer.layers)
-  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
-
-
-def _calls(layer):
-  return len(getattr(layer, "_inbound_nodes", []) or [])
 
 
 def _is_bn(layer):
@@ -57,9 +48,9 @@ def batchnorm_layers(model):
 
   def visit(layer, top, nested):
     if _is_bn(layer):
-      found.append((layer, top, nested or _calls(layer) != 1))
+      found.append((layer, top, nested or _layers.call_count(layer) != 1))
       return
-    for sub in _children(layer):
+    for sub in _layers.children(layer):
       visit(sub, top, True)
 
   for layer in model.layers:
@@ -200,7 +191,7 @@ class Recalibrator:
     for i, (bn, top, nested) in enumerate(self.entries):
       # The BatchNorm layers this one's input depends on: for a graph node, those
       # upstream of it; for a nested one (or no graph), conservatively all before it.
-      if nested or not _calls(top):
+      if nested or not _layers.call_count(top):
         self.deps[id(bn)] = {id(e[0]) for e in self.entries[:i]}
       else:
         up = _ancestors(top, cache)

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune import _layers
 from tfprune import masks as masks_lib
 from tfprune import topk
 from tfprune.layerwise import batchnorm as batchnorm_lib
@@ -73,16 +74,6 @@ class Report(list):
 
 
 # ----------------------------------------------------------------------- discovery
-def _children(layer):
-  if isinstance(layer, keras.Model):
-    return list(layer.layers)
-  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
-
-
-def _calls(layer):
-  return len(getattr(layer, "_inbound_nodes", []) or [])
-
-
 def find_units(model, original):
   """`(units, skipped)`: the kernels the engine prunes, and why the others are not."""
   units, skipped = [], []
@@ -103,14 +94,14 @@ def find_units(model, original):
       return
     if geometry.has_kernel(inner):
       skipped.append((inner.name, type(inner).__name__, reason))
-    for sub, sub_o in zip(_children(inner), _children(inner_o)):
+    for sub, sub_o in zip(_layers.children(inner), _layers.children(inner_o)):
       visit(top, top_o, sub, sub_o, True)
 
   for layer, layer_o in zip(model.layers, original.layers):
     if isinstance(layer, keras.layers.InputLayer):
       continue
     inner, inner_o = geometry.inner_layer(layer), geometry.inner_layer(layer_o)
-    visit(layer, layer_o, inner, inner_o, _calls(layer) > 1)
+    visit(layer, layer_o, inner, inner_o, _layers.call_count(layer) > 1)
   return units, skipped
 
 
@@ -137,7 +128,7 @@ def _select(units, layers, skipped):
 def _following_batchnorm(layer):
   """The BatchNormalization that alone consumes `layer`'s output on the channel axis."""
   nodes = getattr(layer, "_outbound_nodes", None) or []
-  if len(nodes) != 1 or _calls(layer) != 1:
+  if len(nodes) != 1 or _layers.call_count(layer) != 1:
     return None
   bn = nodes[0].operation
   if not isinstance(bn, keras.layers.BatchNormalization):
