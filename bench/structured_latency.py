@@ -1,0 +1,112 @@
+"""LiteRT latency of dense vs structurally shrunk models (issue 15's latency table).
+
+Protocol, per model: build it (seed 0, untrained weights: latency does not depend on
+the values), prune with `scope="structured"` magnitude (group L2, global allocation)
+to `--target_macs` of the MACs, one mask update, `tfprune.strip(shrink=True)`, check the
+shrunk model equals the masked one (max relative error), export both float and int8
+(`tfprune.export.convert`, verified), and time single-sample invokes with 1 thread,
+XNNPACK on and off (`bench/litert_timing.py`). Dense and shrunk files are timed
+alternately `--repeats` times and the fastest median is kept, which removes most of the
+noise of a shared machine. Goal (issue 15): float speed-up >= 0.7 x the MAC ratio.
+
+Usage (repo root):
+  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python bench/structured_latency.py
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+import litert_timing  # bench/litert_timing.py
+
+MODELS = ("resnet8", "mobilenet_v2_035", "ds_cnn", "transformer")
+
+
+def build(name):
+  """(model, random calibration inputs) for `name`."""
+  from tfprune import zoo  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(0)
+  if name == "resnet8":
+    model = zoo.get("resnet8", input_shape=(32, 32, 1), num_classes=10)
+  elif name == "mobilenet_v2_035":
+    model = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35,
+                                           weights=None, classes=10)
+  elif name == "ds_cnn":
+    model = zoo.get("ds_cnn")
+  else:
+    model = zoo.get("transformer", num_classes=4, vocab_size=64, seq_len=16)
+    return model, rng.integers(1, 64, (64, 16)).astype(np.int32)
+  return model, rng.standard_normal((64,) + model.input_shape[1:]).astype(np.float32)
+
+
+def shrink(model, x, target_macs):
+  """(shrunk model, MAC fraction, max relative error vs the masked model)."""
+  import tfprune  # pylint: disable=g-import-not-at-top
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  pruned = tfprune.prune(model, "magnitude", scope="structured", target_macs=target_macs,
+                         schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+  tfprune.get_method(pruned).update(0)
+  masked = tfprune.strip(pruned)
+  small = tfprune.strip(pruned, shrink=True)
+  a = np.asarray(small.predict(x, verbose=0), np.float64)
+  b = np.asarray(masked.predict(x, verbose=0), np.float64)
+  err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+  total = structured.shrink_report(model, small)[-1]  # the TOTAL row
+  return small, total["macs_after"] / total["macs_before"], err
+
+
+def timings(files, iters, repeats):
+  """{(name, precision, xnnpack): fastest median us} over alternating repeats."""
+  best = {}
+  for _ in range(repeats):
+    for key, data in files.items():
+      for xnn in (True, False):
+        us = litert_timing.latency_us(data, xnn, iters, vocab=64)
+        k = key + (xnn,)
+        best[k] = min(best.get(k, float("inf")), us)
+  return best
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--target_macs", type=float, default=0.5)
+  p.add_argument("--iters", type=int, default=200)
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args(argv)
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  lines = ["| model | MACs kept | rel err | precision | XNNPACK dense / shrunk us "
+           "(speed-up) | reference kernels dense / shrunk us (speed-up) | goal 0.7 x MAC "
+           "ratio (float XNNPACK) |", "|---|---|---|---|---|---|---|"]
+  for name in args.models.split(","):
+    model, x = build(name)
+    small, fraction, err = shrink(model, x, args.target_macs)
+    files = {}
+    for label, m in (("dense", model), ("shrunk", small)):
+      for q in (None, "int8"):
+        files[(label, q or "float")] = export.convert(
+            m, quantize=q, representative_data=x).model_bytes
+    t = timings(files, args.iters, args.repeats)
+    for q in ("float", "int8"):
+      cells = []
+      for xnn in (True, False):
+        d, s = t[("dense", q, xnn)], t[("shrunk", q, xnn)]
+        cells.append(f"{d:.0f} / {s:.0f} ({d / s:.2f}x)")
+      goal = ""
+      if q == "float":
+        speed = t[("dense", q, True)] / t[("shrunk", q, True)]
+        goal = (f"{speed:.2f}x vs {0.7 / fraction:.2f}x: "
+                f"{'met' if speed >= 0.7 / fraction else 'MISSED'}")
+      lines.append(f"| {name} | {fraction:.1%} | {err:.1e} | {q} | {cells[0]} | "
+                   f"{cells[1]} | {goal} |")
+    print(lines[-2] + "\n" + lines[-1], flush=True)
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
