@@ -388,11 +388,8 @@ def _recalibrated_accuracy(model, x_train, x_test, y_test, log, key):
   the accuracy before and after and the layers re-estimated.
   """
   n = min(FLAGS.bn_recalibration_samples, len(x_train))
-  if n == 0:
-    return _accuracy(model, x_test, y_test)
-  names = [l.name for l in _layers.all_layers(model)
-           if isinstance(l, keras.layers.BatchNormalization)]
-  if not names:
+  if n == 0 or not any(isinstance(l, keras.layers.BatchNormalization)
+                       for l in _layers.all_layers(model)):
     return _accuracy(model, x_test, y_test)
   before = _accuracy(model, x_test, y_test)
   summary = layerwise.recalibrate_batchnorm(model, x_train[:n], verbose=True)
