@@ -155,38 +155,36 @@ _ID_PRESERVING = frozenset({
 })
 
 
-def _source_inputs(tensor, model_inputs):
-  """Indices of model inputs whose values `tensor` carries unchanged.
+def _id_sources(tensor):
+  """The tensors whose values `tensor` carries unchanged: where the walk stops.
 
   Walks back from `tensor` through id-preserving operations only (`_ID_PRESERVING`:
-  casts, reshapes, slices, ...); a tensor computed from an input (positions, arithmetic,
-  any other layer) stops the walk.
+  casts, reshapes, slices, ...) and returns the tensors it stops at: inputs (produced by
+  an InputLayer) or tensors computed by any other operation (positions, arithmetic).
   """
-  found, stack, seen = set(), [tensor], set()
+  found, stack, seen = [], [tensor], set()
   while stack and len(seen) < _MAX_WALK:
     t = stack.pop()
     if id(t) in seen:
       continue
     seen.add(id(t))
-    for k, mi in enumerate(model_inputs):
-      if t is mi:
-        found.add(k)
     op, parents = _producer(t)
     if op is None or type(op).__name__ not in _ID_PRESERVING:
-      continue
-    stack.extend(parents)
+      found.append((t, op))
+    else:
+      stack.extend(parents)
   return found
 
 
-def _reads_an_input(tensor, depth=0):
+def _source_inputs(tensor, model_inputs):
+  """Indices of model inputs whose values `tensor` carries unchanged."""
+  return {k for t, _ in _id_sources(tensor) for k, mi in enumerate(model_inputs)
+          if t is mi}
+
+
+def _reads_an_input(tensor):
   """Whether `tensor` is an input (of any model) passed through id-preserving ops."""
-  op, parents = _producer(tensor)
-  if op is None or depth > _MAX_WALK:
-    return False
-  if type(op).__name__ == "InputLayer":
-    return True
-  return (type(op).__name__ in _ID_PRESERVING
-          and any(_reads_an_input(t, depth + 1) for t in parents))
+  return any(type(op).__name__ == "InputLayer" for _, op in _id_sources(tensor))
 
 
 def embedding_vocab(model):
