@@ -3,7 +3,12 @@
 Run (from the repo root):
   PYTHONPATH=$PWD .venv/bin/python bench/conformance.py \
       [--methods=magnitude,admm,...] [--models=mobilenet_v2,...] [--fast] \
-      [--iters=50] [--output=bench/RESULTS_conformance.md]
+      [--iters=50] [--output=bench/RESULTS_conformance.md] [--resume]
+
+Rows are also kept in --rows_json (default bench/results/conformance_rows.json), written
+after every (model, method) pair; --resume skips the pairs already there, so the full
+matrix can run in several sittings (or in two processes on disjoint --models, merged by a
+last --resume run) and the table always covers every row measured so far.
 
 Protocol, per (model, method):
   build (keras.applications with weights=None at 32x32x3, or a tfprune.zoo model at a
@@ -13,11 +18,14 @@ Protocol, per (model, method):
   tfprune.export.convert (which verifies the file with XNNPACK on and off, and TFLM for
   micro) and the stock converter (`tf.lite.TFLiteConverter.from_saved_model` on the
   stripped model's SavedModel, default optimizations for the quantized kinds) for the
-  size baseline; latency = median single-sample invoke, LiteRT, 1 thread, XNNPACK on,
+  size baseline, converted once per (model, export) on the first method's stripped model
+  (the stock converter stores every kernel dense, so its file does not depend on which
+  weights are zero); latency = median single-sample invoke, LiteRT, 1 thread, XNNPACK on,
   tfprune file vs the stock (dense) file. Random weights: accuracy is not measured here.
 A FAIL row keeps the error's first line and, where known, its root cause.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -51,6 +59,10 @@ def _apps(name):
       "mobilenet_v3_small": lambda: a.MobileNetV3Small(**kw),
       "mobilenet_v3_large": lambda: a.MobileNetV3Large(**kw),
       "efficientnet_b0": lambda: a.EfficientNetB0(**kw),
+      "efficientnet_v2_b0": lambda: a.EfficientNetV2B0(include_preprocessing=False, **kw),
+      "resnet50_v2": lambda: a.ResNet50V2(**kw),
+      "vgg16": lambda: a.VGG16(**kw),
+      "convnext_tiny": lambda: a.ConvNeXtTiny(include_preprocessing=False, **kw),
       "resnet50": lambda: a.ResNet50(**kw),
       "densenet121": lambda: a.DenseNet121(**kw),
       "nasnet_mobile": lambda: a.NASNetMobile(**kw),
@@ -66,8 +78,12 @@ def _lstm_text():
   return keras.Model(tok, keras.layers.Dense(NUM_CLASSES, name="logits")(x), name="lstm_text")
 
 
-APP_MODELS = ("mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-              "efficientnet_b0", "resnet50", "densenet121", "nasnet_mobile")
+# Every keras.applications family that builds at 32x32 (Xception, InceptionV3 and
+# InceptionResNetV2 need >= 71-75 pixels, NASNetLarge 331), smallest member, cheap first.
+APP_MODELS = ("mobilenet", "mobilenet_v2", "mobilenet_v3_small",
+              "efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v3_large",
+              "nasnet_mobile", "densenet121", "resnet50", "resnet50_v2", "vgg16",
+              "convnext_tiny")
 ZOO_MODELS = ("resnet8", "ds_cnn", "mobilenet_v1_025", "transformer", "lstm_text")
 FAST_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0") + ZOO_MODELS
 
@@ -110,6 +126,8 @@ def prune_fit_strip(model, method):
     kwargs["scope"] = "global"
   elif method == "admm":
     kwargs["admm_interval"] = 1
+  elif method == "movement":
+    kwargs["pruning_steps"] = 2  # reach the target within the two training steps
   elif method in POST_TRAINING:
     kwargs.update(calibration_samples=16, batch_size=16)
   pruned = tfprune.prune(model, method, **kwargs)
@@ -122,7 +140,8 @@ def prune_fit_strip(model, method):
   elif method in NEEDS_METHOD_FIT:
     m.fit(pruned, x, y, epochs=2, batch_size=N_TRAIN, verbose=0)
   else:
-    pruned.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss, run_eagerly=True)
+    pruned.compile(optimizer=m.prepare_optimizer(keras.optimizers.SGD(1e-3)), loss=loss,
+                   run_eagerly=True)
     pruned.fit(x, y, epochs=1, batch_size=N_TRAIN // 2, verbose=0,
                callbacks=[tfprune.PruningCallback()])
   stripped = tfprune.strip(pruned)
@@ -207,12 +226,18 @@ def first_line(e):
   return text[0][:160].replace("|", "/") if text else type(e).__name__
 
 
-def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
+def run(models, methods, exports_for, iters, log, flush=lambda rows: None, rows=()):
+  """Runs every (model, method) pair not already in `rows`; returns all rows."""
   from tfprune import export  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
-  rows = []
+  rows = list(rows)
+  done = {(r["model"], r["method"]) for r in rows}
+  stock_cache = {(r["model"], r["export"]): r for r in rows
+                 if "stock" in r or "stock_err" in r}
   for name in models:
     for method in methods:
+      if (name, method) in done:
+        continue
       keras.utils.set_random_seed(0)
       t0 = time.time()
       try:
@@ -224,7 +249,8 @@ def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
         log(f"{name} {method}: FAIL (prune/fit/strip) {err}")
         traceback.print_exc()
         rows.append(dict(model=name, method=method, export="-", status="FAIL (prune)",
-                         err=err, cause=cause(f"{type(e).__name__}: {e}", name)))
+                         err=err, cause=cause(f"{type(e).__name__}: {e}", name),
+                         seconds=time.time() - t0))
         flush(rows)
         continue
       for kind in exports_for(name):
@@ -243,14 +269,21 @@ def run(models, methods, exports_for, iters, log, flush=lambda rows: None):
           row.update(status="FAIL (export)", err=err,
                      cause=cause(f"{type(e).__name__}: {e}", name, kind))
           traceback.print_exc()
-        try:
-          stock = stock_convert(stripped, quantize, x)
-          row.update(stock=len(stock), stock_lat=latency_us(stock, iters))
-        except Exception as e:  # pylint: disable=broad-except
-          row.update(stock_err=first_line(e))
+        cached = stock_cache.get((name, kind))
+        if cached is not None:
+          row.update({k: cached[k] for k in ("stock", "stock_lat", "stock_err")
+                      if k in cached})
+        else:
+          try:
+            stock = stock_convert(stripped, quantize, x)
+            row.update(stock=len(stock), stock_lat=latency_us(stock, iters))
+          except Exception as e:  # pylint: disable=broad-except
+            row.update(stock_err=first_line(e))
+          stock_cache[(name, kind)] = row
         log(f"{name} {method} {kind}: {row['status']} {row.get('err', '')}")
         rows.append(row)
       log(f"{name} {method}: {time.time() - t0:.0f} s")
+      rows[-1]["seconds"] = time.time() - t0
       flush(rows)
   return rows
 
@@ -286,6 +319,12 @@ def main(argv=None):
                  "(+ micro for MCU models), 20 latency iterations")
   p.add_argument("--iters", type=int, default=50)
   p.add_argument("--output", default="bench/RESULTS_conformance.md")
+  p.add_argument("--rows_json", default="bench/results/conformance_rows.json",
+                 help="every measured row, written after each (model, method) pair")
+  p.add_argument("--resume", action="store_true", help="keep the rows of --rows_json and "
+                 "run only the missing (model, method) pairs")
+  p.add_argument("--redo", default="", help="with --resume: comma list of methods or "
+                 "models whose rows are dropped and measured again")
   p.add_argument("--explain_only", action="store_true", help="only re-fill the root-cause "
                  "column of --output from the current explanations")
   args = p.parse_args(argv)
@@ -311,23 +350,34 @@ def main(argv=None):
     kinds = ["float", "int8"] if args.fast else ["float", "dynamic", "int8"]
     return kinds + (["micro"] if name in MICRO_MODELS else [])
 
-  start = time.time()
+  previous = []
+  if args.resume and os.path.exists(args.rows_json):
+    with open(args.rows_json) as f:
+      previous = json.load(f)["rows"]
+    redo = {r for r in args.redo.split(",") if r}
+    previous = [r for r in previous if r["model"] not in redo and r["method"] not in redo]
+    print(f"--resume: {len({(r['model'], r['method']) for r in previous})} (model, method) "
+          f"pairs from {args.rows_json}", flush=True)
 
   def write(rows, done):
-    minutes = (time.time() - start) / 60
-    full = (set(methods) == set(tfprune.available_methods()) and
-            set(models) == set(all_models) and not args.fast)
+    _io.atomic_write(args.rows_json, json.dumps({"rows": rows}, indent=1) + "\n")
+    minutes = sum(r.get("seconds", 0.0) for r in rows) / 60
+    pairs = {(r["model"], r["method"]) for r in rows}
+    full = (not args.fast and all((m, k) in pairs for m in all_models
+                                  for k in tfprune.available_methods()))
+    missing = sorted({m for m in all_models} - {m for m, _ in pairs})
     n_pass = sum(r["status"] == "PASS" for r in rows)
     lines = [
         "# Conformance matrix", "",
         "Command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py "
         + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
-        f"Wall time: {minutes:.1f} min{'' if done else ' (in progress)'}. "
-        f"{n_pass} / {len(rows)} rows PASS.", "",
+        f"Wall time (sum over the pairs): {minutes:.1f} min"
+        f"{'' if done else ' (in progress)'}. {n_pass} / {len(rows)} rows PASS, "
+        f"{len(pairs)} (model, method) pairs.", "",
         "Full matrix command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py` "
         "(every registered method x every model x float/dynamic/int8/micro)."
-        + ("" if full else " **The full matrix was NOT run for this file**; only the "
-           "reduced matrix of the command above was (time budget)."), "",
+        + ("" if full else " **The full matrix is NOT complete in this file**"
+           + (f"; models not run: {', '.join(missing)}" if missing else "") + "."), "",
         "## Protocol", "",
         *[l.strip() for l in __doc__.split("Protocol, per (model, method):")[1].splitlines()
           if l.strip()], "",
@@ -341,7 +391,7 @@ def main(argv=None):
     return lines
 
   rows = run(models, methods, exports_for, iters, lambda s: print(s, flush=True),
-             flush=lambda rows: write(rows, False))
+             flush=lambda rows: write(rows, False), rows=previous)
   print("\n".join(write(rows, True)))
 
 

@@ -40,12 +40,14 @@ _FAST = flags.DEFINE_bool("fast", False, "Tiny subset, 1 + 1 epochs (smoke run).
 _DENSE = flags.DEFINE_integer("dense_epochs", 4, "Dense training epochs.")
 _FINETUNE = flags.DEFINE_integer("finetune_epochs", 4, "Fine-tune epochs after pruning.")
 _MACS = flags.DEFINE_float("target_macs", 0.5, "MACs budget (fraction of dense).")
+_TRAIN = flags.DEFINE_integer("train_samples", 60000,
+                              "Training images (the first N of Fashion-MNIST's 60000).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _LR = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 _METHODS = flags.DEFINE_list("methods", ["magnitude_global", "magnitude_layer"],
                              "tfprune variants: magnitude_global, magnitude_layer, "
-                             "admm_global, movement_global.")
+                             "admm_global, movement_global, l0_global / l0_layer (l0_gates).")
 _TORCH = flags.DEFINE_string("torch_python", ".venv-torch/bin/python",
                              "Python of the Torch-Pruning venv ('' to skip).")
 _TORCH_ALLOC = flags.DEFINE_list("torch_allocations", ["layer", "global"],
@@ -64,6 +66,8 @@ def _data(fast):
   (x, y), (xt, yt) = tfprune.data.load("fashion_mnist")
   if fast:
     x, y, xt, yt = x[:2000], y[:2000], xt[:500], yt[:500]
+  else:
+    x, y = x[:_TRAIN.value], y[:_TRAIN.value]
 
   def resize(a):
     out = []
@@ -144,6 +148,8 @@ def _tfprune_variant(name, dense, data, epochs, target_macs):
                 target_sparsity=0.5)
   if method == "admm":
     kwargs.update(admm_epochs=max(1, epochs // 2), finetune_epochs=epochs - max(1, epochs // 2))
+  elif method == "l0":  # l0_gates: one hard-concrete gate per channel group
+    method = "l0_gates"
   start = time.time()
   pruned = tfprune.prune(dense, method, **kwargs)
   m = tfprune.get_method(pruned)
@@ -207,7 +213,8 @@ def _write(rows, latency, shrunk_models, dense, dense_macs, command, fast, dense
            ("**PARTIAL: the run was still going when this was written.**" if partial else ""), "",
            ("**--fast smoke run** (2000 train / 500 test images, 1 + 1 epochs): not "
             "comparable to the full run." if fast else
-            f"Full run: 60000 train / 10000 test images, {dense_epochs} dense + "
+            f"Full run: {min(_TRAIN.value, 60000)} train / 10000 test images, "
+            f"{dense_epochs} dense + "
             f"{finetune_epochs} fine-tune epochs, Adam {_LR.value}, batch {_BATCH.value}, "
             f"seed {_SEED.value}, target <= {_MACS.value:.0%} of the dense MACs."), "",
            "| variant | test accuracy | MACs (of dense) | params | exact (max abs err "
