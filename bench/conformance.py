@@ -338,7 +338,7 @@ def main(argv=None):
     if m not in tfprune.available_methods():
       p.error(f"--methods: unknown method {m!r}; registered: "
               f"{', '.join(tfprune.available_methods())}")
-  all_models = APP_MODELS + ZOO_MODELS
+  all_models = ZOO_MODELS + APP_MODELS  # the edge reference models first
   models = [m for m in args.models.split(",") if m] or list(
       FAST_MODELS if args.fast else all_models)
   for m in models:
