@@ -26,7 +26,7 @@ KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
 
 def inner_layer(op):
   """The layer whose weights a graph member names (a PruneWrapper's inner layer)."""
-  return op.layer if type(op).__name__ == "PruneWrapper" else op
+  return op.layer if depgraph.is_prune_wrapper(op) else op
 
 
 def weight_name(layer, variable):
