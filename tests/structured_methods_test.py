@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune import zoo
 from tfprune.methods import l0_gates
 
 L = keras.layers
@@ -107,6 +108,36 @@ def test_l0_gates_global_budget_over_groups_and_min_units():
   shrunk = tfprune.strip(pruned, shrink=True)
   _check_shrunk(model, pruned, shrunk, _data(8)[0])
   assert [w[0] for w in _widths(shrunk)] == [kept["stem"], kept["c1"], kept["expand"]]
+
+
+@pytest.mark.parametrize("name", ["ds_cnn", "transformer"])
+def test_l0_gates_groups_on_depthwise_and_transformer_shrink_exactly(name):
+  """Depthwise followers are masked with their group; a transformer's residual stream
+  (blocked) and attention heads are left ungated, its FFN units gated."""
+  keras.utils.set_random_seed(0)
+  model = zoo.get(name, **({"input_shape": (49, 10, 1), "num_classes": 4}
+                           if name == "ds_cnn" else {}))
+  pruned = tfprune.prune(model, "l0_gates", target_sparsity=0.5)
+  method = tfprune.get_method(pruned)
+  assert method.grouping == "graph"
+  if name == "transformer":
+    assert method._groups["labels"] == ["block1_ffn1", "block2_ffn1"]  # pylint: disable=protected-access
+    assert "block1_attention' (attention heads) cannot carry" in method.channel_report()
+  rng = np.random.default_rng(0)
+  for w in method.wrappers:
+    if isinstance(w, l0_gates.L0GateWrapper) and w.gate.trainable:
+      w.gate.set_log_alpha(rng.normal(0.0, 3.0, w.gate.units))
+  kept = method.hard_prune()
+  shrunk = tfprune.strip(pruned, shrink=True)
+  if name == "transformer":
+    x = rng.integers(0, 100, (2,) + tuple(model.input_shape[1:]))
+    assert shrunk.get_layer("block1_ffn1").units == kept["block1_ffn1"] == 64
+  else:
+    x = rng.standard_normal((2, 49, 10, 1)).astype("float32")
+    assert shrunk.get_layer("pw1").filters == kept["pw1"] == 32
+    assert shrunk.get_layer("dw2").kernel.shape[-2] == 32  # the depthwise follower
+  assert _rel_err(shrunk(x), pruned(x)) <= 1e-4
+  assert shrunk.count_params() < model.count_params()
 
 
 def test_l0_gates_grouping_argument_round_trips_and_validates():

@@ -161,17 +161,17 @@ def _is_gateable(layer):
 
 
 def coupled_groups(graph):
-  """Prunable groups of `graph` whose channels per-layer gates cannot remove exactly.
+  """Groups of `graph` (prunable or blocked) whose channels per-layer gates cannot
+  remove exactly.
 
   A group with several producers (a residual `Add`, a squeeze-excite `Multiply`), a
   BatchNormalization (a closed gate leaves BN's shift: a nonzero constant) or a
-  depthwise follower. On a plain chain of Dense / Conv layers there is none, and one
-  gate per layer unit is the same as one per group.
+  depthwise follower; a blocked one (a transformer's residual stream) cannot be removed
+  at all, so its producers must not be gated. On a plain chain of Dense / Conv layers
+  there is none, and one gate per layer unit is the same as one per group.
   """
   out = []
   for g, group in enumerate(graph.groups):
-    if group.blocked is not None:
-      continue
     roles = {m.role for members in group.units for m in members}
     if len(group.producers) > 1 or roles & {"bn", "dw"}:
       out.append(g)
@@ -201,9 +201,11 @@ class L0Gates(PruningMethod):
     Conv layers except the model's output layers): the original form. On a residual
     net the coupled layers get different gates, so shrink cannot remove those channels.
   * `"auto"` (default): resolved when the model is pruned, and saved resolved: `graph`
-    when the model has a channel graph with coupled groups (`coupled_groups`), else
-    `layer` (a plain chain, where both are the same maths, a model the graph cannot
-    describe, or layers named with `prune(..., layers=[...])`).
+    when the model has a channel graph with coupled groups (`coupled_groups`) and a
+    group it can gate, else `layer` (a plain chain, where both are the same maths, a
+    model the graph cannot describe, or layers named with `prune(..., layers=[...])`).
+    Coupled groups whose producers cannot carry gates (a transformer's residual stream,
+    made by an Embedding) are then left ungated, so shrink stays exact.
 
   Args:
     target_sparsity: fraction of the units of each gated layer / group to close (with
@@ -290,10 +292,10 @@ class L0Gates(PruningMethod):
         graph = depgraph.ChannelGraph(model)
       except Exception:  # pylint: disable=broad-except (no graph: per-layer gates)
         graph = None
-      if graph is not None:
+      if graph is not None and coupled_groups(graph):
         ops = {op.name: op for op in graph.model.operations}
-        for g in coupled_groups(graph):
-          if all(_is_gateable(ops[p]) for p in graph.groups[g].producers):
+        for group in graph.prunable_groups:  # something to gate per group
+          if all(_is_gateable(ops[p]) for p in group.producers):
             grouping = "graph"
             break
     if grouping == "layer":
@@ -363,6 +365,7 @@ class L0Gates(PruningMethod):
     graph = self.graph
     gws = self._gate_wrappers()
     position = {w.name: i for i, w in enumerate(gws)}
+    layer_names = {w.name: w.layer.name for w in self.wrappers}
     ignored = {self.channels._names[n] for n in self.ignored_layers}  # pylint: disable=protected-access
     eligible = sorted({g for g, _ in self.channels._slices})  # pylint: disable=protected-access
     gated, skipped = [], {}
@@ -374,8 +377,9 @@ class L0Gates(PruningMethod):
       roles = {m.role for members in group.units for m in members}
       bad = [p for p in group.producers if p not in position]
       if "head" in roles or bad:
-        skipped[g] = (f"producer {bad[0] if bad else group.producers[0]!r} cannot carry "
-                      f"L0 unit gates (Dense / Conv only)")
+        name = layer_names.get((bad or group.producers)[0], (bad or group.producers)[0])
+        skipped[g] = (f"producer {name!r} ({'attention heads' if 'head' in roles else 'not Dense / Conv'}) "
+                      f"cannot carry L0 unit gates")
         continue
       gated.append(g)
     if not gated:
