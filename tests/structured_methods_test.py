@@ -159,6 +159,10 @@ def test_l0_gates_grouping_argument_round_trips_and_validates():
   assert tfprune.get_method(tfprune.prune(chain, "l0_gates")).grouping == "layer"
   with pytest.raises(ValueError, match="round_to apply to grouping='graph' only"):
     tfprune.prune(chain, "l0_gates", round_to=4)
+  # target_units names any producer of a group (c2 feeds the residual Add with stem).
+  budgets = tfprune.get_method(tfprune.prune(_resnet(), "l0_gates",
+                                             target_units={"c2": 2})).budgets()
+  assert budgets == {"stem": 2, "c1": 4, "expand": 6}
   with pytest.raises(ValueError, match="target_units names \\['nope'\\]"):
     tfprune.prune(_resnet(), "l0_gates", target_units={"nope": 2})
 
