@@ -121,7 +121,7 @@ def test_l0_gates_groups_on_depthwise_and_transformer_shrink_exactly(name):
   method = tfprune.get_method(pruned)
   assert method.grouping == "graph"
   if name == "transformer":
-    assert method._groups["labels"] == ["block1_ffn1", "block2_ffn1"]  # pylint: disable=protected-access
+    assert method.gated_groups == ["block1_ffn1", "block2_ffn1"]
     assert "block1_attention' (attention heads) cannot carry" in method.channel_report()
   rng = np.random.default_rng(0)
   for w in method.wrappers:

@@ -11,6 +11,13 @@ kernel column and bias (`W[..., j] * z_j`, `b_j * z_j`), so a closed gate makes 
 output `activation(0)` - zero for relu / linear - and an open gate folds exactly into the
 layer's own weights at `strip` time, whatever the activation.
 
+With `grouping="graph"` (the default `"auto"` picks it on residual / BatchNorm /
+depthwise nets) the gates are per channel GROUP of the model's
+`tfprune.structured.ChannelGraph` instead: one gate per group unit, shared by every
+producer of the group (one draw per step), per-group or global budgets, and the hard
+prune sets the channel-graph masks of the closed units, so the shrink removes them from
+every layer of the group (docs/structured.md). See `L0Gates`.
+
 Training (the recipe in `fit`):
   1. gate phase (`gate_fraction` of the epochs): stochastic gates, loss
      `+ lambda_l * E[||z_l||_0]` per layer (Louizos eq. 12). The target on the number of
@@ -278,6 +285,11 @@ class L0Gates(PruningMethod):
 
   # ------------------------------------------------------------ grouping
   @property
+  def gated_groups(self):
+    """Labels of the gated channel groups (their first producer's layer name), or []."""
+    return list(self._groups["labels"]) if self._groups else []
+
+  @property
   def group_gating(self):
     """True once bound with one gate per channel group (`grouping="graph"`)."""
     return self._groups is not None
@@ -366,8 +378,8 @@ class L0Gates(PruningMethod):
     gws = self._gate_wrappers()
     position = {w.name: i for i, w in enumerate(gws)}
     layer_names = {w.name: w.layer.name for w in self.wrappers}
-    ignored = {self.channels._names[n] for n in self.ignored_layers}  # pylint: disable=protected-access
-    eligible = sorted({g for g, _ in self.channels._slices})  # pylint: disable=protected-access
+    ignored = self.channels.ignored_names()
+    eligible = sorted({g for g, _ in self.channels.slices})
     gated, skipped = [], {}
     for g in eligible:
       group = graph.groups[g]
@@ -378,8 +390,8 @@ class L0Gates(PruningMethod):
       bad = [p for p in group.producers if p not in position]
       if "head" in roles or bad:
         name = layer_names.get((bad or group.producers)[0], (bad or group.producers)[0])
-        skipped[g] = (f"producer {name!r} ({'attention heads' if 'head' in roles else 'not Dense / Conv'}) "
-                      f"cannot carry L0 unit gates")
+        kind = "attention heads" if "head" in roles else "not Dense / Conv"
+        skipped[g] = f"producer {name!r} ({kind}) cannot carry L0 unit gates"
         continue
       gated.append(g)
     if not gated:
@@ -487,7 +499,7 @@ class L0Gates(PruningMethod):
         k = self._groups["target"].get(label)
         if k is None:
           k = int(masks_lib.keep_count(size, self.target_sparsity))
-        out[label] = allocate._round_keep(min(int(k), size), size, self.round_to,  # pylint: disable=protected-access
+        out[label] = allocate.round_keep(min(int(k), size), size, self.round_to,
                                           self.min_units)
       return out
     if self.allocation == "global":
@@ -586,7 +598,7 @@ class L0Gates(PruningMethod):
         order = np.argsort(-log_alpha, kind="stable")[:budget["__global__"]]
         chosen = np.zeros(log_alpha.shape, bool)
         chosen[order] = True
-        budget = {label: allocate._round_keep(int(chosen[p].sum()), len(p), self.round_to,  # pylint: disable=protected-access
+        budget = {label: allocate.round_keep(int(chosen[p].sum()), len(p), self.round_to,
                                               self.min_units)
                   for label, p in self._groups["positions"].items()}
     else:
@@ -652,7 +664,7 @@ class L0Gates(PruningMethod):
     masks = [np.ones(w.shape, np.float32) for w in self.weights]
     index = self.channels.weight_keys
     for key, mask in allocate.unit_masks(self.graph.model, self.graph, removed,
-                                         self.channels._slices).items():  # pylint: disable=protected-access
+                                         self.channels.slices).items():
       if key in index:
         masks[index[key]] = mask
     self.channels.units = sorted(removed)

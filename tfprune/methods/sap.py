@@ -336,8 +336,8 @@ class SAP(PruningMethod):
   # ------------------------------------------------------- channel groups
   def _channel_groups(self):
     """{group: sorted unit indices} of the prunable, not ignored channel groups."""
-    slices = self.channels._slices  # pylint: disable=protected-access
-    ignored = {self.channels._names[n] for n in self.ignored_layers}  # pylint: disable=protected-access
+    slices = self.channels.slices
+    ignored = self.channels.ignored_names()
     out = {}
     for g, u in sorted(slices):
       if not ignored & set(self.graph.groups[g].layers):
@@ -349,7 +349,7 @@ class SAP(PruningMethod):
     masks, so it survives save / load and a restored round)."""
     masks = {key: self.masks[i].numpy() for key, i in self.channels.weight_keys.items()}
     removed = set()
-    for (g, u), owned in self.channels._slices.items():  # pylint: disable=protected-access
+    for (g, u), owned in self.channels.slices.items():
       parts = [np.take(masks[(layer, name)], idx, axis=axis)
                for layer, name, axis, idx in owned if (layer, name) in masks]
       if parts and not any(np.any(p) for p in parts):
@@ -362,7 +362,7 @@ class SAP(PruningMethod):
     keyed = {key: np.abs(self.weights[i].numpy() * self.masks[i].numpy())
              for key, i in self.channels.weight_keys.items()}
     scores = allocate.unit_scores(self.graph.model, self.graph, "l2",
-                                  slices=self.channels._slices, values=keyed)  # pylint: disable=protected-access
+                                  slices=self.channels.slices, values=keyed)
     removed = self._removed_channels()
     groups = self._channel_groups()
     alive = {g: [u for u in units if (g, u) not in removed] for g, units in groups.items()}
@@ -376,8 +376,8 @@ class SAP(PruningMethod):
       c = int(prune_count(d, index, self.p, self.q, self.eta_r, self.gamma,
                           self.beta)[0])
       size = len(norms)
-      keep = allocate._round_keep(size - c, size, self.round_to, self.min_units)  # pylint: disable=protected-access
-      room = allocate._round_keep(0, size, self.round_to, self.min_units)  # pylint: disable=protected-access
+      keep = allocate.round_keep(size - c, size, self.round_to, self.min_units)
+      room = allocate.round_keep(0, size, self.round_to, self.min_units)
       counts.append(max(0, size - keep))
       capacity.append(max(0, size - room))
     counts = np.asarray(counts, np.int64)
@@ -390,7 +390,7 @@ class SAP(PruningMethod):
     masks = [np.ones(w.shape, np.float32) for w in self.weights]
     index = self.channels.weight_keys
     for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
-                                         self.channels._slices).items():  # pylint: disable=protected-access
+                                         self.channels.slices).items():
       if key in index:
         masks[index[key]] = mask
     self.channels.units = units

@@ -358,6 +358,12 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
   return sorted(chosen)
 
 
+def round_keep(keep, size, round_to, min_units):
+  """`keep` channels of a group of `size`, raised to >= `min_units` and a multiple of
+  `round_to` (at most `size`)."""
+  return _round_keep(keep, size, round_to, min_units)
+
+
 def _round_keep(keep, size, round_to, min_units):
   keep = max(keep, min_units)
   keep = int(np.ceil(keep / round_to) * round_to)
