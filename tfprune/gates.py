@@ -64,6 +64,14 @@ def sample_gates(log_alpha, shape=None, beta=BETA, gamma=GAMMA, zeta=ZETA, seed=
   shape = tf.shape(log_alpha) if shape is None else shape
   u = keras.random.uniform(shape, minval=EPSILON, maxval=1.0 - EPSILON,
                            dtype=log_alpha.dtype, seed=seed)
+  return gates_from_noise(log_alpha, u, beta, gamma, zeta)
+
+
+def gates_from_noise(log_alpha, u, beta=BETA, gamma=GAMMA, zeta=ZETA):
+  """Hard-concrete gates for given uniform noise `u` in (0, 1) (differentiable in
+  `log_alpha`): the sample of `sample_gates` with the noise drawn elsewhere, so several
+  layers can share one draw (the channel-group gates of `l0_gates`)."""
+  u = tf.cast(u, log_alpha.dtype)
   s = tf.sigmoid((tf.math.log(u) - tf.math.log(1.0 - u) + log_alpha) / beta)
   return tf.clip_by_value(s * (zeta - gamma) + gamma, 0.0, 1.0)
 

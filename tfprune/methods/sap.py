@@ -20,6 +20,21 @@ accuracy floor (the previous round's model is restored), or - `stop_on_pqi` - wh
 global PQI turns down again after rising, the paper's collapse signal (the round before,
 the PQI peak, is restored and reported as `chosen_round`).
 
+Channel groups (`scope="structured"`, this library's form of the paper's neuron scope
+at channel level): the "vector" of a round is a channel group of the model's
+`tfprune.structured.ChannelGraph` (coupled channels: both sides of a residual `Add`, a
+conv and its BatchNorm, depthwise followers), and its entries are the group's remaining
+channels, each valued by its group L2 norm (every kernel slice it owns: producer columns,
+reader rows, depthwise slices). Per group: `d_t` = remaining channels, `I_t` = PQ Index of
+their norms, `r_t` and `c_t` as above, and the `c_t` channels of smallest norm are removed
+from every layer of the group (channel-graph masks), so `tfprune.strip(model,
+shrink=True)` deletes them. All channels of one group own slices of the same shapes, so
+their norms compare fairly within the group; across groups (fan-ins differ) they would
+not, which is why there is no global PQ Index over channels. What does not carry over:
+pruning *within* a neuron (the paper's neuron scope prunes the smallest weights inside
+each unit) removes no channel, so it has no structured form; `target_sparsity` and the
+`sparsity` the loop reports count channels, not weights.
+
 Gaps filled here: the reference rounds `r_t` up and prunes `|w| < pivot` (ties can prune
 more); this implementation follows docs/algorithms.md (no rounding of `r_t`) and prunes exactly
 `c_t` weights, ties keeping the lower index. The PQI stopping rule and the accuracy floor
@@ -36,8 +51,9 @@ from tfprune import callbacks as callbacks_lib
 from tfprune import pqi
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
+from tfprune.structured import allocate
 
-SCOPES = ("neuron", "layer", "global")
+SCOPES = ("neuron", "layer", "global", "structured")
 
 
 def prune_count(d, index, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9):
@@ -159,17 +175,23 @@ class SAP(PruningMethod):
     beta: cap on the fraction of a unit's remaining weights pruned per round, in (0, 1)
       (default 0.9).
     eta_r: tolerance of the bound, >= 0 (default 0).
-    scope: `neuron` (each output unit of each kernel), `layer` (each kernel) or `global`
-      (all prunable weights as one vector): where PQI, `r_t` and `c_t` are computed.
+    scope: `neuron` (each output unit of each kernel), `layer` (each kernel), `global`
+      (all prunable weights as one vector) or `structured` (each channel group of the
+      channel graph, its channels as entries: see the module docstring): where PQI,
+      `r_t` and `c_t` are computed.
     rewind: reset the surviving weights (and all other model weights) to their values
       at the start of `fit` after each pruning round (lottery-ticket style).
-    target_sparsity: stop once this overall sparsity is reached (None: no target).
+    target_sparsity: stop once this overall sparsity is reached (None: no target);
+      with `scope="structured"`, the fraction of the prunable channels removed.
     min_accuracy: accuracy floor in [0, 1] (validation accuracy when `fit` gets
       validation data): the first round below it ends the loop and the previous round's
       model is restored. None: no floor.
     stop_on_pqi: stop when the global PQI falls after having risen (the collapse
       signal); the PQI-peak round's model is restored.
     pqi_tolerance: PQI changes smaller than this are ignored by `stop_on_pqi`.
+    round_to, min_units, ignored_layers: `scope="structured"` only, as in
+      `PruningMethod` (kept channel counts a multiple of `round_to`, at least
+      `min_units` per group, groups touching `ignored_layers` left whole).
 
   A phased method: `fit` runs the rounds; a plain `model.fit` is refused.
 
@@ -180,18 +202,20 @@ class SAP(PruningMethod):
 
   scopes = SCOPES
   phased = True
-  structured_graph = False  # SAP's own scopes
+  structured_graph = True  # scope="structured": the channel graph's groups
 
   def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
                eta_r=0.0, scope="layer", rewind=False, target_sparsity=None,
-               min_accuracy=None, stop_on_pqi=False, pqi_tolerance=0.0):
+               min_accuracy=None, stop_on_pqi=False, pqi_tolerance=0.0, round_to=1,
+               min_units=1, ignored_layers=None):
     if scope not in SCOPES:
       raise ValueError(f"Unknown SAP scope {scope!r}; valid scopes are "
                        f"{', '.join(SCOPES)}.")
     if target_sparsity is not None and not 0.0 < float(target_sparsity) < 1.0:
       raise ValueError(f"target_sparsity must be in (0, 1) or None, got "
                        f"{target_sparsity!r}.")
-    super().__init__(target_sparsity=target_sparsity, scope=scope)
+    super().__init__(target_sparsity=target_sparsity, scope=scope, round_to=round_to,
+                     min_units=min_units, ignored_layers=ignored_layers)
     if isinstance(rounds, bool) or int(rounds) != rounds or int(rounds) < 1:
       raise ValueError(f"rounds must be an integer >= 1 (pruning rounds), got {rounds!r}.")
     if epochs_per_round is not None and (int(epochs_per_round) != epochs_per_round or
@@ -289,6 +313,8 @@ class SAP(PruningMethod):
       concatenated over groups).
     """
     self._require_bound()
+    if self.uses_channel_graph:
+      return self._prune_round_channels(max_total)
     groups = self._groups()
     plan = self.plan_counts(groups)
     counts = np.concatenate([g["count"] for g in plan])
@@ -307,8 +333,75 @@ class SAP(PruningMethod):
             "bound": float(sum(float(np.sum(g["bound"])) for g in plan)),
             "counts": counts}
 
+  # ------------------------------------------------------- channel groups
+  def _channel_groups(self):
+    """{group: sorted unit indices} of the prunable, not ignored channel groups."""
+    slices = self.channels.slices
+    ignored = self.channels.ignored_names()
+    out = {}
+    for g, u in sorted(slices):
+      if not ignored & set(self.graph.groups[g].layers):
+        out.setdefault(g, []).append(u)
+    return out
+
+  def _removed_channels(self):
+    """(group, unit) pairs whose every pruned kernel slice is masked out (read from the
+    masks, so it survives save / load and a restored round)."""
+    masks = {key: self.masks[i].numpy() for key, i in self.channels.weight_keys.items()}
+    removed = set()
+    for (g, u), owned in self.channels.slices.items():
+      parts = [np.take(masks[(layer, name)], idx, axis=axis)
+               for layer, name, axis, idx in owned if (layer, name) in masks]
+      if parts and not any(np.any(p) for p in parts):
+        removed.add((g, u))
+    return removed
+
+  def _prune_round_channels(self, max_total=None):
+    """One SAP round over channel groups (module docstring): per group, the PQ Index of
+    its remaining channels' group L2 norms gives `c_t` channels to remove."""
+    keyed = {key: np.abs(self.weights[i].numpy() * self.masks[i].numpy())
+             for key, i in self.channels.weight_keys.items()}
+    scores = allocate.unit_scores(self.graph.model, self.graph, "l2",
+                                  slices=self.channels.slices, values=keyed)
+    removed = self._removed_channels()
+    groups = self._channel_groups()
+    alive = {g: [u for u in units if (g, u) not in removed] for g, units in groups.items()}
+    order = sorted(alive)
+    counts, bounds, capacity = [], [], []
+    for g in order:
+      norms = np.array([scores[(g, u)] for u in alive[g]], np.float64)
+      d = tf.constant([float(len(norms))], tf.float64)
+      index = pqi.pq_columns(tf.constant(norms[:, None]), d, self.p, self.q)
+      bounds.append(float(pqi.retained_bound(d, index, self.p, self.q, self.eta_r)[0]))
+      c = int(prune_count(d, index, self.p, self.q, self.eta_r, self.gamma,
+                          self.beta)[0])
+      size = len(norms)
+      keep = allocate.round_keep(size - c, size, self.round_to, self.min_units)
+      room = allocate.round_keep(0, size, self.round_to, self.min_units)
+      counts.append(max(0, size - keep))
+      capacity.append(max(0, size - room))
+    counts = np.asarray(counts, np.int64)
+    if max_total is not None and counts.sum() > max_total:
+      counts = split_counts(max(int(max_total), 0), np.minimum(counts, capacity), counts)
+    for g, c in zip(order, counts):
+      ranked = sorted(alive[g], key=lambda u, g=g: (scores[(g, u)], u))
+      removed.update((g, u) for u in ranked[:int(c)])
+    units = sorted(removed)
+    masks = [np.ones(w.shape, np.float32) for w in self.weights]
+    index = self.channels.weight_keys
+    for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
+                                         self.channels.slices).items():
+      if key in index:
+        masks[index[key]] = mask
+    self.channels.units = units
+    self.assign_masks(masks)
+    return {"pruned": int(counts.sum()), "bound": float(sum(bounds)), "counts": counts}
+
   def compute_masks(self, sparsity):
-    """Magnitude masks at `sparsity` in SAP's scope (each neuron / layer / globally)."""
+    """Magnitude masks at `sparsity` in SAP's scope (each neuron / layer / globally;
+    channel groups: the structured scope's group-L2 masks)."""
+    if self.uses_channel_graph:
+      return super().compute_masks(sparsity)
     new = []
     for a, m in self._groups():
       n = int(a.shape[0])
@@ -317,11 +410,18 @@ class SAP(PruningMethod):
     return self._ungroup(new)
 
   def remaining(self):
-    """Number of unpruned prunable weights."""
+    """Number of unpruned prunable weights (channels with `scope="structured"`)."""
+    if self.uses_channel_graph:
+      removed = self._removed_channels()
+      return sum(1 for g, units in self._channel_groups().items() for u in units
+                 if (g, u) not in removed)
     return int(sum(float(tf.reduce_sum(tf.cast(tf.not_equal(m, 0), tf.float32)))
                    for m in self.masks))
 
   def total(self):
+    """Number of prunable weights (channels with `scope="structured"`)."""
+    if self.uses_channel_graph:
+      return sum(len(units) for units in self._channel_groups().values())
     return int(sum(int(np.prod(m.shape)) for m in self.masks))
 
   def diagnostics(self):
@@ -496,4 +596,5 @@ class SAP(PruningMethod):
             "p": self.p, "q": self.q, "gamma": self.gamma, "beta": self.beta,
             "eta_r": self.eta_r, "scope": self.scope, "rewind": self.rewind,
             "target_sparsity": self.target_sparsity, "min_accuracy": self.min_accuracy,
-            "stop_on_pqi": self.stop_on_pqi, "pqi_tolerance": self.pqi_tolerance}
+            "stop_on_pqi": self.stop_on_pqi, "pqi_tolerance": self.pqi_tolerance,
+            **self.channels.changed()}

@@ -26,7 +26,7 @@ KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
 
 def inner_layer(op):
   """The layer whose weights a graph member names (a PruneWrapper's inner layer)."""
-  return op.layer if type(op).__name__ == "PruneWrapper" else op
+  return op.layer if depgraph.is_prune_wrapper(op) else op
 
 
 def weight_name(layer, variable):
@@ -356,6 +356,12 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
         mac_model.apply(graph.groups[g].units[u])
     _push(heap, g, per_group[g], stop, round_to, min_units)
   return sorted(chosen)
+
+
+def round_keep(keep, size, round_to, min_units):
+  """`keep` channels of a group of `size`, raised to >= `min_units` and a multiple of
+  `round_to` (at most `size`)."""
+  return _round_keep(keep, size, round_to, min_units)
 
 
 def _round_keep(keep, size, round_to, min_units):

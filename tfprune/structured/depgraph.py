@@ -138,6 +138,13 @@ def _tensors(obj, path=()):
       yield from _tensors(value, path + (i,))
 
 
+def is_prune_wrapper(layer):
+  """True for a `tfprune.PruneWrapper` or a subclass (e.g. the L0 gate wrapper), by
+  class name (this module imports nothing of the training code)."""
+  return any(c.__name__ == "PruneWrapper" and c.__module__ == "tfprune.wrapper"
+             for c in type(layer).__mro__)
+
+
 def _scalar_args_only(node):
   """True if every non-tensor argument of an op node is a Python scalar or None."""
 
@@ -228,7 +235,7 @@ class ChannelGraph:
       inputs.append((path, shape, self._ids(key, shape[-1])))
     out_key = (name, node_index, 0)
     layer = self._ops.get(name)
-    if cls == "PruneWrapper":  # a pruned model: the rules are the inner layer's
+    if is_prune_wrapper(layer):  # a pruned model: the rules are the inner layer's
       layer_config = layer_config["config"]["layer"]
       cls, module, layer = layer_config["class_name"], "", layer.layer
     if cls == "InputLayer":

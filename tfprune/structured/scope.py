@@ -119,6 +119,15 @@ class ChannelScope:
     self._skipped = skipped
 
   @property
+  def slices(self):
+    """{(group, unit): [(layer, weight name, axis, indices)]} of the removable groups."""
+    return self._slices
+
+  def ignored_names(self):
+    """Graph names of `ignored_layers` (a pruned layer's wrapper name)."""
+    return {self._names[n] for n in self.ignored_layers}
+
+  @property
   def weight_keys(self):
     """{(wrapper name, weight name): position in the method's `weights`}."""
     return dict(self._index)
