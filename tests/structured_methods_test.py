@@ -110,6 +110,28 @@ def test_l0_gates_global_budget_over_groups_and_min_units():
   assert [w[0] for w in _widths(shrunk)] == [kept["stem"], kept["c1"], kept["expand"]]
 
 
+@pytest.mark.parametrize("allocation", ["global", "layer"])
+def test_l0_gates_groups_meet_a_macs_budget(allocation):
+  """target_macs: the hard prune closes the least-open units until the MACs fit."""
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  model = _resnet()
+  pruned = tfprune.prune(model, "l0_gates", target_sparsity=0.5, target_macs=0.5,
+                         allocation=allocation, grouping="graph")
+  method = tfprune.get_method(pruned)
+  rng = np.random.default_rng(1)
+  for w in method.wrappers:
+    if isinstance(w, l0_gates.L0GateWrapper) and w.gate.trainable:
+      w.gate.set_log_alpha(rng.normal(2.0, 3.0, w.gate.units))
+  method.hard_prune()
+  shrunk = tfprune.strip(pruned, shrink=True)
+  _check_shrunk(model, pruned, shrunk, _data(8)[0])
+
+  def macs(m):
+    return sum(c for _, c in structured.layer_costs(m).values())
+
+  assert 0.3 < macs(shrunk) / macs(model) <= 0.5
+
+
 @pytest.mark.parametrize("name", ["ds_cnn", "transformer"])
 def test_l0_gates_groups_on_depthwise_and_transformer_shrink_exactly(name):
   """Depthwise followers are masked with their group; a transformer's residual stream
