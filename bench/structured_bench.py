@@ -52,6 +52,8 @@ _TORCH = flags.DEFINE_string("torch_python", ".venv-torch/bin/python",
                              "Python of the Torch-Pruning venv ('' to skip).")
 _TORCH_ALLOC = flags.DEFINE_list("torch_allocations", ["layer", "global"],
                                  "Torch-Pruning allocations to run.")
+_BASELINES = flags.DEFINE_bool("baselines", True, "Also the same-MACs model from scratch "
+                                "and Torch-Pruning (--nobaselines: tfprune variants only).")
 _ITERS = flags.DEFINE_integer("iters", 200, "Invokes per latency measurement.")
 _OUTPUT = flags.DEFINE_string("output", "bench/RESULTS_structured.md", "Markdown results.")
 
@@ -303,27 +305,30 @@ def main(argv):
            finetune_epochs, partial=True)
   dense.set_weights(dense_weights)
 
-  widths, _ = _same_macs_widths(_MACS.value)
-  start = time.time()
-  small = _resnet8(widths, _SEED.value)
-  _compile(small)
-  small.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs + finetune_epochs, verbose=2)
-  rows.append({"variant": f"dense ResNet-8 widths {widths} from scratch "
-                          f"({dense_epochs + finetune_epochs} epochs)",
-               "accuracy": _accuracy(small, xt, yt), "mac_fraction": _macs(small) / dense_macs,
-               "params": int(small.count_params()), "seconds": time.time() - start})
-  _say(json.dumps(rows[-1]))
-  _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
-         finetune_epochs, partial=True)
+  if _BASELINES.value:
+    widths, _ = _same_macs_widths(_MACS.value)
+    start = time.time()
+    small = _resnet8(widths, _SEED.value)
+    _compile(small)
+    small.fit(x, y, batch_size=_BATCH.value, epochs=dense_epochs + finetune_epochs,
+              verbose=2)
+    rows.append({"variant": f"dense ResNet-8 widths {widths} from scratch "
+                            f"({dense_epochs + finetune_epochs} epochs)",
+                 "accuracy": _accuracy(small, xt, yt),
+                 "mac_fraction": _macs(small) / dense_macs,
+                 "params": int(small.count_params()), "seconds": time.time() - start})
+    _say(json.dumps(rows[-1]))
+    _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+           finetune_epochs, partial=True)
 
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "fmnist32.npz")
-    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
-    for allocation in _TORCH_ALLOC.value:
-      rows.append(_torch(path, allocation, dense_epochs, finetune_epochs, _MACS.value))
-      _say(json.dumps(rows[-1]))
-      _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
-             finetune_epochs, partial=True)
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "fmnist32.npz")
+      np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+      for allocation in _TORCH_ALLOC.value:
+        rows.append(_torch(path, allocation, dense_epochs, finetune_epochs, _MACS.value))
+        _say(json.dumps(rows[-1]))
+        _write(rows, {}, shrunk_models, dense, dense_macs, command, fast, dense_epochs,
+               finetune_epochs, partial=True)
 
   latency = {"dense": _latencies(dense, x, iters)}
   for name, model in shrunk_models.items():
