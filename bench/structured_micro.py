@@ -2,7 +2,8 @@
 
 Protocol, per model (zoo `ds_cnn` 49x10x1, 12 classes; zoo `resnet8` at MLPerf Tiny's
 32x32x3, 10 classes): build it (seed 0), prune with `scope="structured"` magnitude
-(group L2, global allocation) to `--target_macs` of the MACs, `--steps` training steps
+(group L2; `--allocations`: global across groups, the default, and per layer) to
+`--target_macs` of the MACs, `--steps` training steps
 on random inputs and labels (the masks are set at step 0 and kept: the weights are
 effectively untrained, which does not change sizes), `tfprune.strip(shrink=True)`,
 check the shrunk model equals the masked one (max relative error), then export dense
@@ -48,11 +49,12 @@ def build(name):
   return model, rng.standard_normal((64,) + model.input_shape[1:]).astype(np.float32)
 
 
-def shrink(model, x, target_macs, steps):
+def shrink(model, x, target_macs, steps, allocation="global"):
   """(shrunk model, MAC fraction, params before / after, max rel error vs masked)."""
   import tfprune  # pylint: disable=g-import-not-at-top
   from tfprune import structured  # pylint: disable=g-import-not-at-top
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_macs=target_macs,
+                         allocation=allocation,
                          schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
   classes = int(model.output_shape[-1])
   y = np.random.default_rng(1).integers(0, classes, len(x))
@@ -95,33 +97,45 @@ def widths(model):
   return ", ".join(out)
 
 
+def row(lines, notes, name, model, x, d, allocation, args):
+  """Appends one table row (and the shrunk widths note) for `allocation`."""
+  small, fraction, p_dense, p_small, err = shrink(
+      model, x, args.target_macs, args.steps, allocation)
+  s = micro_numbers(small, x, args.samples)
+  lines.append(
+      f"| {name} {'x'.join(str(v) for v in model.input_shape[1:])} | {allocation} | "
+      f"{fraction:.1%} | "
+      f"{p_dense:,} / {p_small:,} | {err:.1e} | {d['flash']:,} / {s['flash']:,} "
+      f"({s['flash'] / d['flash']:.2f}) | {d['arena']['total']:,} / {s['arena']['total']:,} "
+      f"({s['arena']['total'] / d['arena']['total']:.2f}) | {d['arena']['head']:,} / "
+      f"{s['arena']['head']:,} | {d['arena']['tail']:,} / {s['arena']['tail']:,} | "
+      f"{d['steps']} / {s['steps']} | "
+      f"{d['agree']:.2f} / {s['agree']:.2f} |")
+  notes.append(f"* {name} ({allocation}) shrunk widths: {widths(small)}")
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default=",".join(MODELS))
   p.add_argument("--target_macs", type=float, default=0.5)
+  p.add_argument("--allocations", default="global,layer",
+                 help="channel allocations to shrink with (one row each)")
   p.add_argument("--steps", type=int, default=2, help="training steps after pruning")
   p.add_argument("--samples", type=int, default=32, help="inputs run in TFLM and LiteRT")
   args = p.parse_args(argv)
-  lines = ["| model | MACs kept | params dense / shrunk | rel err (shrunk vs masked) | "
-           "flash dense / shrunk bytes (ratio) | TFLM arena dense / shrunk bytes (ratio) | "
+  lines = ["| model | allocation | MACs kept | params dense / shrunk | "
+           "rel err (shrunk vs masked) | flash dense / shrunk bytes (ratio) | "
+           "TFLM arena dense / shrunk bytes (ratio) | "
            "arena head (activations) dense / shrunk | arena tail (persistent) dense / shrunk | "
            "TFLM vs LiteRT max abs diff, int8 steps (dense / shrunk) | argmax agreement "
-           "(dense / shrunk) |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "(dense / shrunk) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   notes = []
   for name in args.models.split(","):
     model, x = build(name)
-    small, fraction, p_dense, p_small, err = shrink(model, x, args.target_macs, args.steps)
-    d, s = micro_numbers(model, x, args.samples), micro_numbers(small, x, args.samples)
-    lines.append(
-        f"| {name} {'x'.join(str(v) for v in model.input_shape[1:])} | {fraction:.1%} | "
-        f"{p_dense:,} / {p_small:,} | {err:.1e} | {d['flash']:,} / {s['flash']:,} "
-        f"({s['flash'] / d['flash']:.2f}) | {d['arena']['total']:,} / {s['arena']['total']:,} "
-        f"({s['arena']['total'] / d['arena']['total']:.2f}) | {d['arena']['head']:,} / "
-        f"{s['arena']['head']:,} | {d['arena']['tail']:,} / {s['arena']['tail']:,} | "
-        f"{d['steps']} / {s['steps']} | "
-        f"{d['agree']:.2f} / {s['agree']:.2f} |")
-    notes.append(f"* {name} shrunk widths: {widths(small)}")
-    print(lines[-1], flush=True)
+    d = micro_numbers(model, x, args.samples)
+    for allocation in args.allocations.split(","):
+      row(lines, notes, name, model, x, d, allocation, args)
+    print("\n".join(lines[-2:]), flush=True)
   print("\n".join(lines + [""] + notes))
 
 
