@@ -5,6 +5,7 @@ This is the *producer* side of the demos (it trains and exports); the demos them
 
     .venv/bin/python scripts/make_demo_assets.py            # all assets
     .venv/bin/python scripts/make_demo_assets.py --epochs=1 # faster, less accurate
+    .venv/bin/python scripts/make_demo_assets.py --only=kws # only the keyword-spotting model
 
 Models (MNIST, 28x28 digits flattened to 784 inputs, logits out, full int8):
   dense   LeNet-300-100-like (784-304-112-10), dense int8 (the baseline)
@@ -15,6 +16,17 @@ Models (MNIST, 28x28 digits flattened to 784 inputs, logits out, full int8):
   shrunk  the dense model with tfprune's structured L0 gates (`l0_gates`, 64 and 32
           hidden units kept), then `tfprune.strip(shrink=True)`: a smaller dense
           784-64-32-10 MLP
+
+Keyword spotting (micro only), 49 MFCC frames x 10 coefficients x 1, 12 classes:
+  kws     tfprune.zoo's DS-CNN (MLPerf Tiny KWS reference, 64 channels, 4 depthwise-
+          separable blocks) pruned with `scope="structured"` magnitude (group L2, global
+          allocation) to `--kws_target_macs` of its MACs, masked fine-tune, then
+          `tfprune.strip(shrink=True)`: a smaller dense DS-CNN for TFLM's stock CONV_2D /
+          DEPTHWISE_CONV_2D kernels. Speech Commands is not available offline, so it is
+          trained on SYNTHETIC 12-class features (`synthetic_kws`: a temporal modulation
+          per class plus noise): the predictions mean nothing about speech; the file's
+          sizes, ops, arena and TFLM-vs-LiteRT agreement are those of the real
+          architecture.
 
 Export: the `tfprune-export` binary (`--quantize=int8`; micro models
 `--target=micro [--micro_sparse_kernel]`, Android models `--target=litert
@@ -55,6 +67,12 @@ flags.DEFINE_float("block_sparsity", 0.9, "Fraction of the 1x16 blocks zeroed in
 flags.DEFINE_float("logits_sparsity", 0.5, "Fraction of the 1x16 blocks zeroed in the "
                    "small 10-way output layer.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_enum("only", "all", ["all", "mnist", "kws"], "Which assets to regenerate: "
+                  "everything, the MNIST models (micro + Android), or the keyword-spotting "
+                  "DS-CNN (micro kws_model_data / kws_data).")
+flags.DEFINE_float("kws_target_macs", 0.5, "MAC budget of the shrunk DS-CNN (fraction of "
+                   "the dense model's MACs).")
+flags.DEFINE_integer("kws_samples", 4, "Feature frames bundled in kws_data.cc.")
 
 # LeNet-300-100 with its hidden widths rounded up to multiples of 16 (304, 112): 1x16
 # block-sparse FC weights need the input depth to be a multiple of 16 (tfprune-export
@@ -62,7 +80,10 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 HIDDEN = {"dense": (304, 112), "sparse": (304, 112), "shrunk": (64, 32)}
 ASSET_NAMES = {"dense": "mnist_dense_int8.tflite", "sparse": "mnist_sparse_int8.tflite"}
 # C arrays (and file stems) written with tfprune.export.c_array into micro/.
-C_NAMES = {"sparse": "sparse_model_data", "shrunk": "shrunk_model_data"}
+C_NAMES = {"sparse": "sparse_model_data", "shrunk": "shrunk_model_data",
+           "kws": "kws_model_data"}
+KWS_SHAPE = (49, 10, 1)  # MFCC frames x coefficients x 1 (MLPerf Tiny keyword spotting)
+KWS_CLASSES = 12
 
 
 def load_mnist():
@@ -255,8 +276,116 @@ def io_spec(model_bytes):
   return one(it.get_input_details()[0]), one(it.get_output_details()[0])
 
 
+def synthetic_kws(n, seed):
+  """(x [n, 49, 10, 1] float32, y [n] int32): synthetic 12-class "keyword" features.
+
+  Class c is a temporal modulation of (1.5 + c) cycles per 49 frames, random phase, on a
+  fixed random per-class profile over the 10 coefficients, plus Gaussian noise: shift-
+  invariant in time, so the DS-CNN's global average pool keeps what tells them apart.
+  """
+  profiles = np.random.default_rng(1234).uniform(0.5, 1.5, (KWS_CLASSES, KWS_SHAPE[1]))
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, KWS_CLASSES, n).astype(np.int32)
+  t = np.arange(KWS_SHAPE[0])[None, :, None]
+  phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+  wave = np.sin(2 * np.pi * (1.5 + y[:, None, None]) * t / KWS_SHAPE[0] + phase)
+  x = wave * profiles[y][:, None, :] + 0.5 * rng.standard_normal((n,) + KWS_SHAPE[:2])
+  return x[..., None].astype(np.float32), y
+
+
+def train_kws(seed, target_macs):
+  """Dense DS-CNN trained 4 epochs, structured magnitude to `target_macs`, 2 masked
+  fine-tune epochs, shrunk; BatchNorm statistics re-estimated after each training.
+
+  Returns:
+    (shrunk model, fraction of the MACs kept, (x_train, y_train), (x_test, y_test)).
+  """
+  from tfprune import layerwise  # pylint: disable=g-import-not-at-top
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  x, y = synthetic_kws(1536, seed)
+  xt, yt = synthetic_kws(256, seed + 1)
+  keras.utils.set_random_seed(seed)
+  dense = _compiled(tfprune.zoo.get("ds_cnn", input_shape=KWS_SHAPE, num_classes=KWS_CLASSES))
+  dense.fit(x, y, epochs=4, batch_size=32, verbose=0)
+  # A few hundred steps leave BatchNorm's moving statistics far from the data's (momentum
+  # 0.99): re-estimate them, or inference-mode outputs are one class for every input.
+  layerwise.recalibrate_batchnorm(dense, x, verbose=False)
+  pruned = tfprune.prune(dense, "magnitude", scope="structured", target_macs=target_macs,
+                         schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+  tfprune.get_method(pruned).fit(pruned, x, y, epochs=2, batch_size=32, verbose=0)
+  small = _compiled(tfprune.strip(pruned, shrink=True))
+  layerwise.recalibrate_batchnorm(small, x, verbose=False)
+  total = structured.shrink_report(dense, small)[-1]  # the TOTAL row
+  fraction = total["macs_after"] / total["macs_before"]
+  acc = small.evaluate(xt, yt, verbose=0)[1]
+  logging.info("kws: dense %d params, shrunk %d params, %.1f%% of the MACs, synthetic test "
+               "accuracy %.3f (dense %.3f)", dense.count_params(), small.count_params(),
+               100 * fraction, acc, dense.evaluate(xt, yt, verbose=0)[1])
+  return small, fraction, (x, y), (xt, yt)
+
+
+def kws_io(model_bytes):
+  """((input scale, zero point), (output scale, zero point)) of an int8 file."""
+  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  it = litert.Interpreter(model_content=model_bytes)
+  return it.get_input_details()[0]["quantization"], it.get_output_details()[0]["quantization"]
+
+
+def make_kws(micro_dir, seed, target_macs, n_samples):
+  """Trains, shrinks and exports the DS-CNN; writes kws_model_data.* and kws_data.*."""
+  model, fraction, (x, _), (xt, yt) = train_kws(seed, target_macs)
+  data = export_int8(model, x[:256], sparse=False, target="micro")
+  (in_scale, in_zero), _ = kws_io(data)
+  q = np.clip(np.round(xt / in_scale) + in_zero, -128, 127).astype(np.int8)
+  off = litert_logits(data, q[:200], xnnpack=False)
+  micro_out = tflm_logits(data, q[:200])
+  steps = int(np.abs(micro_out.astype(int) - off).max())
+  if steps > 1 or not np.array_equal(micro_out.argmax(1), off.argmax(1)):
+    raise RuntimeError(f"kws: TFLM differs from LiteRT by {steps} int8 steps")
+  keras_pred = model.predict(xt[:200], verbose=0).argmax(1)
+  logging.info("kws: %d bytes, %.1f%% of the MACs, TFLM vs LiteRT max %d steps on 200 "
+               "inputs, LiteRT/Keras top-1 agreement %.3f", len(data), 100 * fraction, steps,
+               float(np.mean(off.argmax(1) == keras_pred)))
+  write_c_arrays(micro_dir, {C_NAMES["kws"]: data})
+  golden = off[:n_samples]
+  write_kws_c(os.path.join(micro_dir, "kws_data.cc"), os.path.join(micro_dir, "kws_data.h"),
+              q[:n_samples].reshape(n_samples, -1), [int(v) for v in yt[:n_samples]], golden)
+
+
+def write_kws_c(path_cc, path_h, inputs, labels, expected):
+  n, size = inputs.shape
+  h = ["// Generated by scripts/make_demo_assets.py. Do not edit.",
+       "#ifndef TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_",
+       "#define TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_", "", "#include <stdint.h>", "",
+       f"constexpr int kNumKwsSamples = {n};",
+       f"constexpr int kKwsInputSize = {size};  // 49 frames x 10 MFCCs x 1",
+       f"constexpr int kKwsClasses = {expected.shape[1]};",
+       "// SYNTHETIC feature frames (class template + noise; no speech data offline), already",
+       "// quantized with the model's int8 input scale / zero point.",
+       "extern const int8_t g_kws_inputs[kNumKwsSamples][kKwsInputSize];",
+       "extern const uint8_t g_kws_labels[kNumKwsSamples];",
+       "// LiteRT's int8 outputs (reference kernels) for the same file and inputs (golden).",
+       "extern const int8_t g_kws_expected[kNumKwsSamples][kKwsClasses];", "",
+       "#endif  // TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_", ""]
+  def rows(a):
+    return ",\n".join("  {" + ", ".join(str(int(v)) for v in r) + "}" for r in a)
+  cc = ["// Generated by scripts/make_demo_assets.py. Do not edit.", '#include "kws_data.h"', "",
+        f"const int8_t g_kws_inputs[kNumKwsSamples][kKwsInputSize] = {{\n{rows(inputs)}}};",
+        "const uint8_t g_kws_labels[kNumKwsSamples] = {" + ", ".join(map(str, labels)) + "};",
+        f"const int8_t g_kws_expected[kNumKwsSamples][kKwsClasses] = {{\n{rows(expected)}}};",
+        ""]
+  with open(path_h, "w") as f:
+    f.write("\n".join(h))
+  with open(path_cc, "w") as f:
+    f.write("\n".join(cc))
+
+
 def main(argv):
   del argv
+  if FLAGS.only in ("all", "kws"):
+    make_kws(FLAGS.micro_dir, FLAGS.seed, FLAGS.kws_target_macs, FLAGS.kws_samples)
+  if FLAGS.only == "kws":
+    return
   data = load_mnist()
   (x, _), (xt, yt) = data
   models = train_models(data, FLAGS.epochs, FLAGS.block_sparsity, FLAGS.seed)

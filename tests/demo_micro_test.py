@@ -3,7 +3,9 @@
 The kernel (tflite_demo/micro/sparse_fully_connected.cc) is built with the machine's C++
 compiler into a shared library and fed the weights and quantisation parameters read from
 .tflite files; its int8 outputs must be bit-exact with LiteRT (XNNPACK off). The shrunk
-dense model must give the same predictions in the TFLite Micro interpreter as in LiteRT.
+dense model must give the same predictions in the TFLite Micro interpreter as in LiteRT,
+and so must the structurally shrunk keyword-spotting DS-CNN (kws_model_data.cc) on the
+bundled feature frames (kws_data.cc), within one int8 step of LiteRT's golden outputs.
 """
 import os
 import re
@@ -159,6 +161,46 @@ def test_bundled_digits_and_golden_predictions(kernel):
     x = _quantize(layers, pixels.astype(np.float32) / 255)
     np.testing.assert_array_equal(_litert(model, x)[0].argmax(1), array(golden))
     np.testing.assert_array_equal(kernel.chain(layers)(x).argmax(1), array(golden))
+
+
+def _c_int_array(text, name):
+  m = re.search(rf"{name}\[[^\]]*\](?:\[[^\]]*\])?\s*=\s*\{{(.*?)\}};", text, re.S)
+  return np.array([int(v) for v in re.findall(r"-?\d+", m.group(1))])
+
+
+def test_kws_shrunk_ds_cnn_tflm_matches_litert():
+  from ai_edge_litert.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
+  model = _model("kws_model_data")
+  text = open(os.path.join(MICRO, "kws_data.cc")).read()
+  header = open(os.path.join(MICRO, "kws_data.h")).read()
+  n = int(re.search(r"kNumKwsSamples = (\d+);", header).group(1))
+  classes = int(re.search(r"kKwsClasses = (\d+);", header).group(1))
+  x = _c_int_array(text, "g_kws_inputs").reshape(n, 49, 10, 1).astype(np.int8)
+  golden = _c_int_array(text, "g_kws_expected").reshape(n, classes)
+  assert n >= 2 and classes == 12 and len(_c_int_array(text, "g_kws_labels")) == n
+  # A DS-CNN on stock conv kernels, shrunk: every layer narrower than the reference 64.
+  graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+  codes = [graph.operatorCodes[op.opcodeIndex] for op in graph.subgraphs[0].operators]
+  ops = {max(c.builtinCode, c.deprecatedBuiltinCode) for c in codes}
+  assert {3, 4} <= ops  # CONV_2D, DEPTHWISE_CONV_2D (the TFLite schema's codes)
+  assert all(t.sparsity is None for t in graph.subgraphs[0].tensors)
+  widths = [int(t.shape[-1]) for t in graph.subgraphs[0].tensors
+            if t.shape is not None and len(t.shape) == 4 and t.shape[1] == 25]
+  assert widths and max(widths) < 64, widths
+  # The golden outputs are LiteRT's; TFLM (the interpreter the app uses) agrees.
+  litert_out, _ = _litert(model, x)
+  np.testing.assert_array_equal(litert_out, golden)
+  micro = runtime.Interpreter.from_bytes(bytes(model))
+  for row, want in zip(x, golden):
+    micro.set_input(row[None], 0)
+    micro.invoke()
+    got = micro.get_output(0)[0].astype(int)
+    assert np.abs(got - want).max() <= 1, (got, want)
+    assert got.argmax() == want.argmax()
+  # It fits the app's 32 KiB arena.
+  assert verify.tflm_arena_bytes(model)["total"] < 32 * 1024
 
 
 def test_kernel_rejects_corrupt_sparse_structure(kernel):

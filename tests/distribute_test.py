@@ -8,7 +8,9 @@ same masks and (to float tolerance) the same weights as a single-device run with
 same global batch and seed, and every replica holds identical variables after every
 step; a custom `strategy.run` loop; checkpoints restore on another replica count;
 layer-wise G / C all-reduced over replicas equal the single-device statistics; clear
-errors when pruning outside the strategy scope.
+errors when pruning outside the strategy scope; `scope="structured"` magnitude on a small
+conv net with synchronized BatchNorm picks the same channels on 2 replicas as on one
+device and `strip(shrink=True)` of the mirrored model equals the masked one.
 """
 # bazel-size: large
 import sys
@@ -328,3 +330,73 @@ def test_call_in_cross_replica_runs_once_and_writes_all_replicas():
   assert [float(c) for c in distribute.replica_values(v)] == [2.0, 2.0]
   assert [float(c) for c in distribute.replica_values(calls)] == [2.0, 2.0]
 
+
+
+XC = _RNG.normal(size=(64, 8, 8, 3)).astype("float32")
+YC = (XC[:, :4, :4, 0].mean((1, 2)) > XC[:, 4:, 4:, 1].mean((1, 2))).astype("int32")
+
+
+def _conv_model():
+  """Conv-BN-ReLU x2 with a residual Add, pooled to a Dense head (8x8x3 -> 2).
+
+  BatchNormalization is `synchronized` so that 2 replicas of 16 see the statistics of
+  the global batch of 32, as the single-device run does (unsynchronized BN would
+  normalise each half-batch on its own and the two runs would differ by design).
+  """
+  keras.utils.set_random_seed(5)
+  inp = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp)
+  x = keras.layers.BatchNormalization(synchronized=True, name="bn1")(x)
+  x = keras.layers.ReLU()(x)
+  y = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
+  y = keras.layers.BatchNormalization(synchronized=True, name="bn2")(y)
+  x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+  x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="c3")(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  return keras.Model(inp, keras.layers.Dense(2, name="logits")(x))
+
+
+def _fit_structured(strategy=None):
+  """Structured magnitude at 0.5 fitted for 2 epochs; returns (masks, pruned, method)."""
+  scope = strategy.scope() if strategy is not None else _null()
+  with scope:
+    pruned = tfprune.prune(
+        _conv_model(), "magnitude", scope="structured", target_sparsity=0.5,
+        schedule=tfprune.PolynomialDecay(0.0, 0.5, begin_step=2, end_step=3, frequency=1))
+    method = tfprune.get_method(pruned)
+    check = _SyncCheck()
+    method.fit(pruned, XC, YC, epochs=2, batch_size=32, optimizer=keras.optimizers.SGD(0.5),
+               verbose=0, callbacks=[check] if strategy is not None else [])
+  if strategy is not None:
+    assert check.steps == 4  # replicas compared after each of the 2 x 2 steps
+  return [m.numpy() for m in method.masks], pruned, method
+
+
+def test_structured_scope_mirrored_matches_single_device_and_shrinks():
+  masks1, pruned1, _ = _fit_structured()
+  masks2, pruned2, method2 = _fit_structured(STRATEGY)
+  assert isinstance(pruned2.get_layer("prune_c1").masks[0].value, tf.distribute.DistributedValues)
+  assert not distribute.replicas_in_sync(pruned2.weights)
+  # The masks were computed at steps 2 and 3 from trained weights (other channels than
+  # the initial weights would give): the same channels on 2 replicas as on one device.
+  at_init = tfprune.prune(_conv_model(), "magnitude", scope="structured", target_sparsity=0.5,
+                          schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+  tfprune.get_method(at_init).update(0)
+  assert any(not np.array_equal(a.numpy(), b)
+             for a, b in zip(tfprune.get_method(at_init).masks, masks2))
+  assert len(masks1) == len(masks2) > 0
+  for a, b in zip(masks1, masks2):
+    np.testing.assert_array_equal(a, b)
+  removed = sum(float((m == 0).mean()) for m in masks2) / len(masks2)
+  assert 0.2 < removed < 0.8, removed
+  for a, b in zip(pruned1.get_weights(), pruned2.get_weights()):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  # strip(shrink=True) of the mirrored model: smaller, and exactly the masked model.
+  masked = tfprune.strip(pruned2)
+  small = tfprune.strip(pruned2, shrink=True)
+  assert small.count_params() < 0.8 * masked.count_params()
+  assert small.get_layer("c1").filters < 8 or small.get_layer("c3").filters < 12
+  a = np.asarray(masked.predict(XC, verbose=0))
+  b = np.asarray(small.predict(XC, verbose=0))
+  np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+  assert method2.diagnostics()["sparsity"] > 0

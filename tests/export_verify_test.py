@@ -1,4 +1,5 @@
-"""Tests for tfprune.export.verify: catches the XNNPACK garbage of a sparse FC above v8."""
+"""Tests for tfprune.export.verify: catches the XNNPACK garbage of a sparse FC above v8;
+measures the TFLM arena."""
 import os
 import sys
 
@@ -38,6 +39,26 @@ def test_compare_tolerances():
   assert not verify.compare(ref + 0.1, ref, None).ok
   assert not verify.compare(ref * np.nan, ref, "dynamic").ok
   assert verify.compare(ref + 0.05, ref, "dynamic").ok
+
+
+def test_tflm_arena_bytes_grows_with_the_activations():
+  import keras  # pylint: disable=g-import-not-at-top
+  pytest.importorskip("tflite_micro")
+  rng = np.random.default_rng(2)
+  sizes = {}
+  for width in (4, 32):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 12, 1)),
+                              keras.layers.Conv2D(width, 3, padding="same", activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    x = rng.standard_normal((16, 12, 12, 1)).astype(np.float32)
+    data = export.convert(model, target="micro", quantize="int8",
+                          representative_data=x).model_bytes
+    sizes[width] = verify.tflm_arena_bytes(data)
+    assert sizes[width]["total"] == sizes[width]["head"] + sizes[width]["tail"]
+  # The conv output (12 x 12 x width int8) lives in the non-persistent head.
+  assert sizes[32]["head"] - sizes[4]["head"] >= 12 * 12 * (32 - 4)
+  assert 0 < sizes[4]["total"] < sizes[32]["total"] < 64 * 1024
 
 
 def test_unknown_runtime():

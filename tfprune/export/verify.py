@@ -8,9 +8,11 @@ raises `VerificationError` naming the runtime, the output tensor, and the op
 most likely at fault.
 """
 import dataclasses
+import re
 
 import numpy as np
 
+from tfprune.export import capture
 from tfprune.export import graph
 
 RUNTIMES = ("xnnpack", "builtin", "tflm")
@@ -188,6 +190,43 @@ def run_tflm(model_bytes, inputs, arena_size=None):
     interp.reset()
   raw = np.stack(raw)
   return _dequantize(raw, out), raw
+
+
+def tflm_arena_bytes(model_bytes, arena_size=None):
+  """Tensor-arena bytes TFLite Micro actually uses for a model.
+
+  Allocates the model in the `tflite-micro` Python interpreter and reads its
+  recording allocator's report ("Arena allocation total / head / tail", what the C++
+  `MicroInterpreter::arena_used_bytes()` returns). The recording allocator keeps its
+  own bookkeeping in the arena too, so the total is a slight upper bound (a few hundred
+  bytes) of what a stock `MicroAllocator` on a board needs (docs/export.md).
+
+  Args:
+    model_bytes: the .tflite bytes (a target="micro" export).
+    arena_size: the arena offered (default: generous, from the model size).
+
+  Returns:
+    A dict with int "total", "head" (non-persistent: activations, scratch) and
+    "tail" (persistent: tensor structs, quantization data, kernel buffers) bytes.
+
+  Raises:
+    ImportError: if tflite-micro is not installed.
+    RuntimeError: if the interpreter's report cannot be read.
+  """
+  try:
+    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("tflm_arena_bytes needs TensorFlow Lite Micro: pip install "
+                      "tflite-micro (or pip install 'tfprune[micro]').") from e
+  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
+  interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+  with capture.captured_output() as out:
+    interp.print_allocations()
+  found = dict(re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", out.text))
+  if set(found) != {"total", "head", "tail"}:
+    raise RuntimeError("tflm_arena_bytes: the TFLM interpreter printed no arena report "
+                       f"(got: {out.tail(5)!r}); is tflite-micro's recording allocator on?")
+  return {k: int(v) for k, v in found.items()}
 
 
 def _tflm_detail(detail):
