@@ -18,7 +18,8 @@ XNNPACK on by default) at the chosen precision (`float` or `int8`):
     linearly below the lowest one and made non-decreasing in every width;
   * layers that TFLite fuses into the op before them cost nothing: a BatchNormalization
     right after a conv / Dense (folded into its weights), a ReLU / ReLU6 after a conv, a
-    folded BatchNormalization or an Add / Subtract / Multiply (a fused activation);
+    folded BatchNormalization or an Add / Subtract / Multiply (a fused activation), and
+    with XNNPACK a ZeroPadding read only by a convolution (XNNPACK folds the PAD);
   * MultiHeadAttention and EinsumDense are costed from their MACs at the model's own
     measured microseconds per MAC; other layers with a fixed shape are measured once at
     their full size; `keras.ops` nodes and layers the converter cannot take alone cost
@@ -127,7 +128,7 @@ class LatencyModel:
     self.precision, self.xnnpack, self.verbose = precision, bool(xnnpack), verbose
     given = load_table(table, precision) if table is not None else None
     self._source = table if isinstance(table, (str, os.PathLike)) else "the table"
-    specs, self.unmeasured = _specs(self.model, graph)
+    specs, self.unmeasured = _specs(self.model, graph, self.xnnpack)
     if given is not None:
       missing = [(s.name, s.signature) for s in specs
                  if s.kind != "macs" and s.signature not in given["layers"]]
@@ -359,11 +360,11 @@ class _Spec:
     return " x ".join(f"{n} {full}" for n, full, _, _ in self.axes)
 
 
-def _specs(model, graph):
+def _specs(model, graph, xnnpack=True):
   """([_Spec] of the costed layers, {layer: why it costs nothing})."""
   config = graph.config
   ops = {op.name: op for op in model.operations}
-  info, consumers = {}, {}
+  info, consumers, children = {}, {}, {}
   for layer_config in config["layers"]:
     name, cls = layer_config["name"], layer_config["class_name"]
     module = layer_config.get("module") or ""
@@ -381,6 +382,7 @@ def _specs(model, graph):
     info[name] = (cls, module.startswith("keras.src.ops"), parents, len(nodes))
     for p in parents:
       consumers[p] = consumers.get(p, 0) + 1
+      children.setdefault(p, []).append(name)
   prunable = {(m.layer, m.role) for g in graph.prunable_groups for unit in g.units
               for m in unit}
   memo = {}
@@ -455,6 +457,9 @@ def _specs(model, graph):
       continue
     if cls in ("BatchNormalization",) + _ACTIVATIONS and fused(name):
       continue
+    if xnnpack and cls.startswith("ZeroPadding") and len(children.get(name, ())) == 1 \
+        and info[children[name][0]][0] in _CONVS + ("DepthwiseConv1D", "DepthwiseConv2D"):
+      continue  # XNNPACK folds a PAD into the convolution that reads it
     spec = _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms,
                  prunable)
     if isinstance(spec, str):
