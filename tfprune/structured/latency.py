@@ -10,7 +10,8 @@ XNNPACK on by default) at the chosen precision (`float` or `int8`):
   * every costed layer of the model (Conv / Dense / depthwise / separable / transposed
     conv, and the element-wise, normalisation, pooling, padding and concatenation layers
     whose cost scales with the channels) is rebuilt on its own as a one-layer Keras model
-    at its full widths and at about half of each width that pruning can change, converted
+    at its full widths and at a half and a quarter of each width that pruning can change
+    (`widths=`; every combination for (input, output) channels), converted
     with `tf.lite.TFLiteConverter` and timed (median of single-sample invokes, the
     fastest of 3 alternating rounds, minus the invoke overhead of an empty model);
   * the cost of the layer at any remaining widths is the multilinear (bilinear for
@@ -62,6 +63,8 @@ from tfprune.structured import allocate
 
 PRECISIONS = ("float", "int8")
 FORMAT = "tfprune.latency_table"
+# Fractions of each prunable width measured: the full width, half and a quarter.
+WIDTHS = (1.0, 0.5, 0.25)
 VERSION = 1
 
 _CONVS = ("Conv1D", "Conv2D", "Conv3D", "Dense")
@@ -107,6 +110,8 @@ class LatencyModel:
       use instead of measuring; every costed layer's signature must be in it.
     xnnpack: time with the XNNPACK delegate (LiteRT's default) or the builtin kernels.
     verbose: print one line per measured layer signature.
+    widths: the fractions of each prunable width measured (1.0 is always included);
+      fewer: a faster table, a coarser interpolation.
 
   Attributes:
     layers: {layer name: cost(removed) -> microseconds} for every costed layer.
@@ -120,9 +125,12 @@ class LatencyModel:
   """
 
   def __init__(self, model, graph=None, precision="float", table=None, xnnpack=True,
-               verbose=False):
+               verbose=False, widths=WIDTHS):
     from tfprune.structured import depgraph  # pylint: disable=g-import-not-at-top
     precision = validate_precision(precision)
+    self.widths = tuple(sorted({1.0} | {float(f) for f in widths}, reverse=True))
+    if not all(0.0 < f <= 1.0 for f in self.widths):
+      raise ValueError(f"widths must be fractions in (0, 1], got {widths!r}.")
     graph = graph or depgraph.ChannelGraph(model)
     self.graph, self.model = graph, graph.model
     self.precision, self.xnnpack, self.verbose = precision, bool(xnnpack), verbose
@@ -208,7 +216,7 @@ class LatencyModel:
   # -------------------------------------------------------------- measuring
   def _measure(self, spec):
     key = (spec.signature, self.precision, self.xnnpack)
-    grid = spec.grid()
+    grid = spec.grid(self.widths)
     start = time.time()
     todo = [w for w in grid if key + (w,) not in _CACHE]
     if todo:
@@ -244,7 +252,8 @@ class LatencyModel:
     return max(0.0, us - self.overhead_us) / (64 * 128 * 128)
 
 
-def measure_table(model, precision="float", path=None, xnnpack=True, verbose=False):
+def measure_table(model, precision="float", path=None, xnnpack=True, verbose=False,
+                  widths=None):
   """Measures `model`'s latency table on this machine's LiteRT (see the module docs).
 
   Args:
@@ -253,11 +262,13 @@ def measure_table(model, precision="float", path=None, xnnpack=True, verbose=Fal
     path: if given, the table is written there as JSON (atomically).
     xnnpack: time with XNNPACK (default) or the builtin kernels.
     verbose: print one line per measured layer signature.
+    widths: the fractions of each prunable width measured (default `WIDTHS`).
 
   Returns:
     The table (a JSON-serialisable dict).
   """
-  costs = LatencyModel(model, precision=precision, xnnpack=xnnpack, verbose=verbose)
+  costs = LatencyModel(model, precision=precision, xnnpack=xnnpack, verbose=verbose,
+                       widths=WIDTHS if widths is None else widths)
   if path is not None:
     costs.save(path)
   return costs.table
@@ -346,11 +357,14 @@ class _Spec:
                                        "in_key")]
     return [(layer, role) for _, _, terms, _ in self.axes for layer, role, _ in terms]
 
-  def grid(self):
+  def grid(self, fractions):
     values = []
     for _, full, _, prunable in self.axes:
-      low = max(1, int(round(full / 2)))
-      values.append([full, low] if prunable and low < full else [full])
+      if not prunable:
+        values.append([full])
+        continue
+      values.append(sorted({max(1, int(round(full * f))) for f in fractions},
+                           reverse=True))
     out = [()]
     for v in values:
       out = [w + (x,) for w in out for x in v]
