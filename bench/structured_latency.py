@@ -105,6 +105,9 @@ def main(argv=None):
   p.add_argument("--budget", choices=("macs", "latency"), default="macs",
                  help="latency: compare a target_latency prune with the target_macs one")
   p.add_argument("--target_latency", type=float, default=0.5)
+  p.add_argument("--round_to", default="1,8",
+                 help="--budget=latency: comma-separated round_to values, each run with "
+                      "both budgets")
   args = p.parse_args(argv)
   if args.budget == "latency":
     return latency_budget(args)
@@ -150,13 +153,20 @@ def latency_budget(args):
     table = latency.measure_table(model, precision="float", verbose=True)
     print(f"{name}: float XNNPACK latency table, {len(table['layers'])} signatures in "
           f"{time.time() - start:.1f} s", flush=True)
-    kept = {"macs": [], "latency": []}
-    variants = {"macs": shrink(model, x, target_macs=args.target_macs, table=table,
-                               estimate=kept["macs"]),
-                "latency": shrink(model, x, target_latency=args.target_latency,
-                                  latency_table=table, table=table,
-                                  estimate=kept["latency"])}
+    kept, variants = {}, {}
+    for r in (int(v) for v in args.round_to.split(",")):
+      kept[("macs", r)], kept[("latency", r)] = [], []
+      variants[("macs", r)] = shrink(model, x, target_macs=args.target_macs, table=table,
+                                     estimate=kept[("macs", r)], round_to=r)
+      variants[("latency", r)] = shrink(model, x, target_latency=args.target_latency,
+                                        latency_table=table, table=table,
+                                        estimate=kept[("latency", r)], round_to=r)
     estimates = {k: v[0] for k, v in kept.items()}
+    for label, (small, _, _) in variants.items():
+      widths = [int(getattr(l, "filters", None) or getattr(l, "units", None) or 0)
+                for l in small.layers if hasattr(l, "kernel") and
+                not type(l).__name__.startswith("Depthwise")]
+      print(f"{name} {label[0]} round_to={label[1]}: output widths {widths}", flush=True)
     files = {}
     for label, m in [("dense", model)] + [(k, v[0]) for k, v in variants.items()]:
       for q in (None, "int8"):
@@ -172,12 +182,13 @@ def latency_budget(args):
         goal = ""
         if q == "float":
           speed = t[("dense", q, True)] / t[(label, q, True)]
-          want = 1 / args.target_latency if label == "latency" else 0.7 / fraction
-          what = "1 / target_latency" if label == "latency" else "0.7 x MAC ratio"
+          latency_budget = label[0] == "latency"
+          want = 1 / args.target_latency if latency_budget else 0.7 / fraction
+          what = "1 / target_latency" if latency_budget else "0.7 x MAC ratio"
           goal = (f"{speed:.2f}x vs {want:.2f}x ({what}): "
                   f"{'met' if speed >= want else 'MISSED'}")
-        budget = (f"target_latency={args.target_latency}" if label == "latency" else
-                  f"target_macs={args.target_macs}")
+        budget = (f"target_latency={args.target_latency}" if label[0] == "latency" else
+                  f"target_macs={args.target_macs}") + f", round_to={label[1]}"
         lines.append(f"| {name} | {budget} | {fraction:.1%} | {estimates[label]:.1%} | "
                      f"{err:.1e} | {q} | {cells[0]} | {cells[1]} | {goal} |")
       print("\n".join(lines[-2:]), flush=True)

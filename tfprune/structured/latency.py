@@ -16,7 +16,10 @@ XNNPACK on by default) at the chosen precision (`float` or `int8`):
     fastest of 3 alternating rounds, minus the invoke overhead of an empty model);
   * the cost of the layer at any remaining widths is the multilinear (bilinear for
     (input channels, output channels)) interpolation of those points, extrapolated
-    linearly below the lowest one and made non-decreasing in every width;
+    linearly below the lowest one and made non-decreasing in every width; a kernel's
+    output channels count in whole tiles of `channel_tile` (XNNPACK computes 8 or 16
+    output channels at once, so 9 cost as much as 16: allocate with `round_to=8`), and
+    the measured widths are rounded up to whole tiles too;
   * layers that TFLite fuses into the op before them cost nothing: a BatchNormalization
     right after a conv / Dense (folded into its weights), a ReLU / ReLU6 after a conv, a
     folded BatchNormalization or an Add / Subtract / Multiply (a fused activation), and
@@ -38,6 +41,7 @@ a model targets and passed back as `LatencyModel(model, graph, table=path_or_dic
      "precision": "float", "xnnpack": true, "runtime": "ai_edge_litert 2.3.0",
      "overhead_us": 1.9,          # invoke time of an empty model (not removable)
      "us_per_mac": 2.1e-05,       # for layers costed from MACs (attention, EinsumDense)
+     "channel_tile": 8,           # output channels are costed in whole tiles
      "layers": {SIGNATURE: {"layer": "conv2d_3", "axes": ["in", "out"],
                             "points": [[16, 16, 30.5], [8, 16, 17.0], ...]}, ...}}
 
@@ -65,6 +69,8 @@ PRECISIONS = ("float", "int8")
 FORMAT = "tfprune.latency_table"
 # Fractions of each prunable width measured: the full width, half and a quarter.
 WIDTHS = (1.0, 0.5, 0.25)
+# XNNPACK's output-channel tile per precision (x86, measured here: docs/structured.md).
+CHANNEL_TILE = {"float": 8, "int8": 8}
 VERSION = 1
 
 _CONVS = ("Conv1D", "Conv2D", "Conv3D", "Dense")
@@ -112,6 +118,10 @@ class LatencyModel:
     verbose: print one line per measured layer signature.
     widths: the fractions of each prunable width measured (1.0 is always included);
       fewer: a faster table, a coarser interpolation.
+    channel_tile: output channels of a conv / Dense / depthwise kernel cost whole tiles
+      of this many channels (XNNPACK computes several at once: measured here, a float
+      or int8 3x3 conv with 9..16 outputs costs as much as with 16); default the
+      table's, else `CHANNEL_TILE[precision]`; 1 for a smooth interpolation.
 
   Attributes:
     layers: {layer name: cost(removed) -> microseconds} for every costed layer.
@@ -125,7 +135,7 @@ class LatencyModel:
   """
 
   def __init__(self, model, graph=None, precision="float", table=None, xnnpack=True,
-               verbose=False, widths=WIDTHS):
+               verbose=False, widths=WIDTHS, channel_tile=None):
     from tfprune.structured import depgraph  # pylint: disable=g-import-not-at-top
     precision = validate_precision(precision)
     self.widths = tuple(sorted({1.0} | {float(f) for f in widths}, reverse=True))
@@ -135,6 +145,12 @@ class LatencyModel:
     self.graph, self.model = graph, graph.model
     self.precision, self.xnnpack, self.verbose = precision, bool(xnnpack), verbose
     given = load_table(table, precision) if table is not None else None
+    if channel_tile is None:
+      channel_tile = (given or {}).get("channel_tile") or CHANNEL_TILE[precision]
+    if isinstance(channel_tile, bool) or int(channel_tile) != channel_tile or \
+        channel_tile < 1:
+      raise ValueError(f"channel_tile must be an integer >= 1, got {channel_tile!r}.")
+    self.channel_tile = int(channel_tile)
     self._source = table if isinstance(table, (str, os.PathLike)) else "the table"
     specs, self.unmeasured = _specs(self.model, graph, self.xnnpack)
     if given is not None:
@@ -171,12 +187,14 @@ class LatencyModel:
         cost = spec.mac_cost
         self.layers[spec.name] = (lambda f: lambda removed: rate * f(removed))(cost)
       else:
-        self.layers[spec.name] = _interpolator(spec, entries[spec.signature])
+        self.layers[spec.name] = _interpolator(spec, entries[spec.signature],
+                                               self.channel_tile)
       for term in spec.terms():
         self._deps.setdefault(term, set()).add(spec.name)
     self.table = {"format": FORMAT, "version": VERSION, "precision": precision,
                   "xnnpack": self.xnnpack, "runtime": _runtime(),
                   "overhead_us": self.overhead_us, "us_per_mac": rate,
+                  "channel_tile": self.channel_tile,
                   "layers": {sig: dict(entry) for sig, entry in entries.items()}}
     self.removed = {}
 
@@ -216,7 +234,7 @@ class LatencyModel:
   # -------------------------------------------------------------- measuring
   def _measure(self, spec):
     key = (spec.signature, self.precision, self.xnnpack)
-    grid = spec.grid(self.widths)
+    grid = spec.grid(self.widths, self.channel_tile)
     start = time.time()
     todo = [w for w in grid if key + (w,) not in _CACHE]
     if todo:
@@ -241,7 +259,7 @@ class LatencyModel:
     rates = []
     for spec in specs:
       if spec.kind == "conv" and spec.macs:
-        us = _interpolator(spec, entries[spec.signature])({})
+        us = _interpolator(spec, entries[spec.signature], self.channel_tile)({})
         rates.append(us / spec.macs)
     if rates:
       return float(np.median(rates))
@@ -338,8 +356,9 @@ def model_latency_us(model, precision="float", xnnpack=True, rounds=3):
 class _Spec:
   """One costed layer: how to rebuild it at other widths, and what its widths follow.
 
-  `axes` is a list of (name, full width, terms, prunable): the width along an axis is
-  the full width minus sum(removed[(layer, role)] * mult) over its terms.
+  `axes` is a list of (name, full width, terms, prunable, tiled): the width along an
+  axis is the full width minus sum(removed[(layer, role)] * mult) over its terms; a
+  tiled axis (a kernel's output channels) costs whole tiles of `channel_tile` channels.
   """
 
   def __init__(self, name, cls, kind, signature, axes, build=None, macs=0,
@@ -355,23 +374,23 @@ class _Spec:
     if self.kind == "macs":
       return [(self.name, r) for r in ("in", "out", "dw", "head", "in_query", "in_value",
                                        "in_key")]
-    return [(layer, role) for _, _, terms, _ in self.axes for layer, role, _ in terms]
+    return [(layer, role) for _, _, terms, _, _ in self.axes for layer, role, _ in terms]
 
-  def grid(self, fractions):
+  def grid(self, fractions, tile=1):
     values = []
-    for _, full, _, prunable in self.axes:
+    for _, full, _, prunable, tiled in self.axes:
       if not prunable:
         values.append([full])
         continue
-      values.append(sorted({max(1, int(round(full * f))) for f in fractions},
-                           reverse=True))
+      values.append(sorted({_tiled(max(1, int(round(full * f))), full, tile if tiled else 1)
+                            for f in fractions}, reverse=True))
     out = [()]
     for v in values:
       out = [w + (x,) for w in out for x in v]
     return out
 
   def describe(self):
-    return " x ".join(f"{n} {full}" for n, full, _, _ in self.axes)
+    return " x ".join(f"{a[0]} {a[1]}" for a in self.axes)
 
 
 def _specs(model, graph, xnnpack=True):
@@ -522,8 +541,8 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
       cin_terms, width_key = [(name, "in", 1)], "units" if cls == "Dense" else "filters"
     cin, cout = int(in_shapes[0][-1]), int(config[width_key])
     out_terms = [(name, "out", 1)]
-    axes = [("in", cin, cin_terms, has(cin_terms)), ("out", cout, out_terms,
-                                                     has(out_terms))]
+    axes = [("in", cin, cin_terms, has(cin_terms), False),
+            ("out", cout, out_terms, has(out_terms), True)]
     base_shape = in_shapes[0]
     cost = allocate._layer_cost(op, layer)  # pylint: disable=protected-access
 
@@ -534,7 +553,7 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
     return _Spec(name, cls, "conv", sig, axes, build, macs=cost({}) if cost else 0)
   if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
     terms = [(name, "dw", 1)]
-    axes = [("channels", int(in_shapes[0][-1]), terms, has(terms))]
+    axes = [("channels", int(in_shapes[0][-1]), terms, has(terms), True)]
     base_shape = in_shapes[0]
 
     def build_dw(widths):
@@ -553,7 +572,7 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
   else:
     terms = channel_terms(parents[0]) if parents else []
   full = int(out_shape[-1]) if cls == "Concatenate" else int(in_shapes[0][-1])
-  axes = [("channels", full, terms, has(terms))]
+  axes = [("channels", full, terms, has(terms), False)]
   shapes = in_shapes
   dtypes = [t.dtype for t in (op.input if isinstance(op.input, (list, tuple))
                               else [op.input])]
@@ -580,7 +599,12 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
   return _Spec(name, cls, "channels", sig, axes, build_ew)
 
 
-def _interpolator(spec, entry):
+def _tiled(width, full, tile):
+  """`width` rounded up to whole tiles of `tile` channels (at most `full`)."""
+  return min(full, -(-width // tile) * tile)
+
+
+def _interpolator(spec, entry, tile=1):
   """cost(removed) -> us: multilinear interpolation of the entry's grid of points."""
   points = entry["points"]
   n = len(entry["axes"])
@@ -599,12 +623,13 @@ def _interpolator(spec, entry):
         grid[combo] = max(grid[combo], grid[lower])
   fulls = [a[1] for a in spec.axes]
   terms = [a[2] for a in spec.axes]
+  tiles = [tile if a[4] else 1 for a in spec.axes]
 
   def cost(removed):
     corners = [((), 1.0)]
     for k in range(n):
       width = fulls[k] - sum(removed.get((l, r), 0) * mult for l, r, mult in terms[k])
-      width = max(width, 1)
+      width = _tiled(max(width, 1), fulls[k], tiles[k])
       vs = values[k]
       if len(vs) == 1:
         pairs = [(vs[0], 1.0)]
