@@ -2,10 +2,10 @@
 
 MACs are not latency: on LiteRT / XNNPACK narrow layers, int8 kernels that cost per
 activation element, padding, pooling and element-wise ops make the time of a layer a
-poor linear function of its multiply-accumulates (docs/export.md, "Sparse convolutions
-and speed"). `LatencyModel` replaces `allocate.MacModel` in `allocate.select_units`
-with times measured in the host's LiteRT interpreter (`ai_edge_litert`, 1 thread,
-XNNPACK on by default) at the chosen precision (`float` or `int8`):
+poor linear function of its multiply-accumulates (docs/export.md section 6).
+`LatencyModel` replaces `allocate.MacModel` in `allocate.select_units` with times
+measured in the host's LiteRT interpreter (`ai_edge_litert`, 1 thread, XNNPACK on by
+default) at the chosen precision (`float` or `int8`):
 
   * every costed layer of the model (Conv / Dense / depthwise / separable / transposed
     conv, and the element-wise, normalisation, pooling, padding and concatenation layers
@@ -69,7 +69,7 @@ PRECISIONS = ("float", "int8")
 FORMAT = "tfprune.latency_table"
 # Fractions of each prunable width measured: the full width, half and a quarter.
 WIDTHS = (1.0, 0.5, 0.25)
-# XNNPACK's output-channel tile per precision (x86, measured here: docs/structured.md).
+# XNNPACK's output-channel tile per precision (x86, measured: docs/structured.md section 5).
 CHANNEL_TILE = {"float": 8, "int8": 8}
 VERSION = 1
 

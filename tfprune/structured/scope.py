@@ -5,7 +5,8 @@ output channels of producers, input rows of their readers, BatchNorm slices, ...
 importance built from the method's own per-weight scores, chooses the groups to remove
 with `allocate.select_units` (global or per-layer, `round_to`, `min_units`, ignored
 layers, a `target_macs` budget or a `target_latency` budget measured on LiteRT) and
-zeroes each removed channel in every weight of its group, so `tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
+zeroes each removed channel in every weight of its group, so
+`tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
 
 `ChannelScope` holds the arguments, the graph built when the method binds, and the
 units the last masks removed; it knows nothing of training or of the method classes.
