@@ -13,7 +13,7 @@ default) at the chosen precision (`float` or `int8`):
     at its full widths and at a half and a quarter of each width that pruning can change
     (`widths=`; every combination for (input, output) channels), converted
     with `tf.lite.TFLiteConverter` and timed (median of single-sample invokes, the
-    fastest of 3 alternating rounds, minus the invoke overhead of an empty model);
+    fastest of 5 alternating rounds, minus the invoke overhead of an empty model);
   * the cost of the layer at any remaining widths is the multilinear (bilinear for
     (input channels, output channels)) interpolation of those points, extrapolated
     linearly below the lowest one and made non-decreasing in every width; a kernel's
@@ -69,6 +69,8 @@ PRECISIONS = ("float", "int8")
 FORMAT = "tfprune.latency_table"
 # Fractions of each prunable width measured: the full width, half and a quarter.
 WIDTHS = (1.0, 0.5, 0.25)
+# Alternating timing rounds per layer signature (the fastest median of each point kept).
+ROUNDS = 5
 # XNNPACK's output-channel tile per precision (x86, measured: docs/structured.md section 5).
 CHANNEL_TILE = {"float": 8, "int8": 8}
 VERSION = 1
@@ -240,7 +242,7 @@ class LatencyModel:
     if todo:
       files = {w: _convert(spec.build(w), self.precision, spec.name) for w in todo}
       best = {}
-      for _ in range(3):  # alternating rounds: the fastest median of each point
+      for _ in range(ROUNDS):  # alternating rounds: the fastest median of each point
         for w, data in files.items():
           best[w] = min(best.get(w, float("inf")), _time_us(data, self.xnnpack))
       for w, us in best.items():
@@ -706,7 +708,7 @@ def _convert(model, precision, what):
   return data
 
 
-def _time_us(data, xnnpack, budget_s=0.004, seed=0):
+def _time_us(data, xnnpack, budget_s=0.008, seed=0):
   """Median single-thread invoke time (us): ~`budget_s` of invokes after a warm-up."""
   from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
   resolver = (litert.OpResolverType.AUTO if xnnpack
@@ -724,10 +726,11 @@ def _time_us(data, xnnpack, budget_s=0.004, seed=0):
       value = np.clip(np.round(rng.standard_normal(shape) * 20), info.min,
                       info.max).astype(dtype)
     interp.set_tensor(detail["index"], value)
-  start = time.perf_counter()
-  for _ in range(3):
+  start, warm = time.perf_counter(), 0
+  while warm < 3 or (time.perf_counter() - start < 0.002 and warm < 200):
     interp.invoke()
-  estimate = (time.perf_counter() - start) / 3
+    warm += 1
+  estimate = (time.perf_counter() - start) / warm
   times = []
   for _ in range(int(np.clip(budget_s / max(estimate, 1e-7), 15, 400))):
     t = time.perf_counter()
