@@ -73,6 +73,13 @@ def test_select_units_meets_the_latency_budget_and_table_round_trips(costs, tmp_
   scores = allocate.unit_scores(model, graph)
   units = allocate.select_units(graph, scores, target_latency=0.5, latency_model=lm)
   assert units and lm.total() <= 0.5 * dense
+  lm.reset()
+  layer = allocate.select_units(graph, scores, target_latency=0.5, latency_model=lm,
+                                allocation="layer", round_to=4)
+  assert layer and lm.total() <= 0.5 * dense
+  lm.reset()
+  for g, u in units:
+    lm.apply(graph.groups[g].units[u])
   # The allocation differs from a MACs budget's (the point of measuring).
   macs = allocate.MacModel(model, graph)
   assert allocate.select_units(graph, scores, target_macs=0.5, mac_model=macs) != units
