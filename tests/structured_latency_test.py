@@ -184,5 +184,25 @@ def test_int8_table_of_a_tiny_model():
   assert lm.total() > lm.overhead_us
 
 
+def test_transformer_attention_by_macs_and_ops_nodes_listed():
+  from tfprune import zoo  # pylint: disable=import-outside-toplevel
+  model = zoo.get("transformer", num_classes=4, vocab_size=64, seq_len=16)
+  lm = latency.LatencyModel(model, widths=(1.0, 0.5))
+  attention = [n for n in lm.layers
+               if type(model.get_layer(n)).__name__ == "MultiHeadAttention"]
+  assert attention and all(lm.layer_macs(n) > 0 for n in attention)
+  assert lm.table["us_per_mac"] > 0
+  assert any("keras.ops node" in why for why in lm.unmeasured.values())
+  measured = latency.model_latency_us(model)
+  assert measured / 3 <= lm.total() <= 3 * measured, (lm.total(), measured)
+  # Removing a head lowers the estimate.
+  graph = lm.graph
+  heads = next(g for g in graph.prunable_groups
+               if any(m.role == "head" for m in g.units[0]))
+  before = lm.total()
+  lm.apply(heads.units[0])
+  assert lm.total() < before
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__, "-v"]))
