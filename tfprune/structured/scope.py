@@ -43,7 +43,8 @@ class ChannelScope:
       or read from `latency_table`. Exclusive with `target_macs`.
     latency_precision: `float` or `int8`: the precision the latency is measured for.
     latency_table: a table from `tfprune.structured.latency.measure_table` (a dict or
-      the path of its JSON file), e.g. measured on the target device.
+      the path of its JSON file), e.g. measured on the target device; configs hold the
+      table itself.
 
   Raises:
     ValueError: an argument out of range, naming it and what would be valid.
@@ -92,12 +93,18 @@ class ChannelScope:
     self._skipped = {}
 
   def changed(self):
-    """{argument: value} of the arguments that differ from `DEFAULTS` (for configs)."""
+    """{argument: value} of the arguments that differ from `DEFAULTS` (for configs).
+
+    A `latency_table` given as a path is written as the table itself, so a saved
+    model loads where the file is not.
+    """
     out = {}
     for key, default in DEFAULTS.items():
       value = getattr(self, key)
       if value != default:
         out[key] = list(value) if key == "ignored_layers" else value
+    if self._table is not None:
+      out["latency_table"] = self._table
     return out
 
   def bind(self, model, wrappers):
