@@ -92,7 +92,8 @@ class ADMM(PruningMethod):
     **structured: `scope="structured"`: Z is projected onto the top channel GROUPS of the
       channel dependency graph (group L2 of `|W + U|`, global allocation by default:
       the paper's global ratio at channel level), with `round_to`, `min_units`,
-      `ignored_layers`, `target_macs`, `criterion` as in `PruningMethod`.
+      `ignored_layers`, `target_macs`, `target_latency`, `latency_precision`,
+      `latency_table`, `criterion` as in `PruningMethod`.
   """
 
   scopes = ADMM_SCOPES

@@ -144,6 +144,11 @@ class PruningMethod:
       (|gamma| of the group's BatchNormalization, network slimming: Liu et al., ICCV
       2017) or `taylor` (|sum W * dL/dW| over the group, Molchanov et al., CVPR 2019;
       gradients averaged over the steps since the last mask update).
+    target_latency, latency_precision, latency_table: `scope="structured"` only: a
+      latency budget (fraction of today's LiteRT latency, exclusive with `target_macs`)
+      against per-layer times measured on this machine's LiteRT at `latency_precision`
+      (`float` / `int8`) or read from a `tfprune.structured.latency.measure_table`
+      table (dict or JSON path) measured on the target device (docs/structured.md).
 
   With `scope="structured"` (and `structured_graph = True`, the default) the masks come
   from the model's channel dependency graph (`tfprune.structured.ChannelGraph`, built
@@ -173,7 +178,8 @@ class PruningMethod:
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation=None, layer_sparsity=None, round_to=1, min_units=1,
-               ignored_layers=None, target_macs=None, criterion="l2"):
+               ignored_layers=None, target_macs=None, criterion="l2", target_latency=None,
+               latency_precision="float", latency_table=None):
     if allocation is None:
       allocation = "global" if (scope == "structured" and self.structured_graph
                                 and not layer_sparsity) else "layer"
@@ -196,7 +202,8 @@ class PruningMethod:
                        f"allocation='layer'), got scope={scope!r}, "
                        f"allocation={allocation!r}.")
     self.scope = scope
-    self._set_structured_args(round_to, min_units, ignored_layers, target_macs, criterion)
+    self._set_structured_args(round_to, min_units, ignored_layers, target_macs, criterion,
+                              target_latency, latency_precision, latency_table)
     self.block_size = int(block_size)
     self.n, self.m = int(n), int(m)
     self.allocation = allocation
@@ -223,9 +230,11 @@ class PruningMethod:
     return self.scope == "structured" and self.structured_graph
 
   def _set_structured_args(self, round_to, min_units, ignored_layers, target_macs,
-                           criterion):
+                           criterion, target_latency=None, latency_precision="float",
+                           latency_table=None):
     channels = scope_lib.ChannelScope(round_to, min_units, ignored_layers, target_macs,
-                                      criterion)
+                                      criterion, target_latency, latency_precision,
+                                      latency_table)
     changed = sorted(channels.changed())
     if changed and not self.uses_channel_graph:
       raise ValueError(f"{', '.join(changed)} apply to scope='structured' through the "
@@ -249,6 +258,9 @@ class PruningMethod:
   min_units = property(lambda self: self.channels.min_units)
   ignored_layers = property(lambda self: self.channels.ignored_layers)
   target_macs = property(lambda self: self.channels.target_macs)
+  target_latency = property(lambda self: self.channels.target_latency)
+  latency_precision = property(lambda self: self.channels.latency_precision)
+  latency_table = property(lambda self: self.channels.latency_table)
   criterion = property(lambda self: self.channels.criterion)
   graph = property(lambda self: self.channels.graph,
                    doc="The ChannelGraph (structured scope), built by `bind`; else None.")
@@ -261,8 +273,9 @@ class PruningMethod:
     Args:
       values: per-weight non-negative importance tensors aligned with `weights` (the
         method's `scores()`, ADMM's `|W + U|`).
-      sparsity: fraction of the prunable channels to remove now (with `target_macs`:
-        the schedule's progress, `sparsity / final_sparsity`, towards the MACs budget).
+      sparsity: fraction of the prunable channels to remove now (with `target_macs` /
+        `target_latency`: the schedule's progress, `sparsity / final_sparsity`, towards
+        the budget).
 
     Returns:
       A list of float32 NumPy 0/1 masks.

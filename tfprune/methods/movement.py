@@ -65,7 +65,8 @@ class Movement(PruningMethod):
   Args:
     target_sparsity, scope, block_size, n, m, allocation, layer_sparsity: as in
       `PruningMethod`.
-    **structured: `round_to`, `min_units`, `ignored_layers`, `target_macs`, `criterion`
+    **structured: `round_to`, `min_units`, `ignored_layers`, `target_macs`,
+      `target_latency`, `latency_precision`, `latency_table`, `criterion`
       (l2 / l1 of the movement scores per channel group) for `scope="structured"`.
     schedule: a `tfprune.schedules.PruningSchedule`; default the cubic
       `PolynomialDecay(0, target_sparsity, 0, pruning_steps)` (set by `fit` from its

@@ -8,3 +8,6 @@ from tfprune.structured.report import format_shrink_report
 from tfprune.structured.report import layer_costs
 from tfprune.structured.report import shrink_report
 from tfprune.structured.scope import ChannelScope
+from tfprune.structured import latency
+from tfprune.structured.latency import LatencyModel
+from tfprune.structured.latency import measure_table

@@ -10,7 +10,8 @@ Pure NumPy over a `depgraph.ChannelGraph` and the model's current weights:
     slices: Molchanov et al., CVPR 2019).
   * `select_units(...)`: the units to remove for a fraction of the channels, globally
     (scores normalised per group, then ranked together: the default) or per group, with
-    `round_to`, `min_units`, ignored layers, and a MACs budget (`target_macs`).
+    `round_to`, `min_units`, ignored layers, and a MACs budget (`target_macs`) or a
+    measured latency budget (`target_latency`, `tfprune.structured.latency`).
   * `unit_masks(...)`: 0/1 masks that zero every slice of the chosen units, so a masked
     model computes exactly what the shrunk model computes (docs/structured.md).
 """
@@ -254,7 +255,8 @@ def _layer_cost(node, op):
 
 # -------------------------------------------------------------- selection
 def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
-                 min_units=1, ignored=(), target_macs=None, mac_model=None):
+                 min_units=1, ignored=(), target_macs=None, mac_model=None,
+                 target_latency=None, latency_model=None):
   """The units to remove.
 
   Args:
@@ -269,12 +271,20 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
     target_macs: instead of `fraction`, remove the least important units until the
       model's MACs are at most this fraction of today's (needs `mac_model`).
     mac_model: a `MacModel` of the model.
+    target_latency: the same budget in estimated latency (fraction of today's), with
+      `latency_model` (a `tfprune.structured.latency.LatencyModel`: measured LiteRT
+      times per layer, docs/structured.md).
+    latency_model: the cost model for `target_latency`; any object with `total()` and
+      `apply(members, sign)` works (the removals stay applied to it on return).
 
   Returns:
     A sorted list of (group, unit).
   """
-  if (fraction is None) == (target_macs is None):
-    raise ValueError("give exactly one of fraction= and target_macs=.")
+  given = [n for n, v in (("fraction", fraction), ("target_macs", target_macs),
+                          ("target_latency", target_latency)) if v is not None]
+  if len(given) != 1:
+    raise ValueError(f"give exactly one of fraction=, target_macs= and target_latency=; "
+                     f"got {given or 'none'}.")
   if fraction is not None and not 0.0 <= fraction < 1.0:
     raise ValueError(f"fraction must be in [0, 1), got {fraction}.")
   if target_macs is not None:
@@ -282,6 +292,14 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
       raise ValueError(f"target_macs must be in (0, 1], got {target_macs}.")
     if mac_model is None:
       raise ValueError("target_macs needs mac_model=MacModel(model, graph).")
+  if target_latency is not None:
+    if not 0.0 < target_latency <= 1.0:
+      raise ValueError(f"target_latency must be in (0, 1], got {target_latency}.")
+    if latency_model is None:
+      raise ValueError("target_latency needs latency_model=LatencyModel(model, graph) "
+                       "(tfprune.structured.latency).")
+    # The same budgeted search, against the measured cost model.
+    target_macs, mac_model = target_latency, latency_model
   if allocation not in ("global", "layer"):
     raise ValueError(f"allocation must be 'global' or 'layer', got {allocation!r}.")
   round_to, min_units = int(round_to), int(min_units)

@@ -4,21 +4,26 @@ A method with this scope ranks channel groups of the model's `ChannelGraph` (cou
 output channels of producers, input rows of their readers, BatchNorm slices, ...) by an
 importance built from the method's own per-weight scores, chooses the groups to remove
 with `allocate.select_units` (global or per-layer, `round_to`, `min_units`, ignored
-layers, a `target_macs` budget) and zeroes each removed channel in every weight of its
-group, so `tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
+layers, a `target_macs` budget or a `target_latency` budget measured on LiteRT) and
+zeroes each removed channel in every weight of its group, so
+`tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
 
 `ChannelScope` holds the arguments, the graph built when the method binds, and the
 units the last masks removed; it knows nothing of training or of the method classes.
 """
+import os
+
 import numpy as np
 
 from tfprune.structured import allocate
 from tfprune.structured import depgraph
+from tfprune.structured import latency
 
 CRITERIA = ("l2", "l1", "bn_scale", "taylor")
 # The arguments and their defaults (a method serializes only the changed ones).
 DEFAULTS = {"round_to": 1, "min_units": 1, "ignored_layers": (), "target_macs": None,
-            "criterion": "l2"}
+            "criterion": "l2", "target_latency": None, "latency_precision": "float",
+            "latency_table": None}
 
 
 class ChannelScope:
@@ -32,13 +37,22 @@ class ChannelScope:
     criterion: group importance: `l2` / `l1` group norm of the method's scores,
       `bn_scale` (|gamma|, network slimming: Liu et al., ICCV 2017) or `taylor`
       (|sum W * dL/dW|, Molchanov et al., CVPR 2019).
+    target_latency: a latency budget (fraction of today's estimated LiteRT latency)
+      instead of a channel fraction; the per-layer costs are measured on this machine's
+      LiteRT (`tfprune.structured.latency.LatencyModel`, the first time masks are made)
+      or read from `latency_table`. Exclusive with `target_macs`.
+    latency_precision: `float` or `int8`: the precision the latency is measured for.
+    latency_table: a table from `tfprune.structured.latency.measure_table` (a dict or
+      the path of its JSON file), e.g. measured on the target device; configs hold the
+      table itself.
 
   Raises:
     ValueError: an argument out of range, naming it and what would be valid.
   """
 
   def __init__(self, round_to=1, min_units=1, ignored_layers=None, target_macs=None,
-               criterion="l2"):
+               criterion="l2", target_latency=None, latency_precision="float",
+               latency_table=None):
     if isinstance(ignored_layers, str):
       ignored_layers = [ignored_layers]
     self.round_to, self.min_units = int(round_to), int(min_units)
@@ -54,18 +68,43 @@ class ChannelScope:
     if criterion not in CRITERIA:
       raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got "
                        f"{criterion!r}.")
+    self.target_latency = None if target_latency is None else float(target_latency)
+    if self.target_latency is not None and not 0.0 < self.target_latency <= 1.0:
+      raise ValueError(f"target_latency must be in (0, 1] (the fraction of today's "
+                       f"LiteRT latency to keep), got {target_latency!r}.")
+    if self.target_latency is not None and self.target_macs is not None:
+      raise ValueError(f"target_macs={target_macs!r} and target_latency="
+                       f"{target_latency!r} are two budgets for the same allocation: "
+                       f"give one of them.")
+    self.latency_precision = latency.validate_precision(latency_precision)
+    if isinstance(latency_table, os.PathLike):
+      latency_table = os.fspath(latency_table)
+    self.latency_table = latency_table
+    if self.target_latency is None and (latency_table is not None or
+                                        latency_precision != "float"):
+      raise ValueError("latency_precision and latency_table apply to a target_latency "
+                       "budget only; set target_latency=... (e.g. 0.5) or drop them.")
+    self._table = None if latency_table is None else latency.load_table(
+        latency_table, self.latency_precision)
+    self._latency = None  # the LatencyModel, built the first time it is needed
     self.graph = None
     self.units = []  # (group, unit) pairs the last masks remove
     self._index = self._names = self._slices = None
     self._skipped = {}
 
   def changed(self):
-    """{argument: value} of the arguments that differ from `DEFAULTS` (for configs)."""
+    """{argument: value} of the arguments that differ from `DEFAULTS` (for configs).
+
+    A `latency_table` given as a path is written as the table itself, so a saved
+    model loads where the file is not.
+    """
     out = {}
     for key, default in DEFAULTS.items():
       value = getattr(self, key)
       if value != default:
         out[key] = list(value) if key == "ignored_layers" else value
+    if self._table is not None:
+      out["latency_table"] = self._table
     return out
 
   def bind(self, model, wrappers):
@@ -117,6 +156,20 @@ class ChannelScope:
     self.graph, self._index, self._names = graph, index, names
     self._slices = {k: v for k, v in slices.items() if k[0] in eligible}
     self._skipped = skipped
+    self._latency = None
+    if self._table is not None:  # a table that misses some layers fails here, not later
+      self._latency = latency.LatencyModel(model, graph, self.latency_precision,
+                                           self._table)
+
+  def latency_model(self):
+    """The `LatencyModel` of the bound model (measured on this host on first use)."""
+    if self.graph is None:
+      raise ValueError("The structured scope is not bound to a model.")
+    if self._latency is None:
+      self._latency = latency.LatencyModel(self.graph.model, self.graph,
+                                           self.latency_precision, self._table)
+    self._latency.reset()
+    return self._latency
 
   @property
   def slices(self):
@@ -138,8 +191,9 @@ class ChannelScope:
     Args:
       shapes: the shapes of the method's pruned weights, in order.
       values: per-weight non-negative importances aligned with `shapes`.
-      sparsity: fraction of the prunable channels to remove now (with `target_macs`:
-        `sparsity / final_sparsity` is the progress towards the MACs budget).
+      sparsity: fraction of the prunable channels to remove now (with `target_macs` /
+        `target_latency`: `sparsity / final_sparsity` is the progress towards the
+        budget).
       allocation: `global` or `layer` (`allocate.select_units`).
       final_sparsity: the schedule's final sparsity.
       gradients: {(wrapper name, weight name): mean gradient} for `criterion="taylor"`.
@@ -163,14 +217,19 @@ class ChannelScope:
                                     gradients=gradients, slices=self._slices, values=keyed)
     kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
                   ignored=[self._names[n] for n in self.ignored_layers])
-    if self.target_macs is not None:
+    budget = self.target_macs if self.target_macs is not None else self.target_latency
+    if budget is not None:
       progress = min(1.0, sparsity / final_sparsity) if final_sparsity > 0 else 1.0
-      goal = 1.0 - progress * (1.0 - self.target_macs)
+      goal = 1.0 - progress * (1.0 - budget)
       if goal >= 1.0:
         return out
-      units = allocate.select_units(
-          self.graph, scores, target_macs=goal,
-          mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
+      if self.target_macs is not None:
+        units = allocate.select_units(
+            self.graph, scores, target_macs=goal,
+            mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
+      else:
+        units = allocate.select_units(self.graph, scores, target_latency=goal,
+                                      latency_model=self.latency_model(), **kwargs)
     else:
       units = allocate.select_units(self.graph, scores, fraction=min(sparsity, 0.999),
                                     **kwargs)
