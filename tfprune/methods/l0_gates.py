@@ -237,10 +237,10 @@ class L0Gates(PruningMethod):
       labels and the default loss.
     temperature: the distillation temperature `T`.
     **kwargs: `schedule`, and with `grouping="graph"` `round_to`, `min_units`,
-      `ignored_layers` and `target_macs` of `PruningMethod` (the scope is always
-      `structured`). With `target_macs` the gate phase still budgets
-      `target_sparsity` of the channels; the hard prune then closes the least-open
-      units (lowest `P(z != 0)`) until the MACs fit.
+      `ignored_layers`, `target_macs` and `target_latency` of `PruningMethod` (the
+      scope is always `structured`). With a MACs / latency budget the gate phase still
+      budgets `target_sparsity` of the channels; the hard prune then closes the
+      least-open units (lowest `P(z != 0)`) until the budget fits.
   """
 
   phased = True
@@ -593,8 +593,8 @@ class L0Gates(PruningMethod):
     """Per gated layer name (per group label with `grouping="graph"`), a boolean array
     of the top-k units by `log_alpha` (ties: lower index)."""
     self._require_bound()
-    if self.group_gating and self.target_macs is not None:
-      return self._kept_for_macs()
+    if self.group_gating and self.channels.budget is not None:
+      return self._kept_for_budget()
     budget = self.budgets()
     if self.group_gating:
       log_alpha = np.asarray(self._all("log_alpha"), np.float64)
@@ -625,19 +625,16 @@ class L0Gates(PruningMethod):
       out[name] = keep
     return out
 
-  def _kept_for_macs(self):
-    """`kept_units` under `target_macs`: the least-open units (lowest `P(z != 0)`) go
-    first until the model's MACs fit (`allocate.select_units`, global or per group)."""
+  def _kept_for_budget(self):
+    """`kept_units` under `target_macs` / `target_latency`: the least-open units (lowest
+    `P(z != 0)`) go first until the model's MACs / estimated latency fit."""
     prob = np.asarray(gates_lib.open_probability(
         tf.cast(self._all("log_alpha"), tf.float32)), np.float64)
     groups = self._groups
     scores = {(g, u): float(prob[n]) for g, label in zip(groups["graph_ids"], groups["labels"])
               for u, n in enumerate(groups["positions"][label])}
-    removed = set(allocate.select_units(
-        self.graph, scores, target_macs=self.target_macs,
-        mac_model=allocate.MacModel(self.graph.model, self.graph),
-        allocation=self.allocation, round_to=self.round_to, min_units=self.min_units,
-        ignored=self.channels.ignored_names()))
+    removed = set(self.channels.select(scores, self.allocation,
+                                       budget=self.channels.budget))
     return {label: np.array([(g, u) not in removed
                              for u in range(len(groups["positions"][label]))])
             for g, label in zip(groups["graph_ids"], groups["labels"])}

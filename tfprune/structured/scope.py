@@ -185,6 +185,26 @@ class ChannelScope:
     """{(wrapper name, weight name): position in the method's `weights`}."""
     return dict(self._index)
 
+  @property
+  def budget(self):
+    """The `target_macs` or `target_latency` budget (fraction to keep), or None."""
+    return self.target_macs if self.target_macs is not None else self.target_latency
+
+  def select(self, scores, allocation, fraction=None, budget=None):
+    """`allocate.select_units` with this scope's `round_to`, `min_units`, ignored layers
+    and, given `budget` (a fraction of today's MACs / latency, whichever this scope's
+    budget is), its MAC or latency model; else `fraction` of the units."""
+    kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
+                  ignored=self.ignored_names())
+    if budget is None:
+      return allocate.select_units(self.graph, scores, fraction=fraction, **kwargs)
+    if self.target_macs is not None:
+      return allocate.select_units(
+          self.graph, scores, target_macs=budget,
+          mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
+    return allocate.select_units(self.graph, scores, target_latency=budget,
+                                 latency_model=self.latency_model(), **kwargs)
+
   def masks(self, shapes, values, sparsity, allocation, final_sparsity, gradients=None):
     """0/1 masks (float32 NumPy, aligned with `shapes`) removing channel groups.
 
@@ -215,24 +235,15 @@ class ChannelScope:
           key: np.asarray(values[i]) for key, i in self._index.items()}
       scores = allocate.unit_scores(self.graph.model, self.graph, self.criterion,
                                     gradients=gradients, slices=self._slices, values=keyed)
-    kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
-                  ignored=[self._names[n] for n in self.ignored_layers])
-    budget = self.target_macs if self.target_macs is not None else self.target_latency
+    budget = self.budget
     if budget is not None:
       progress = min(1.0, sparsity / final_sparsity) if final_sparsity > 0 else 1.0
       goal = 1.0 - progress * (1.0 - budget)
       if goal >= 1.0:
         return out
-      if self.target_macs is not None:
-        units = allocate.select_units(
-            self.graph, scores, target_macs=goal,
-            mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
-      else:
-        units = allocate.select_units(self.graph, scores, target_latency=goal,
-                                      latency_model=self.latency_model(), **kwargs)
+      units = self.select(scores, allocation, budget=goal)
     else:
-      units = allocate.select_units(self.graph, scores, fraction=min(sparsity, 0.999),
-                                    **kwargs)
+      units = self.select(scores, allocation, fraction=min(sparsity, 0.999))
     for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
                                          self._slices).items():
       if key in self._index:
