@@ -11,11 +11,13 @@ outputs, LiteRT 1 thread, XNNPACK on; median of single-sample invokes, fastest o
 alternating rounds, the invoke overhead of an empty model removed), the same measurement
 `target_latency` allocates with. Next to each layer: its MACs and its output activation
 elements, and the whole-model latency of the float and int8 exports
-(`LatencyModel`'s whole-model helper) to compare with the sum of the layers.
+(`tfprune.export.convert`, bench/litert_timing.py) to compare with the sum of the layers.
 """
 import argparse
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/litert_timing.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -41,7 +43,13 @@ def _row_data(model):
                      if name in macs.layers else 0, elements=elements,
                      float_us=costs["float"].layer_macs(name),
                      int8_us=costs["int8"].layer_macs(name)))
-  whole = {p: latency.model_latency_us(graph.model, precision=p) for p in costs}
+  import litert_timing  # pylint: disable=g-import-not-at-top  (bench/litert_timing.py)
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  calib = np.random.default_rng(0).standard_normal(
+      (64,) + tuple(model.input_shape[1:])).astype("float32")
+  whole = {p: litert_timing.latency_us(export.convert(
+      model, quantize=None if p == "float" else "int8",
+      representative_data=calib).model_bytes, True, 200) for p in costs}
   return rows, whole, {p: c.total() for p, c in costs.items()}
 
 
