@@ -28,16 +28,24 @@ namespace {
 constexpr int kTensorArenaSize = 32 * 1024;
 alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];
 
-// Runs every bundled digit through one model; returns the number of mismatches with
-// the golden predictions (or -1 on a setup error).
-int RunModel(const char* label, const unsigned char* model_data, unsigned int model_len,
-             bool sparse_kernel, const uint8_t* expected) {
+// The model in `model_data`, or nullptr (with a message) when its schema version is
+// not the one this TFLM reads.
+const tflite::Model* LoadModel(const char* label, const unsigned char* model_data) {
   const tflite::Model* model = tflite::GetModel(model_data);
   if (model->version() != TFLITE_SCHEMA_VERSION) {
     MicroPrintf("%s: schema version %d, expected %d", label, model->version(),
                 TFLITE_SCHEMA_VERSION);
-    return -1;
+    return nullptr;
   }
+  return model;
+}
+
+// Runs every bundled digit through one model; returns the number of mismatches with
+// the golden predictions (or -1 on a setup error).
+int RunModel(const char* label, const unsigned char* model_data, unsigned int model_len,
+             bool sparse_kernel, const uint8_t* expected) {
+  const tflite::Model* model = LoadModel(label, model_data);
+  if (model == nullptr) return -1;
   tflite::MicroMutableOpResolver<1> resolver;
   if (sparse_kernel) {
     tfprune_micro::SetSparseModel(model);
@@ -94,12 +102,8 @@ int64_t Micros(uint32_t start, uint32_t end) {
 // returns the number of outputs that differ from LiteRT's by more than one int8 step
 // or whose top class differs (or -1 on a setup error).
 int RunKws(const char* label) {
-  const tflite::Model* model = tflite::GetModel(kws_model_data);
-  if (model->version() != TFLITE_SCHEMA_VERSION) {
-    MicroPrintf("%s: schema version %d, expected %d", label, model->version(),
-                TFLITE_SCHEMA_VERSION);
-    return -1;
-  }
+  const tflite::Model* model = LoadModel(label, kws_model_data);
+  if (model == nullptr) return -1;
   // The ops of a Keras DS-CNN export (Flatten becomes SHAPE / STRIDED_SLICE / PACK /
   // RESHAPE); an op missing here fails AllocateTensors() with its name.
   tflite::MicroMutableOpResolver<8> resolver;
