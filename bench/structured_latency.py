@@ -61,7 +61,6 @@ def shrink(model, x, target_macs=None, table=None, estimate=None, **budget):
   latency `table`, the latency fraction it estimates is appended to `estimate`.
   """
   import tfprune  # pylint: disable=g-import-not-at-top
-  from tfprune import structured  # pylint: disable=g-import-not-at-top
   if target_macs is not None:
     budget["target_macs"] = target_macs
   pruned = tfprune.prune(model, "magnitude", scope="structured",
@@ -75,6 +74,14 @@ def shrink(model, x, target_macs=None, table=None, estimate=None, **budget):
     for g, u in method.structured_units:
       costs.apply(method.graph.groups[g].units[u])
     estimate.append(costs.total() / dense)
+  return shrunk_and_checked(pruned, model, x)
+
+
+def shrunk_and_checked(pruned, model, x):
+  """`strip(shrink=True)` of `pruned` (made from `model`): (shrunk model, fraction of
+  the MACs kept, max relative difference shrunk vs masked on `x`)."""
+  import tfprune  # pylint: disable=g-import-not-at-top
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
   masked = tfprune.strip(pruned)
   small = tfprune.strip(pruned, shrink=True)
   a = np.asarray(small.predict(x, verbose=0), np.float64)

@@ -33,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+import structured_latency  # bench/structured_latency.py
+
 MODELS = ("ds_cnn", "resnet8")
 
 
@@ -53,7 +55,6 @@ def build(name):
 def shrink(model, x, target_macs, steps, allocation="global"):
   """(shrunk model, MAC fraction, params before / after, max rel error vs masked)."""
   import tfprune  # pylint: disable=g-import-not-at-top
-  from tfprune import structured  # pylint: disable=g-import-not-at-top
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_macs=target_macs,
                          allocation=allocation,
                          schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
@@ -61,14 +62,8 @@ def shrink(model, x, target_macs, steps, allocation="global"):
   y = np.random.default_rng(1).integers(0, classes, len(x))
   n = min(len(x), 16 * steps)
   tfprune.get_method(pruned).fit(pruned, x[:n], y[:n], batch_size=16, epochs=1, verbose=0)
-  masked = tfprune.strip(pruned)
-  small = tfprune.strip(pruned, shrink=True)
-  a = np.asarray(small.predict(x, verbose=0), np.float64)
-  b = np.asarray(masked.predict(x, verbose=0), np.float64)
-  err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-  total = structured.shrink_report(model, small)[-1]  # the TOTAL row
-  return (small, total["macs_after"] / total["macs_before"], model.count_params(),
-          small.count_params(), err)
+  small, mac_fraction, err = structured_latency.shrunk_and_checked(pruned, model, x)
+  return small, mac_fraction, model.count_params(), small.count_params(), err
 
 
 def micro_numbers(model, x, samples):
