@@ -680,14 +680,7 @@ class L0Gates(PruningMethod):
     """Channel-graph masks (aligned with `weights`) closing the units not in `kept`."""
     removed = [(g, u) for g, label in zip(self._groups["graph_ids"], self._groups["labels"])
                for u in np.flatnonzero(~kept[label])]
-    masks = [np.ones(w.shape, np.float32) for w in self.weights]
-    index = self.channels.weight_keys
-    for key, mask in allocate.unit_masks(self.graph.model, self.graph, removed,
-                                         self.channels.slices).items():
-      if key in index:
-        masks[index[key]] = mask
-    self.channels.units = sorted(removed)
-    return masks
+    return self.channels.masks_removing(removed, [w.shape for w in self.weights])
 
   def _hard_prune_groups(self, kept):
     keep = self._unit_keep(kept)

@@ -386,15 +386,7 @@ class SAP(PruningMethod):
     for g, c in zip(order, counts):
       ranked = sorted(alive[g], key=lambda u, g=g: (scores[(g, u)], u))
       removed.update((g, u) for u in ranked[:int(c)])
-    units = sorted(removed)
-    masks = [np.ones(w.shape, np.float32) for w in self.weights]
-    index = self.channels.weight_keys
-    for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
-                                         self.channels.slices).items():
-      if key in index:
-        masks[index[key]] = mask
-    self.channels.units = units
-    self.assign_masks(masks)
+    self.assign_masks(self.channels.masks_removing(removed, [w.shape for w in self.weights]))
     return {"pruned": int(counts.sum()), "bound": float(sum(bounds)), "counts": counts}
 
   def compute_masks(self, sparsity):

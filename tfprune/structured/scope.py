@@ -244,11 +244,17 @@ class ChannelScope:
       units = self.select(scores, allocation, budget=goal)
     else:
       units = self.select(scores, allocation, fraction=min(sparsity, 0.999))
+    return self.masks_removing(units, shapes)
+
+  def masks_removing(self, units, shapes):
+    """0/1 masks (float32 NumPy, aligned with `shapes`, the method's pruned weights)
+    that remove the (group, unit) pairs `units`; records them in `self.units`."""
+    out = [np.ones(shape, np.float32) for shape in shapes]
     for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
                                          self._slices).items():
       if key in self._index:
         out[self._index[key]] = mask
-    self.units = units
+    self.units = sorted(units)
     return out
 
   def report(self):
