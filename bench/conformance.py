@@ -187,11 +187,6 @@ _CAUSES = (
                             "the error grows with the sequence (known limit, docs/export.md): "
                             "use quantize='dynamic'"),
     ("prunes during training", "method needs its own fit/apply driver"),
-    ("does not divide dimension", "tfprune bug, OPEN: the converter's full-int8 file stores "
-     "an unrolled-LSTM kernel narrower than 16 ([4, 8], [32, 8]) in 1x16 blocks, and the "
-     "exporter's decoder (sparse_encoding.decode, used for the dense fallback and the "
-     "checks) refuses it; its layout is not understood yet (the values past the 8 "
-     "columns are not zero). Workaround: quantize='dynamic'"),
     ("no Dense/Conv layer to gate apart from its output",
      "expected: l0_gates gates Dense / Conv units and this model's only Dense is its "
      "output layer (the error says to name layers=[...])"),

@@ -108,6 +108,29 @@ def test_block_mode_keeps_a_tensor_dense_when_blocks_are_larger(sparse_mlp):
   assert len(block.flatbuffer) <= block.dense_size
 
 
+def test_converter_sparse_layout_that_does_not_decode_is_converted_again(monkeypatch):
+  # The full-int8 converter packs a narrow FC's two nonzero rows ([4, 8]) into one
+  # 1x16 block: a layout that does not fit the shape, and a file whose outputs for
+  # the other rows are wrong. The exporter must convert again without that pass.
+  keras.utils.set_random_seed(0)
+  i = keras.Input((8,))
+  model = keras.Model(i, keras.layers.Dense(4, name="out")(keras.layers.Dense(8)(i)))
+  kernel = model.get_layer("out").kernel
+  kernel.assign(np.where(np.arange(4)[None, :] < 2, kernel.numpy(), 0.0))
+  data = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+  passes = []
+  run = tflite._run_converter
+  monkeypatch.setattr(tflite, "_run_converter",
+                      lambda *a, **k: passes.append(k["sparsity"]) or run(*a, **k))
+  result = export.convert(model, quantize="int8", representative_data=data)
+  assert passes == [True, False]
+  assert any("without the converter's sparsity pass" in n and "[4, 8]" in n
+             for n in result.notes)
+  assert [r.runtime for r in result.verification] == ["xnnpack", "builtin"]
+  with pytest.raises(sparsify.UndecodableSparseTensor, match=r"\[4, 8\].*block1x16"):
+    sparsify.densify_model(graph.load(run(model, "int8", [data], sparsity=True)[0]))
+
+
 def _lambda_model(fn, name):
   inp = keras.Input((3, 3))
   return keras.Model(inp, keras.layers.Flatten()(

@@ -50,6 +50,15 @@ MIN_ELEMENTS = 64
 SPARSE_MODES = ("auto", "csr", "block", "off")
 
 
+class UndecodableSparseTensor(ValueError):
+  """A sparse constant in the converter's output whose layout does not decode.
+
+  Seen: with EXPERIMENTAL_SPARSITY the full-int8 converter stores the weights of a
+  FULLY_CONNECTED narrower than 16 inputs in 1x16 blocks; that file computes wrong
+  outputs (docs/export.md, "Correctness traps").
+  """
+
+
 @dataclasses.dataclass
 class TensorReport:
   """How one constant tensor was stored.
@@ -82,6 +91,10 @@ def densify_model(model):
 
   Args:
     model: `schema.ModelT`, modified in place.
+
+  Raises:
+    UndecodableSparseTensor: a sparse constant's layout does not fit its shape
+      (`model` is then partly modified: reload it).
   """
   for sg in model.subgraphs:
     produced = graph.producers(sg)
@@ -99,7 +112,12 @@ def densify_model(model):
       if values.size == 0:
         dense = np.zeros([int(d) for d in t.shape], values.dtype)
       else:
-        dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
+        try:
+          dense = sparse_encoding.decode(values, list(t.shape), t.sparsity)
+        except ValueError as e:
+          raise UndecodableSparseTensor(
+              f"tensor '{graph.tensor_name(t)}' {list(t.shape)} "
+              f"({sparse_encoding.describe(t.sparsity)}): {e}") from e
       graph.set_constant(model, t, dense)
       t.sparsity = None
     kept = []

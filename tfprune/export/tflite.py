@@ -315,7 +315,17 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
                             fc_per_tensor=fc_per_tensor, verbose=verbose)
   tfl = graph.load(raw)
-  sparsify.densify_model(tfl)
+  try:
+    sparsify.densify_model(tfl)
+  except sparsify.UndecodableSparseTensor as e:
+    # The converter's sparsity pass wrote a layout that does not decode (and its file
+    # computes wrong outputs): convert dense and let encode_model choose the encodings.
+    notes.append(f"converted again without the converter's sparsity pass, whose output "
+                 f"was not valid ({e})")
+    raw, log = _run_converter(prepared, quantize, samples, sparsity=False,
+                              fc_per_tensor=fc_per_tensor, verbose=verbose)
+    tfl = graph.load(raw)
+    sparsify.densify_model(tfl)
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
           "micro_sparse_kernel": bool(micro_sparse_kernel),
           "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
