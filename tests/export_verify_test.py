@@ -33,6 +33,25 @@ def test_sparse_fc_above_version_8_is_caught_and_named(sparse_mlp):
   assert "sparse tensor" in msg
 
 
+def test_error_says_when_the_dense_conversion_disagrees_too(sparse_mlp):
+  # Every op of the sparse file matches the dense conversion, and the dense conversion
+  # itself misses the reference: the message must blame the conversion, not the sparsity.
+  model = sparse_mlp(16, out=32, density=0.2)
+  result = export.convert(model, quantize="dynamic")
+  x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+  off = np.asarray(model(x)) + 10.0
+  with pytest.raises(verify.VerificationError) as err:
+    verify.verify(result.flatbuffer, off, x, "dynamic",
+                  reference_bytes=export.convert(model, quantize="dynamic", sparse="off").flatbuffer)
+  msg = str(err.value)
+  assert "dense conversion of the same graph disagrees with Keras as well" in msg
+  assert "quantization, not tfprune's sparse encoding" in msg
+  assert "ops reading sparse weights" not in msg and "first differing op" not in msg
+  with pytest.raises(verify.VerificationError) as err:   # no dense reference: suspects
+    verify.verify(result.flatbuffer, off, x, "dynamic")
+  assert "dense conversion" not in str(err.value)
+
+
 def test_compare_tolerances():
   ref = np.array([[1.0, 2.0]], np.float32)
   assert verify.compare(ref + 1e-5, ref, None).ok

@@ -336,6 +336,27 @@ def localize(model_bytes, reference_bytes, inputs, input_names=None):
   return None
 
 
+def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, input_names):
+  """When the dense conversion disagrees with Keras too: a line saying so, else None."""
+  try:
+    y, _, detail = run_litert(reference_bytes, inputs, xnnpack=False, input_names=input_names)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  res = compare(y.reshape(reference_outputs.shape), reference_outputs, quantize,
+                detail["quantization"][0] or None)
+  if res.ok:
+    return None
+  peak = float(np.max(np.abs(reference_outputs)))
+  what = ("the converter's quantization" if quantize else "the converter") + ", not tfprune's sparse encoding"
+  advice = ("representative data that covers the real input range, a trained model (an "
+            "untrained one, e.g. with unset BatchNorm statistics, has activations that grow "
+            "layer by layer and 8-bit rounding noise that compounds with them), or a float "
+            "export" if quantize else "a float32 model (check for very large activations)")
+  return (f"the dense conversion of the same graph disagrees with Keras as well (max abs diff "
+          f"{res.max_abs_diff:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
+          f"{advice}")
+
+
 def verify(model_bytes, reference_outputs, inputs, quantize=None,
            runtimes=("xnnpack", "builtin"), reference_bytes=None, input_names=None):
   """Checks a .tflite file against reference (Keras) outputs.
@@ -400,6 +421,12 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
     suspects = sparse_readers(model_bytes)
     if where:
       lines.append(f"first differing op (XNNPACK off): {where}")
+    elif reference_bytes:
+      dense = _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize,
+                                  input_names)
+      if dense:
+        lines.append(dense)
+        suspects = []   # every op matches the dense file: the sparse weights are not at fault
     if suspects:
       lines.append("ops reading sparse weights: " + "; ".join(suspects))
     raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines))
