@@ -13,7 +13,7 @@ from depgraph_test import _transformer
 
 def _apply(model, masks):
   for (layer, name), mask in masks.items():
-    var = allocate._weights(model.get_layer(layer))[name]  # pylint: disable=protected-access
+    var = allocate.weights_by_name(model.get_layer(layer))[name]
     var.assign(var.numpy() * mask)
 
 

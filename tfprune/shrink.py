@@ -334,23 +334,13 @@ def count_params_and_macs(model):
 
 
 # ------------------------------------------------------- the channel-graph shrink
-def _dead_columns(layer):
-  """Output channels of a producer whose weights from the input are all zero."""
-  from tfprune.structured import slicing  # pylint: disable=import-outside-toplevel
-  w = slicing._weights_by_name(layer)  # pylint: disable=protected-access
-  cls = type(layer).__name__
-  if cls == "MultiHeadAttention":
-    kernel, axis = w["attention_output/kernel"], -1
-  elif cls.startswith("Separable"):
-    kernel, axis = w["pointwise_kernel"], -1
-  elif cls == "Embedding":
-    kernel, axis = w["embeddings"], -1
-  elif "kernel" in w:
-    kernel, axis = w["kernel"], (-2 if cls.endswith("Transpose") else -1)
-  else:
-    return set()
-  moved = np.moveaxis(kernel, axis, -1)
-  return set(np.flatnonzero(~np.any(moved.reshape(-1, moved.shape[-1]), axis=0)).tolist())
+def _dead_output(arrays, layer, member):
+  """Whether the output channel `member` of producer `layer` has all-zero weights from
+  the input (the weights it owns: `allocate.member_slices`, biases aside)."""
+  from tfprune.structured import allocate  # pylint: disable=import-outside-toplevel
+  return not any(np.any(np.take(arrays[name], idx, axis=axis))
+                 for name, axis, idx in allocate.member_slices(layer, member)
+                 if not name.endswith("bias"))
 
 
 def shrink_channels(model, strict=False, data=None):
@@ -387,16 +377,18 @@ def shrink_channels(model, strict=False, data=None):
     return shrink_model(model)
   new_model, report = slicing.shrink(model, data=data, graph=graph)
   removed = report["removed"]
-  dead_cols = {}
+  arrays = {}
   problems = []
   for g, group in enumerate(graph.groups):
-    for name in group.producers:
-      if name not in dead_cols:
-        dead_cols[name] = _dead_columns(model.get_layer(name))
     dead_units, mixed = [], []
     for members in group.units:
-      outs = [(m.layer, int(m.index)) for m in members if m.role == "out"]
-      dead = [o for o in outs if o[1] in dead_cols.get(o[0], ())]
+      outs = [m for m in members if m.role == "out"]
+      for m in outs:
+        if m.layer not in arrays:
+          arrays[m.layer] = slicing.weight_arrays(model.get_layer(m.layer))
+      dead = [(m.layer, int(m.index)) for m in outs
+              if _dead_output(arrays[m.layer], model.get_layer(m.layer), m)]
+      outs = [(m.layer, int(m.index)) for m in outs]
       if dead and len(dead) < len(outs):
         mixed.append((dead[0], next(o for o in outs if o not in dead)))
       elif dead:

@@ -37,11 +37,11 @@ def weight_name(layer, variable):
       variable.path.split("/")[-1]
 
 
-def _weights(layer):
+def weights_by_name(layer):
+  """{"kernel": variable, "query/kernel": variable, ...} of `layer` (of its inner layer
+  for a PruneWrapper), in `layer.weights` order."""
   layer = inner_layer(layer)
-  prefix = layer.path + "/"
-  return {(v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]): v
-          for v in layer.weights}
+  return {weight_name(layer, v): v for v in layer.weights}
 
 
 def member_slices(layer, member):
@@ -89,7 +89,7 @@ def unit_slices(model, graph):
       slices = []
       for member in members:
         layer = inner_layer(ops[member.layer])
-        names = _weights(layer)
+        names = weights_by_name(layer)
         slices += [(member.layer, n, a, i) for n, a, i in member_slices(layer, member)
                    if n in names]
       out[(g, u)] = slices
@@ -123,7 +123,7 @@ def unit_scores(model, graph, criterion="l2", gradients=None, slices=None, value
 
   def value(layer, name):
     if (layer, name) not in cache:
-      cache[(layer, name)] = np.asarray(_weights(ops[layer])[name].numpy(), np.float64)
+      cache[(layer, name)] = np.asarray(weights_by_name(ops[layer])[name].numpy(), np.float64)
     return cache[(layer, name)]
 
   scores = {}
@@ -407,7 +407,7 @@ def unit_masks(model, graph, units, slices=None):
   for key in units:
     for layer, name, axis, idx in slices[key]:
       if (layer, name) not in masks:
-        shape = _weights(ops[layer])[name].shape
+        shape = weights_by_name(ops[layer])[name].shape
         masks[(layer, name)] = np.ones(shape, np.float32)
       mask = masks[(layer, name)]
       index = [slice(None)] * mask.ndim

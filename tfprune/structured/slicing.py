@@ -21,19 +21,15 @@ import copy
 import keras
 import numpy as np
 
+from tfprune.structured import allocate
 from tfprune.structured import depgraph
 
 _READER_ROLES = ("in", "in_query", "in_value", "in_key")
 
 
-def _weights_by_name(layer):
+def weight_arrays(layer):
   """{"kernel": array, "query/kernel": array, ...} in `layer.weights` order."""
-  out = {}
-  prefix = layer.path + "/" if getattr(layer, "path", None) else layer.name + "/"
-  for v in layer.weights:
-    name = v.path[len(prefix):] if v.path.startswith(prefix) else v.path.split("/")[-1]
-    out[name] = np.array(v.numpy())
-  return out
+  return {k: np.array(v.numpy()) for k, v in allocate.weights_by_name(layer).items()}
 
 
 def _drop(array, axis, indices):
@@ -288,7 +284,7 @@ def channel_constants(mean, constant, rows):
 
 def _rows_unread(layer, role, rows):
   """True if `layer`'s weights for input `rows` are all zero (the channel is not read)."""
-  w = _weights_by_name(layer)
+  w = weight_arrays(layer)
   rows = sorted(rows)
   if type(layer).__name__ == "MultiHeadAttention":
     part = {"in_query": "query", "in_value": "value", "in_key": "key"}[role]
@@ -307,7 +303,7 @@ def _input_independent(layer, role, rows):
   it can be measured once and folded. Decided from the weights, never from the probe: a
   ReLU channel that happens to be zero on a few probe inputs is not dead.
   """
-  w = _weights_by_name(layer)
+  w = weight_arrays(layer)
   rows = sorted(rows)
   cls = type(layer).__name__
   if role == "head":  # a head whose output projection is zero contributes nothing
@@ -397,7 +393,7 @@ def remove_units(model, graph, units, data=None):
     slicer = _SLICERS.get(cls)
     if slicer is None:
       raise ValueError(f"no slicing rule for layer {name!r} ({cls}).")
-    w = _weights_by_name(layer)
+    w = weight_arrays(layer)
     for role, rows in cut.items():
       if _is_reader(layer, role) and not _rows_unread(layer, role, rows):
         mean, constant = constants[(name, _probe_role(role))]
