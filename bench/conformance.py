@@ -155,7 +155,7 @@ def prune_fit_strip(model, method):
 def stock_convert(model, quantize, x):
   """The stock converter on the stripped model: dense file bytes."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfprune.export import capture  # pylint: disable=g-import-not-at-top
+  from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp, capture.captured_output(enabled=True):
     model.export(os.path.join(tmp, "sm"), verbose=False)
     conv = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "sm"))

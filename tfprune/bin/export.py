@@ -161,7 +161,7 @@ def _validate_flags():
 def _import_exporter_quietly(verbose):
   """Imports tfprune.export with fds 1/2 on /dev/null (LiteRT / CUDA probing lines).
 
-  `tfprune.export.capture` cannot do this for its own package's import.
+  `tfprune._capture` cannot do this for its own package's import.
   """
   if verbose:
     import tfprune.export  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
@@ -193,7 +193,7 @@ def main(argv):
   if not verbose:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   _import_exporter_quietly(verbose)
-  from tfprune.export import capture  # pylint: disable=g-import-not-at-top
+  from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   from tfprune.export import errors  # pylint: disable=g-import-not-at-top
   from tfprune.export import tflite  # pylint: disable=g-import-not-at-top
   from tfprune.export import verify  # pylint: disable=g-import-not-at-top
@@ -257,7 +257,7 @@ def run():
   Output before `main` (flag errors) is passed through unchanged; --help is answered first.
   """
   _cli.answer_help(__name__)
-  from tfprune.export import capture  # pylint: disable=g-import-not-at-top
+  from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   redirect = capture.start_capture()
 
   def main_after_flags(argv):

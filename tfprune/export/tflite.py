@@ -28,9 +28,9 @@ import tempfile
 
 import numpy as np
 
+from tfprune import _capture as capture
 from tfprune import _io
 from tfprune import _layers
-from tfprune.export import capture
 from tfprune.export import checksum
 from tfprune.export import errors
 from tfprune.export import graph

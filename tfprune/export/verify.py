@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from tfprune.export import capture
+from tfprune import _capture as capture
 from tfprune.export import graph
 
 RUNTIMES = ("xnnpack", "builtin", "tflm")

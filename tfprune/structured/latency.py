@@ -53,15 +53,14 @@ everything else) followed by microseconds (invoke overhead removed). The widths 
 to form a full grid (every combination of the values seen on each axis); any number of
 values per axis is used (more points: a finer interpolation).
 """
-import contextlib
 import json
 import os
-import tempfile
 import time
 
 from absl import logging
 import numpy as np
 
+from tfprune import _capture
 from tfprune import _io
 from tfprune.structured import allocate
 
@@ -674,37 +673,12 @@ def _product(values):
 
 
 # ------------------------------------------------------------ convert and time
-@contextlib.contextmanager
-def _quiet():
-  """Sends fds 1 and 2 to a temporary file (the converter's C++ and Python chatter)."""
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  sink = tempfile.TemporaryFile()
-  text = {"log": ""}
-  try:
-    os.dup2(sink.fileno(), 1)
-    os.dup2(sink.fileno(), 2)
-    yield text
-  finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(saved[0], 1)
-    os.dup2(saved[1], 2)
-    for fd in saved:
-      os.close(fd)
-    sink.seek(0)
-    text["log"] = sink.read().decode("utf-8", "replace")[-2000:]
-    sink.close()
-
-
 def _convert(model, precision, what):
   """TFLite bytes of `model` (float, or full-int8 with int8 inputs and outputs)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   failure = None
-  with _quiet() as log:
+  with _capture.captured_output() as log:
     try:
       converter = tf.lite.TFLiteConverter.from_keras_model(model)
       if precision == "int8":
@@ -727,7 +701,7 @@ def _convert(model, precision, what):
   if failure is not None:
     raise ValueError(f"latency: layer {what!r} could not be converted to TFLite alone "
                      f"({precision}): {type(failure).__name__}: {failure}\n"
-                     f"{log['log']}") from failure
+                     f"{log.tail()}") from failure
   return data
 
 
