@@ -354,7 +354,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   try:
     with capture.captured_output(enabled=not verbose):   # "Created XNNPACK delegate" lines
       results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
-                                  reference_bytes=None if fallback else dense_bytes,
+                                  reference_bytes=dense_bytes,
                                   input_names=names)
       if target == "micro" and micro_sparse_kernel:
         # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.

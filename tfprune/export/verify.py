@@ -368,7 +368,9 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       `run_litert`).
     quantize: None, "dynamic" or "int8" (sets the tolerance).
     runtimes: subset of ("xnnpack", "builtin", "tflm").
-    reference_bytes: optional dense conversion used to name the failing op.
+    reference_bytes: optional dense conversion used to name the failing op (or, when
+      it disagrees with Keras too, to say the error is the conversion's; it may be
+      `model_bytes` itself).
     input_names: Keras input names, matched to the file's inputs (several inputs).
 
   Returns:
@@ -416,8 +418,9 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       else:
         lines.append(f"{label}: output tensor '{out_name}' max abs diff {f.max_abs_diff:.4g} "
                      f"> tolerance {f.tolerance:.4g} (argmax agreement {f.argmax_agreement})")
+    same = reference_bytes is not None and bytes(reference_bytes) == bytes(model_bytes)
     where = (localize(model_bytes, reference_bytes, inputs, input_names)
-             if reference_bytes else None)
+             if reference_bytes and not same else None)
     suspects = sparse_readers(model_bytes)
     if where:
       lines.append(f"first differing op (XNNPACK off): {where}")
