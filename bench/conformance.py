@@ -406,8 +406,9 @@ def main(argv=None):
     n_pass = sum(r["status"] == "PASS" for r in rows)
     lines = [
         "# Conformance matrix", "",
-        "Command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py "
-        + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
+        ("Last command" + (" (rows of earlier sittings kept by --resume)" if previous
+                           else "") + ": `PYTHONPATH=$PWD .venv/bin/python "
+         "bench/conformance.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"), "",
         f"Wall time (sum over the pairs): {minutes:.1f} min"
         f"{'' if done else ' (in progress)'}. {n_pass} / {len(rows)} rows PASS, "
         f"{len(pairs)} (model, method) pairs.", "",

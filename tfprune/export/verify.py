@@ -347,11 +347,14 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
   if res.ok:
     return None
   peak = float(np.max(np.abs(reference_outputs)))
-  what = ("the converter's quantization" if quantize else "the converter") + ", not tfprune's sparse encoding"
+  what = ("the converter's quantization" if quantize else "the conversion itself") + \
+      ", not tfprune's sparse encoding"
   advice = ("representative data that covers the real input range, a trained model (an "
             "untrained one, e.g. with unset BatchNorm statistics, has activations that grow "
             "layer by layer and 8-bit rounding noise that compounds with them), or a float "
-            "export" if quantize else "a float32 model (check for very large activations)")
+            "export" if quantize else "a trained model: very large activations (an untrained "
+            "model with unset BatchNorm statistics) make float32 rounding differences between "
+            "kernels grow over the depth")
   return (f"the dense conversion of the same graph disagrees with Keras as well (max abs diff "
           f"{res.max_abs_diff:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
           f"{advice}")
