@@ -336,16 +336,26 @@ def localize(model_bytes, reference_bytes, inputs, input_names=None):
   return None
 
 
-def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, input_names):
-  """When the dense conversion disagrees with Keras too: a line saying so, else None."""
-  try:
-    y, _, detail = run_litert(reference_bytes, inputs, xnnpack=False, input_names=input_names)
-  except Exception:  # pylint: disable=broad-except
-    return None
-  res = compare(y.reshape(reference_outputs.shape), reference_outputs, quantize,
-                detail["quantization"][0] or None)
-  if res.ok:
-    return None
+def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, input_names,
+                        runtimes):
+  """Runs the dense conversion under the LiteRT `runtimes` the file failed in: a line
+  saying whether it misses Keras too (then the conversion is at fault), else None."""
+  missed, passed = [], []
+  for r in runtimes:
+    try:
+      y, _, detail = run_litert(reference_bytes, inputs, xnnpack=(r == "xnnpack"),
+                                input_names=input_names)
+    except Exception:  # pylint: disable=broad-except
+      return None
+    res = compare(y.reshape(reference_outputs.shape), reference_outputs, quantize,
+                  detail["quantization"][0] or None)
+    (passed if res.ok else missed).append((r, res))
+  if passed:
+    if not missed:
+      return None
+    return (f"the dense conversion passes with {', '.join(_LABELS[r] for r, _ in passed)} "
+            f"but misses Keras too with {', '.join(_LABELS[r] for r, _ in missed)}")
+  worst = max(res.max_abs_diff for _, res in missed)
   peak = float(np.max(np.abs(reference_outputs)))
   what = ("the converter's quantization" if quantize else "the conversion itself") + \
       ", not tfprune's sparse encoding"
@@ -356,8 +366,12 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
             "model with unset BatchNorm statistics) make float32 rounding differences between "
             "kernels grow over the depth")
   return (f"the dense conversion of the same graph disagrees with Keras as well (max abs diff "
-          f"{res.max_abs_diff:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
+          f"{worst:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
           f"{advice}")
+
+
+_LABELS = {"xnnpack": "LiteRT with XNNPACK", "builtin": "LiteRT without XNNPACK",
+           "tflm": "TFLite Micro"}
 
 
 def verify(model_bytes, reference_outputs, inputs, quantize=None,
@@ -414,8 +428,7 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
   if failures:
     lines = []
     for f in failures:
-      label = {"xnnpack": "LiteRT with XNNPACK", "builtin": "LiteRT without XNNPACK",
-               "tflm": "TFLite Micro"}[f.runtime]
+      label = _LABELS[f.runtime]
       if f.error:
         lines.append(f"{label}: failed to run: {f.error}")
       else:
@@ -428,11 +441,13 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
     if where:
       lines.append(f"first differing op (XNNPACK off): {where}")
     elif reference_bytes:
+      litert = [f.runtime for f in failures if f.runtime != "tflm"]
       dense = _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize,
-                                  input_names)
+                                  input_names, litert) if litert else None
       if dense:
         lines.append(dense)
-        suspects = []   # every op matches the dense file: the sparse weights are not at fault
+        if "disagrees with Keras as well" in dense:
+          suspects = []   # the dense file misses as much: the sparse weights are not at fault
     if suspects:
       lines.append("ops reading sparse weights: " + "; ".join(suspects))
     raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines))
