@@ -404,6 +404,8 @@ def main(argv=None):
     full = (not args.fast and all((m, k) in pairs for m in all_models
                                   for k in tfprune.available_methods()))
     missing = sorted({m for m in all_models} - {m for m, _ in pairs})
+    gaps = [f"{m} x {k}" for m in all_models if m not in missing
+            for k in tfprune.available_methods() if (m, k) not in pairs]
     n_pass = sum(r["status"] == "PASS" for r in rows)
     lines = [
         "# Conformance matrix", "",
@@ -416,7 +418,9 @@ def main(argv=None):
         "Full matrix command: `PYTHONPATH=$PWD .venv/bin/python bench/conformance.py` "
         "(every registered method x every model x float/dynamic/int8/micro)."
         + ("" if full else " **The full matrix is NOT complete in this file**"
-           + (f"; models not run: {', '.join(missing)}" if missing else "") + "."), "",
+           + (f"; models not run: {', '.join(missing)}" if missing else "")
+           + (f"; (model x method) pairs not run: {', '.join(gaps)}" if gaps else "") + "."),
+        "",
         "## Protocol", "",
         *[l.strip() for l in __doc__.split("Protocol, per (model, method):")[1].splitlines()
           if l.strip()], "",
