@@ -338,23 +338,26 @@ def localize(model_bytes, reference_bytes, inputs, input_names=None):
 
 def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, input_names,
                         runtimes):
-  """Runs the dense conversion under the LiteRT `runtimes` the file failed in: a line
-  saying whether it misses Keras too (then the conversion is at fault), else None."""
+  """Runs the dense conversion under the LiteRT `runtimes` the file failed in.
+
+  Returns `(line, conversion_at_fault)`: a line saying where the dense file misses Keras
+  too (None when it passes everywhere), and whether it misses in every one of them.
+  """
   missed, passed = [], []
   for r in runtimes:
     try:
       y, _, detail = run_litert(reference_bytes, inputs, xnnpack=(r == "xnnpack"),
                                 input_names=input_names)
     except Exception:  # pylint: disable=broad-except
-      return None
+      return None, False
     res = compare(y.reshape(reference_outputs.shape), reference_outputs, quantize,
                   detail["quantization"][0] or None)
     (passed if res.ok else missed).append((r, res))
   if passed:
     if not missed:
-      return None
+      return None, False
     return (f"the dense conversion passes with {', '.join(_LABELS[r] for r, _ in passed)} "
-            f"but misses Keras too with {', '.join(_LABELS[r] for r, _ in missed)}")
+            f"but misses Keras too with {', '.join(_LABELS[r] for r, _ in missed)}"), False
   worst = max(res.max_abs_diff for _, res in missed)
   peak = float(np.max(np.abs(reference_outputs)))
   what = ("the converter's quantization" if quantize else "the conversion itself") + \
@@ -367,7 +370,7 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
             "kernels grow over the depth")
   return (f"the dense conversion of the same graph disagrees with Keras as well (max abs diff "
           f"{worst:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
-          f"{advice}")
+          f"{advice}"), True
 
 
 _LABELS = {"xnnpack": "LiteRT with XNNPACK", "builtin": "LiteRT without XNNPACK",
@@ -442,12 +445,13 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       lines.append(f"first differing op (XNNPACK off): {where}")
     elif reference_bytes:
       litert = [f.runtime for f in failures if f.runtime != "tflm"]
-      dense = _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize,
-                                  input_names, litert) if litert else None
+      dense, conversion_at_fault = _dense_disagreement(
+          reference_bytes, reference_outputs, inputs, quantize, input_names,
+          litert) if litert else (None, False)
       if dense:
         lines.append(dense)
-        if "disagrees with Keras as well" in dense:
-          suspects = []   # the dense file misses as much: the sparse weights are not at fault
+      if conversion_at_fault:
+        suspects = []   # the dense file misses as much: the sparse weights are not at fault
     if suspects:
       lines.append("ops reading sparse weights: " + "; ".join(suspects))
     raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines))
