@@ -60,6 +60,42 @@ def test_compare_tolerances():
   assert verify.compare(ref + 0.05, ref, "dynamic").ok
 
 
+def test_int8_argmax_counts_only_samples_an_int8_output_can_decide():
+  rng = np.random.default_rng(3)
+  ref = rng.standard_normal((8, 4)).astype(np.float32)
+  swapped = ref[:, ::-1].copy()   # every argmax moves
+  res = verify.compare(swapped, ref, "int8", output_scale=1e-3)
+  assert not res.ok and res.argmax_agreement == 0.0
+  # Nearly tied logits (an untrained model): margins below two output steps are rounding.
+  tied = np.full((8, 4), 0.02, np.float32) + rng.uniform(0, 1e-4, (8, 4)).astype(np.float32)
+  near = tied + rng.uniform(-5e-5, 5e-5, (8, 4)).astype(np.float32)
+  assert np.mean(near.argmax(1) == tied.argmax(1)) < 0.75   # the old rule failed this
+  res = verify.compare(near, tied, "int8", output_scale=1e-4)
+  assert res.ok and res.argmax_agreement is None
+  # Float outputs (no output scale): the resolution is the reference's range / 255.
+  assert verify.compare(near, tied, "int8").ok
+  # Mixed: the decisive samples are the ones judged.
+  mixed = np.concatenate([tied, ref])
+  got = np.concatenate([near, swapped])
+  res = verify.compare(got, mixed, "int8", output_scale=1e-3)
+  assert res.argmax_agreement == 0.0 and not res.ok
+
+
+def test_error_names_the_argmax_miss_when_the_diff_is_within_tolerance(monkeypatch,
+                                                                       sparse_mlp):
+  model = sparse_mlp(16, out=32, density=0.2)
+  data = export.to_tflite(model)
+  x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+  ref = np.asarray(model(x))
+  miss = verify.RuntimeResult("xnnpack", False, 1e-5, 1e-3, 0.25)
+  monkeypatch.setattr(verify, "compare", lambda *a, **k: miss)
+  with pytest.raises(verify.VerificationError) as err:
+    verify.verify(data, ref, x, "int8", runtimes=["xnnpack"])
+  msg = str(err.value)
+  assert "argmax agreement 0.25 < 0.75" in msg and "within tolerance" in msg
+  assert "> tolerance" not in msg
+
+
 def test_tflm_arena_bytes_grows_with_the_activations():
   import keras  # pylint: disable=g-import-not-at-top
   pytest.importorskip("tflite_micro")

@@ -31,7 +31,9 @@ class RuntimeResult:
     ok: whether outputs matched within tolerance.
     max_abs_diff: max abs difference to the reference (float units).
     tolerance: tolerance it was checked against.
-    argmax_agreement: fraction of samples with the same argmax (None if 1 output).
+    argmax_agreement: fraction of samples with the same argmax, among those whose
+      reference top-two margin an int8 output can resolve (None if 1 output, or no
+      such sample; see `compare`).
     error: message when it failed to run.
   """
   runtime: str
@@ -256,21 +258,59 @@ def tolerance(reference, quantize, output_scale=None):
   return max(16 * (output_scale or 0.0), 0.1 * peak)
 
 
-def _argmax_agreement(a, b):
+MIN_ARGMAX_AGREEMENT = 0.75  # int8 only (docs/export.md, "Verification")
+
+
+def _argmax_agreement(a, b, resolution=0.0):
+  """Argmax agreement of `a` with the reference `b` over its decisive samples.
+
+  A sample is decisive when its two largest reference outputs differ by more than
+  `2 * resolution`: closer than that, rounding alone can swap them. Returns None for a
+  single output or when no sample is decisive.
+  """
   if a.ndim < 2 or a.shape[-1] < 2:
     return None
-  return float(np.mean(np.argmax(a, -1) == np.argmax(b, -1)))
+  top2 = np.sort(b, axis=-1)[..., -2:]
+  decisive = (top2[..., 1] - top2[..., 0]) > 2 * resolution
+  if not np.any(decisive):
+    return None
+  return float(np.mean(np.argmax(a, -1)[decisive] == np.argmax(b, -1)[decisive]))
 
 
 def compare(outputs, reference, quantize, output_scale=None, runtime=""):
-  """Compares outputs to reference; returns a `RuntimeResult`."""
+  """Compares outputs to reference; returns a `RuntimeResult`.
+
+  int8 also needs `MIN_ARGMAX_AGREEMENT` of the decisive samples (see
+  `_argmax_agreement`) to keep their argmax; the resolution is the output scale, or for
+  float outputs the reference's range (widened to hold 0, as calibration does) over the
+  255 steps of an int8 output.
+  """
   diff = float(np.max(np.abs(outputs - reference))) if reference.size else 0.0
   tol = tolerance(reference, quantize, output_scale)
-  agree = _argmax_agreement(outputs, reference)
+  resolution = 0.0
+  if quantize == "int8" and reference.size:
+    # A calibrated int8 range always holds 0.
+    resolution = output_scale or (max(float(reference.max()), 0.0)
+                                  - min(float(reference.min()), 0.0)) / 255
+  agree = _argmax_agreement(outputs, reference, resolution)
   ok = bool(np.all(np.isfinite(outputs))) and diff <= tol
   if quantize == "int8" and agree is not None:
-    ok = ok and agree >= 0.75
+    ok = ok and agree >= MIN_ARGMAX_AGREEMENT
   return RuntimeResult(runtime, ok, diff, tol, agree)
+
+
+def _miss_line(label, out_name, res):
+  """What a failed `RuntimeResult` missed, in words."""
+  if not np.isfinite(res.max_abs_diff):
+    return f"{label}: output tensor '{out_name}' is not finite (NaN or Inf)"
+  agree = ("" if res.argmax_agreement is None
+           else f"argmax agreement {res.argmax_agreement:.2f}")
+  if res.max_abs_diff > res.tolerance:
+    return (f"{label}: output tensor '{out_name}' max abs diff {res.max_abs_diff:.4g} "
+            f"> tolerance {res.tolerance:.4g}" + (f" ({agree})" if agree else ""))
+  return (f"{label}: output tensor '{out_name}' {agree} < {MIN_ARGMAX_AGREEMENT} on the "
+          f"samples whose top two Keras outputs an int8 output can tell apart (max abs "
+          f"diff {res.max_abs_diff:.4g} is within tolerance {res.tolerance:.4g})")
 
 
 def sparse_readers(model_bytes):
@@ -435,8 +475,7 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       if f.error:
         lines.append(f"{label}: failed to run: {f.error}")
       else:
-        lines.append(f"{label}: output tensor '{out_name}' max abs diff {f.max_abs_diff:.4g} "
-                     f"> tolerance {f.tolerance:.4g} (argmax agreement {f.argmax_agreement})")
+        lines.append(_miss_line(label, out_name, f))
     same = reference_bytes is not None and bytes(reference_bytes) == bytes(model_bytes)
     where = (localize(model_bytes, reference_bytes, inputs, input_names)
              if reference_bytes and not same else None)
