@@ -258,7 +258,7 @@ def tolerance(reference, quantize, output_scale=None):
   return max(16 * (output_scale or 0.0), 0.1 * peak)
 
 
-MIN_ARGMAX_AGREEMENT = 0.75  # int8 only (docs/export.md, "Verification")
+MIN_ARGMAX_AGREEMENT = 0.75  # int8 only (docs/export.md, section 4, trap 4)
 
 
 def _argmax_agreement(a, b, resolution=0.0):
