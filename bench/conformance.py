@@ -288,6 +288,8 @@ def run(models, methods, exports_for, iters, log, flush=lambda rows: None, rows=
         # argmax_rule: the int8 verification counts only decisive samples (verify.compare)
         row = dict(model=name, method=method, export=kind, sparsity=sparsity,
                    argmax_rule="decisive")
+        if method in POST_TRAINING:  # the few-sample ridge is centred on W0 (docs/algorithms.md)
+          row["few_row_ridge"] = "toward_w0"
         try:
           res = export.convert(stripped, target=target, quantize=quantize,
                                representative_data=x if quantize == "int8" else None)
@@ -411,6 +413,8 @@ def main(argv=None):
     n_pass = sum(r["status"] == "PASS" for r in rows)
     int8 = [r for r in rows if r["export"] in ("int8", "micro")]
     n_int8, old_rule = len(int8), [r for r in int8 if "argmax_rule" not in r]
+    layerwise_rows = [r for r in rows if r["method"] in POST_TRAINING and r["export"] != "-"]
+    old_ridge = [r for r in layerwise_rows if "few_row_ridge" not in r]
     lines = [
         "# Conformance matrix", "",
         ("Last command" + (" (rows of earlier sittings kept by --resume)" if previous
@@ -451,7 +455,12 @@ def main(argv=None):
            f"{sum(r['status'] != 'PASS' for r in old_rule)} FAIL rows, any that missed on "
            "the argmax alone (diff within tolerance) would pass now; a row keeps only the "
            "error's first line, which does not say which it was."]
-          if old_rule else []), "",
+          if old_rule else []),
+        *([f"- {len(old_ridge)} of the {len(layerwise_rows)} logsum / l0 rows were measured "
+           "before the few-sample ridge was centred on the trained weights and the "
+           "low-rank path was added (CHANGELOG, Changed); rows with "
+           "`few_row_ridge: toward_w0` in the rows file were measured after."]
+          if old_ridge else []), "",
         "## Results", "", *table(rows), ""]
     _io.atomic_write(args.output, "\n".join(lines) + "\n")
     return lines

@@ -125,6 +125,51 @@ def test_refit_ridges_a_singular_support():
   np.testing.assert_allclose(x @ w[0], x[:, :2], atol=1e-3)
 
 
+def test_low_rank_refit_equals_the_dense_refit():
+  # n = 12 rows for d = 60 inputs: the Woodbury solve on 12 x 12 systems gives the
+  # solution of the ridged |S| x |S| systems.
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(12, 60))
+  factor = x[None] / np.sqrt(12)
+  rho = 1e-3 * float(np.mean(np.sum(factor ** 2, axis=1)))
+  gram = factor[0].T @ factor[0] + rho * np.eye(60)
+  cross = rng.normal(size=(1, 60, 5))
+  support = rng.random((1, 60, 5)) < 0.7
+  support[0, :, 1] = False
+  dense, _ = layerwise.refit(gram[None], cross, support, ridge=1e-8)
+  low, _ = layerwise.refit(gram[None], cross, support, ridge=1e-8, factor=factor,
+                           factor_ridge=rho, max_entries=2000)  # several chunks
+  assert layerwise.solvers._woodbury_cheaper(12, int(support.sum(1).max()))  # pylint: disable=protected-access
+  np.testing.assert_allclose(low, dense, rtol=1e-6, atol=1e-9)
+  assert np.all(low[~support] == 0)
+
+
+def test_few_rows_use_the_factor_and_keep_the_trained_weights():
+  # 6 samples for a 64-input layer: the statistics keep the rows, the solvers multiply
+  # through the rank-6 factor, and with lambda -> 0 the solution is the trained kernel
+  # (the few-sample ridge pulls toward W0, not toward 0).
+  keras.utils.set_random_seed(3)
+  inp = keras.Input((64,))
+  model = keras.Model(inp, L.Dense(8, name="d")(inp))
+  x = np.random.default_rng(8).normal(size=(6, 64)).astype(np.float32)
+  layer = model.get_layer("d")
+  stats = layerwise.compute_stats(layer, [x])
+  assert stats.rows.shape == (1, 6, 64)
+  np.testing.assert_allclose(stats.rows[0].T @ stats.rows[0] / 6, stats.gram[0], rtol=1e-5,
+                             atol=1e-7)
+  w0 = layer.kernel.numpy()[None]
+  problem, ridge, notes = layerwise.make_problem("d", stats, w0)
+  assert ridge > 0 and problem.factor is not None and any("rank-6" in n for n in notes)
+  w = tf.constant(np.random.default_rng(9).normal(size=(1, 64, 8)), tf.float32)
+  np.testing.assert_allclose(
+      layerwise.gram_matmul(problem.gram, w, problem.factor, problem.ridge),
+      tf.matmul(problem.gram, w), rtol=1e-4, atol=1e-6)
+  solver = logsum.LogSumSolver(lam=1e-12)
+  solved, _ = solver.solve(problem, w0.size)
+  np.testing.assert_allclose(solved.numpy() * problem.scale, w0, rtol=1e-3, atol=1e-5)
+  assert layerwise.compute_stats(layer, [np.tile(x, (12, 1))]).rows is None  # n >= d
+
+
 def test_power_iteration_matches_eigvalsh():
   a = np.random.default_rng(6).normal(size=(2, 30, 30))
   g = np.einsum("bij,bkj->bik", a, a)

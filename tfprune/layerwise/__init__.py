@@ -49,6 +49,7 @@ from tfprune.layerwise.geometry import supported_layers
 from tfprune.layerwise.solvers import LayerProblem
 from tfprune.layerwise.solvers import LayerSolver
 from tfprune.layerwise.solvers import accelerated_prox_solve
+from tfprune.layerwise.solvers import gram_matmul
 from tfprune.layerwise.solvers import make_problem
 from tfprune.layerwise.solvers import power_iteration
 from tfprune.layerwise.solvers import refit

@@ -340,12 +340,18 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
   w_full[:, problem.live] = np.asarray(w, np.float64) * problem.scale
   err_before = solvers.relative_error(stats, w_full * support, unit.bias)
   gram = stats.gram + (ridge * np.eye(stats.gram.shape[1])[None] if ridge else 0.0)
-  w_refit, used = solvers.refit(gram, stats.cross, support, refit_ridge)
+  factor = solvers.gram_factor(stats) if ridge else None
+
+  def fit(cross, support):  # the few-sample ridge pulls toward W0 (solvers.make_problem)
+    return solvers.refit(gram, cross + ridge * unit.w0 if ridge else cross, support,
+                         refit_ridge, factor=factor, factor_ridge=ridge)
+
+  w_refit, used = fit(stats.cross, support)
   if used > refit_ridge:
     notes.append(f"singular G_SS: refit ridge raised to {used:g}*mean(diag G)")
   if relu_on:
-    w_refit, support = relu_lib.refine(unit, pairs, gram, w_refit, support, solver,
-                                       problem, k, relu_passes, refit_ridge)
+    w_refit, support = relu_lib.refine(unit, pairs, fit, w_refit, support, solver,
+                                       problem, k, relu_passes)
     notes.append(f"ReLU model ({relu_passes} MM passes)")
   extra = k_target - k
   if extra > 0:  # more to keep than live rows hold: keep dead-row weights by magnitude

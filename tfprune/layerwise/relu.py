@@ -36,19 +36,19 @@ def is_relu(inner):
   return getattr(inner, "activation", None) is keras.activations.relu
 
 
-def refine(unit, pairs, gram, w, support, solver, problem, k, passes, refit_ridge):
+def refine(unit, pairs, fit, w, support, solver, problem, k, passes):
   """Runs `passes` MM passes from the refit `w` (`[B, d, m]` float64, on `support`).
 
   Args:
     unit: the engine's unit (needs `inner`, `w0`, `bias`).
     pairs: a callable returning an iterable of `(xp, xo)` input batches of the layer.
-    gram: the (ridged) `[B, d, d]` float64 Gram matrix.
+    fit: `fit(cross, support) -> (w, ridge)`, the least-squares refit on the layer's
+      (ridged) Gram matrix (`tfprune.layerwise.solvers.refit`).
     w, support: the refit solution and its support.
     solver: the `LayerSolver` (its `resolve`, if any, re-selects the support).
     problem: the scaled `LayerProblem` of the layer.
     k: keep count over the live rows.
     passes: number of MM passes.
-    refit_ridge: relative ridge of the refit.
 
   Returns:
     `(w, support)` after the last pass.
@@ -65,12 +65,10 @@ def refine(unit, pairs, gram, w, support, solver, problem, k, passes, refit_ridg
     cross = cross / float(rows)
     if hasattr(solver, "resolve"):
       live = problem.live
-      scaled = dataclasses.replace(
-          problem, cross=tf.constant(cross[:, live] * (problem.scale / problem.energy),
-                                     tf.float32))
+      scaled = dataclasses.replace(problem, cross=problem.scaled_cross(cross))
       w_new = solver.resolve(scaled, k, tf.constant(w[:, live] / problem.scale, tf.float32))
       keep = topk.topk_mask(solvers.support_scores(scaled, w_new), k).numpy().astype(bool)
       support = np.zeros_like(support)
       support[:, live] = keep
-    w, _ = solvers.refit(gram, cross, support, refit_ridge)
+    w, _ = fit(cross, support)
   return w, support

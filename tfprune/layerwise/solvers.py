@@ -8,6 +8,13 @@ the same in every layer. `accelerated_prox_solve` is the iteration shared by log
 `LayerSolver` returns a candidate `W`, the engine keeps the top-k of `support_scores`
 and `refit`s the support by least squares (what makes the result retrain-free).
 The maths is in docs/algorithms.md sections 3 (log-sum) and 4 (l0).
+
+Few calibration rows (`n < d`, common in the deep layers of a real net at small input):
+`G` has rank `n`, and the statistics keep the rows `X`. Then `G W` is computed as
+`F^T (F W) + rho W` (`F = X / sqrt(n)`, `rho` the few-sample ridge) whenever `2 n < d`,
+and the refit solves each column by the Woodbury identity on an `n x n` system when that
+is cheaper than the `|S| x |S|` Cholesky (docs/algorithms.md, "Few calibration rows").
+Same maths, same result to float rounding.
 """
 import dataclasses
 import math
@@ -36,6 +43,12 @@ class LayerProblem:
     size: total number of kernel entries (dead rows included).
     live: boolean `[d]`.
     scale, energy: the scalings.
+    ridge: the few-sample ridge `rho` in scaled units (0 when `n >= d_live`): `gram`
+      holds `G + rho I` and `cross` holds `C + rho W0`, a prior that pulls the weights
+      the calibration rows do not determine toward the trained ones, not toward 0.
+    factor: when not None, `[B, n, d_live]` float32 `F` with `gram = F^T F + ridge * I`
+      (scaled units, `n < d_live / 2`): solvers multiply by `G` through it
+      (`gram_matmul`).
   """
   name: str
   gram: tf.Tensor
@@ -46,6 +59,24 @@ class LayerProblem:
   live: np.ndarray
   scale: float
   energy: float
+  ridge: float = 0.0
+  factor: tf.Tensor = None
+
+  def gram_args(self):
+    """Keyword arguments of the solvers' `tf.function`s for `gram_matmul`."""
+    return {"factor": self.factor, "factor_ridge": tf.constant(self.ridge, tf.float32)}
+
+  def scaled_cross(self, cross):
+    """`C~` of an unscaled `[B, d, m]` cross product (all rows), prior term included."""
+    return tf.constant(cross[:, self.live] * (self.scale / self.energy), tf.float32) + (
+        self.ridge * self.w0)
+
+
+def gram_matmul(gram, w, factor=None, factor_ridge=0.0):
+  """`G w`: `gram @ w`, or `F^T (F w) + factor_ridge * w` when a factor is given."""
+  if factor is None:
+    return tf.matmul(gram, w)
+  return tf.matmul(factor, tf.matmul(factor, w), transpose_a=True) + factor_ridge * w
 
 
 @tf.function(reduce_retracing=True)
@@ -67,7 +98,8 @@ def power_iteration(gram, iterations=100):
 
 
 def accelerated_prox_solve(gram, cross, w_init, lipschitz, prox, penalty, eta, max_iter,
-                           accelerate=True, min_iter=0, monotone=False):
+                           accelerate=True, min_iter=0, monotone=False, factor=None,
+                           factor_ridge=0.0):
   """FISTA-style proximal gradient with restart on `F(W) + penalty(W)` (both solvers).
 
   `F(W) = 1/2 tr(W^T G W) - tr(W^T C)` on `[B, d, m]` problems; one matmul per
@@ -76,6 +108,7 @@ def accelerated_prox_solve(gram, cross, w_init, lipschitz, prox, penalty, eta, m
   iterate, for reweighting); when the objective rises the momentum restarts, and with
   `monotone` the plain (unextrapolated) step is taken instead. Stops when
   `||W_{k+1} - W_k|| <= eta * max(1, ||W_k||)` after at least `min_iter` iterations.
+  `factor`, `factor_ridge`: see `gram_matmul` (`LayerProblem.gram_args`).
 
   Returns:
     `(w, iterations)`.
@@ -86,7 +119,10 @@ def accelerated_prox_solve(gram, cross, w_init, lipschitz, prox, penalty, eta, m
   def objective(w, gw):
     return 0.5 * tf.reduce_sum(w * gw) - tf.reduce_sum(w * cross) + penalty(w)
 
-  gw0 = tf.matmul(gram, w_init)
+  def matmul(w):
+    return gram_matmul(gram, w, factor, factor_ridge)
+
+  gw0 = matmul(w_init)
   state = (tf.constant(0), w_init, w_init, gw0, gw0, one, objective(w_init, gw0),
            tf.constant(False))
 
@@ -101,14 +137,14 @@ def accelerated_prox_solve(gram, cross, w_init, lipschitz, prox, penalty, eta, m
     v = w + beta * (w - w_prev)
     gv = gw + beta * (gw - gw_prev)
     w_new = prox(v - (gv - cross) / lipschitz, w)
-    gw_new = tf.matmul(gram, w_new)
+    gw_new = matmul(w_new)
     phi_new = objective(w_new, gw_new)
     worse = phi_new > phi
     if monotone:
 
       def plain():
         wp = prox(w - (gw - cross) / lipschitz, w)
-        gwp = tf.matmul(gram, wp)
+        gwp = matmul(wp)
         return wp, gwp, objective(wp, gwp)
 
       w_new, gw_new, phi_new = tf.cond(worse, plain, lambda: (w_new, gw_new, phi_new))
@@ -129,7 +165,10 @@ def relative_error(stats, w, bias, cross=None, shift=None):
   """
   cross = stats.cross if cross is None else cross
   w = np.asarray(w, np.float64)
-  quad = np.einsum("bdm,bdm->", w, np.matmul(stats.gram, w))
+  if stats.rows is not None:  # ||X W||^2 / n, cheaper than W^T G W when n < d
+    quad = float(np.sum(np.matmul(stats.rows, w) ** 2)) / stats.n
+  else:
+    quad = np.einsum("bdm,bdm->", w, np.matmul(stats.gram, w))
   err2 = quad - 2.0 * np.einsum("bdm,bdm->", w, cross) + stats.y_sq
   if shift is not None:
     err2 -= float(np.sum(np.asarray(shift) ** 2))
@@ -137,11 +176,21 @@ def relative_error(stats, w, bias, cross=None, shift=None):
   return math.sqrt(max(err2, 0.0) / max(y2, 1e-300))
 
 
-def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
+def _woodbury_cheaper(rank, kmax):
+  """True if `n x n` Woodbury solves cost less than `kmax x kmax` Cholesky solves."""
+  return rank * rank * (kmax + rank / 3.0) < kmax ** 3 / 3.0
+
+
+def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22, factor=None,
+          factor_ridge=0.0):
   """Least-squares refit on a support: per column `G_SS w_S = C_S`, zeros elsewhere.
 
-  All columns of all problems are solved as batches of padded Cholesky systems of size
-  `max |S_j|`, chunked so that a chunk holds about `max_entries` matrix entries.
+  All columns of all problems are solved as batches of padded systems of size
+  `max |S_j|`, chunked so that a chunk holds about `max_entries` matrix entries. With a
+  factor (`G = F^T F + factor_ridge * I`, `F` `[B, n, d]`, `factor_ridge > 0`) and
+  `n` small against `|S|`, each column is solved on `n x n` by the Woodbury identity:
+  `w_S = (c - A^T (rho I + A A^T)^{-1} A c) / rho` with `A = F_S`, `rho = factor_ridge +
+  ridge * mean(diag G)`; the same solution, without forming `G_SS`.
 
   Args:
     gram: `[B, d, d]` float64.
@@ -150,6 +199,7 @@ def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
     ridge: relative ridge, `ridge * mean(diag G)` is added to each `G_SS`; raised 1000x
       (up to 1e-2) while a system is numerically singular.
     max_entries: chunk size bound.
+    factor, factor_ridge: optional factor of `gram` (see above).
 
   Returns:
     `(w, ridge_used)`: `w` float64 `[B, d, m]`, zero outside the support.
@@ -157,7 +207,7 @@ def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
   gram = np.asarray(gram, np.float64)
   cross = np.asarray(cross, np.float64)
   support = np.asarray(support, bool)
-  nb, d, m = cross.shape
+  nb, _, m = cross.shape
   out = np.zeros_like(cross)
   counts = support.sum(axis=1)  # [B, m]
   systems = [(b, j) for b in range(nb) for j in range(m) if counts[b, j] > 0]
@@ -165,7 +215,13 @@ def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
     return out, ridge
   scale = float(np.mean(np.diagonal(gram, axis1=1, axis2=2))) or 1.0
   kmax = int(counts.max())
-  chunk = max(1, max_entries // (kmax * kmax))
+  low_rank = (factor is not None and factor_ridge > 0
+              and _woodbury_cheaper(factor.shape[1], kmax))
+  if low_rank:
+    rank = factor.shape[1]
+    chunk = max(1, max_entries // (rank * (kmax + rank)))
+  else:
+    chunk = max(1, max_entries // (kmax * kmax))
   ridge_used = ridge
   for start in range(0, len(systems), chunk):
     part = systems[start:start + chunk]
@@ -177,29 +233,50 @@ def refit(gram, cross, support, ridge=1e-8, max_entries=1 << 22):
       rows = np.flatnonzero(support[b, :, j])
       idx[s, :rows.size] = rows
       valid[s, :rows.size] = True
-    sub = gram[bs[:, None, None], idx[:, :, None], idx[:, None, :]]
-    both = valid[:, :, None] & valid[:, None, :]
-    eye = np.eye(kmax)[None]
-    sub = np.where(both, sub, eye)
     rhs = np.where(valid, cross[bs[:, None], idx, js[:, None]], 0.0)[..., None]
-    r = ridge
-    while True:
-      a = sub + (r * scale) * eye * valid[:, :, None]
-      try:
-        chol = tf.linalg.cholesky(a)
-        sol = tf.linalg.cholesky_solve(chol, rhs).numpy()[..., 0]
-        ok = np.all(np.isfinite(sol))
-      except tf.errors.InvalidArgumentError:
-        ok = False
-      if ok or r >= 1e-2:
-        break
-      r = min(max(r, 1e-10) * 1000.0, 1e-2)
-    ridge_used = max(ridge_used, r)
+    if low_rank:
+      sol = _woodbury_solve(np.asarray(factor, np.float64), bs, idx, valid, rhs,
+                            factor_ridge + ridge * scale)
+    else:
+      sol, r = _cholesky_solve(gram, bs, idx, valid, rhs, ridge, scale)
+      ridge_used = max(ridge_used, r)
     sol = np.where(valid, sol, 0.0)
     for s, (b, j) in enumerate(part):
       c = counts[b, j]
       out[b, idx[s, :c], j] = sol[s, :c]
   return out, ridge_used
+
+
+def _cholesky_solve(gram, bs, idx, valid, rhs, ridge, scale):
+  """Padded `G_SS w = c` systems by Cholesky; the ridge grows while one is singular."""
+  kmax = idx.shape[1]
+  sub = gram[bs[:, None, None], idx[:, :, None], idx[:, None, :]]
+  both = valid[:, :, None] & valid[:, None, :]
+  eye = np.eye(kmax)[None]
+  sub = np.where(both, sub, eye)
+  r = ridge
+  while True:
+    a = sub + (r * scale) * eye * valid[:, :, None]
+    try:
+      chol = tf.linalg.cholesky(a)
+      sol = tf.linalg.cholesky_solve(chol, rhs).numpy()[..., 0]
+      ok = np.all(np.isfinite(sol))
+    except tf.errors.InvalidArgumentError:
+      ok = False
+    if ok or r >= 1e-2:
+      return sol, r
+    r = min(max(r, 1e-10) * 1000.0, 1e-2)
+
+
+def _woodbury_solve(factor, bs, idx, valid, rhs, rho):
+  """Padded `(A^T A + rho I) w = c` systems with `A = F[b][:, S]`, on `n x n`."""
+  n = factor.shape[1]
+  a = factor[bs[:, None, None], np.arange(n)[None, :, None], idx[:, None, :]]  # [S, n, k]
+  a = np.where(valid[:, None, :], a, 0.0)
+  small = np.matmul(a, np.swapaxes(a, 1, 2)) + rho * np.eye(a.shape[1])[None]
+  chol = tf.linalg.cholesky(small)
+  u = tf.linalg.cholesky_solve(chol, np.matmul(a, rhs)).numpy()
+  return ((rhs - np.matmul(np.swapaxes(a, 1, 2), u)) / rho)[..., 0]
 
 
 # -------------------------------------------------------------------------- solvers
@@ -232,14 +309,19 @@ class LayerSolver:
 def support_scores(problem, w):
   """Ranking for the final support: nonzeros of `w` first (by |w|), then zeros by the
   magnitude of a gradient step `|w - grad F~(w) / L|`."""
-  z = w - (tf.matmul(problem.gram, w) - problem.cross) / problem.lipschitz
+  gw = gram_matmul(problem.gram, w, problem.factor, problem.ridge)
+  z = w - (gw - problem.cross) / problem.lipschitz
   big = 1.0 + tf.reduce_max(tf.abs(z))
   return tf.where(tf.not_equal(w, 0.0), tf.abs(w) + big, tf.abs(z))
 
 
-def _lipschitz(g):
+def _lipschitz(g, factor=None, factor_ridge=0.0):
   """`[B, 1, 1]` step constants, floored so that an all-zero problem of a batch (a
-  depthwise channel whose input is dead on the calibration data) gets a finite step."""
+  depthwise channel whose input is dead on the calibration data) gets a finite step.
+  With a factor, `lambda_max(F^T F + rho I) = lambda_max(F F^T) + rho`, on `n x n`."""
+  if factor is not None:
+    g = tf.matmul(factor, factor, transpose_b=True) + factor_ridge * tf.eye(
+        factor.shape[1], dtype=factor.dtype)[None]
   lip = power_iteration(g).numpy().astype(np.float64)
   floor = max(float(lip.max()) * 1e-6, 1e-30)
   return tf.constant(np.maximum(lip, floor).reshape(-1, 1, 1), tf.float32)
@@ -248,9 +330,14 @@ def _lipschitz(g):
 def make_problem(name, stats, w0, min_ratio=1e-12, few_sample_ridge=1e-3):
   """Scales, drops dead rows and regularises a layer's statistics.
 
+  With fewer rows than live inputs, `G` is rank-deficient: `rho = few_sample_ridge *
+  mean(diag G)` is added to `G` and `rho W0` to `C` (Tikhonov toward the trained
+  weights: what the rows do not determine stays as trained; docs/algorithms.md, "Few
+  calibration rows").
+
   Returns:
-    `(problem, ridge, notes)`: the `LayerProblem`, the absolute ridge added to `G` when
-    there are fewer rows than live inputs (0 otherwise), and notes for the report.
+    `(problem, ridge, notes)`: the `LayerProblem`, the absolute ridge `rho` (0 when
+    there are at least as many rows as live inputs), and notes for the report.
   """
   diag = np.diagonal(stats.gram, axis1=1, axis2=2)  # [B, d]
   live = np.any(diag > min_ratio * max(float(diag.max()), 1e-300), axis=0)
@@ -258,25 +345,40 @@ def make_problem(name, stats, w0, min_ratio=1e-12, few_sample_ridge=1e-3):
     raise ValueError(f"Layer {name!r}: every input is zero on the calibration data.")
   notes = []
   gram = stats.gram[:, live][:, :, live].copy()
-  cross = stats.cross[:, live]
   d_live = int(live.sum())
   ridge = 0.0
   if stats.n < d_live:
     ridge = few_sample_ridge * float(np.mean(np.diagonal(gram, axis1=1, axis2=2)))
     gram += ridge * np.eye(d_live)[None]
-    notes.append(f"{stats.n} rows < {d_live} inputs: ridge G += {few_sample_ridge:g}*mean(diag G)*I")
+    notes.append(f"{stats.n} rows < {d_live} inputs: ridge {few_sample_ridge:g}*mean(diag G) "
+                 f"toward the trained weights")
     warnings.warn(f"Layer {name!r}: only {stats.n} calibration rows for {d_live} live "
                   f"inputs; G is rank-deficient, regularised with a ridge of "
-                  f"{few_sample_ridge:g} * mean(diag G). Use more calibration samples.")
+                  f"{few_sample_ridge:g} * mean(diag G) toward the trained weights. Use "
+                  f"more calibration samples.")
   w0l = np.asarray(w0, np.float64)[:, live]
   scale = float(np.sqrt(np.mean(w0l ** 2))) or 1.0
   energy = max(stats.y_sq, 1e-30)
-  g = tf.constant(gram * (scale ** 2 / energy), tf.float32)
+  unit = scale ** 2 / energy
+  g = tf.constant(gram * unit, tf.float32)
+  factor = None
+  rows = gram_factor(stats)
+  if rows is not None and ridge > 0 and 2 * rows.shape[1] < d_live:
+    factor = tf.constant(rows[:, :, live] * math.sqrt(unit), tf.float32)
+    notes.append(f"G used as its rank-{rows.shape[1]} factor")
   problem = LayerProblem(
-      name=name, gram=g, cross=tf.constant(cross * (scale / energy), tf.float32),
-      w0=tf.constant(w0l / scale, tf.float32),
-      lipschitz=_lipschitz(g), size=int(np.size(w0)),
-      live=live, scale=scale, energy=energy)
+      name=name, gram=g, cross=None, w0=tf.constant(w0l / scale, tf.float32),
+      lipschitz=_lipschitz(g, factor, ridge * unit), size=int(np.size(w0)),
+      live=live, scale=scale, energy=energy, ridge=ridge * unit, factor=factor)
+  problem.cross = problem.scaled_cross(stats.cross)
   return problem, ridge, notes
+
+
+def gram_factor(stats):
+  """`F = X / sqrt(n)` (`[B, n, d]` float64, `G = F^T F`) when the statistics hold the
+  rows, else None."""
+  if stats.rows is None:
+    return None
+  return stats.rows / math.sqrt(stats.n)
 
 

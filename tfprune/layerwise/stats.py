@@ -5,7 +5,10 @@ pre-activations `Y - b = X_o W0`:
 
     G = X^T X / n,   C = X^T (Y - b) / n,   ||Y - b||^2 / n,   colsum(Y - b) / n.
 
-X is never held in memory: batch products run in float32 (float64 with
+X is not held in memory once it has more rows than columns (then `G` is the smaller
+object); while `n < d` the single-device `Accumulator` also keeps the rows, so that the
+solvers can use `G = X^T X / n` as a rank-`n` factor (`LayerStats.rows`). Batch products
+run in float32 (float64 with
 `stats_dtype="float64"`) and are summed across batches in float64 ("compensated"
 accumulation: only the cross-batch sum, where the error grows, is in float64). The same
 per-batch products (`batch_products`) serve the single-device `Accumulator` and the
@@ -38,6 +41,8 @@ class LayerStats:
     y_colsum: `[B, m]`, column sums of `Y - b`, divided by n.
     n: number of rows (samples times output positions).
     x_colsum: `[B, d]`, column sums of `X`, divided by n (None if not collected).
+    rows: `[B, n, d]` float64, the rows of `X` themselves when `n < d` (so that
+      `G = rows^T rows / n`), else None (and always None from `distributed_stats`).
   """
   gram: np.ndarray
   cross: np.ndarray
@@ -45,6 +50,7 @@ class LayerStats:
   y_colsum: np.ndarray
   n: int
   x_colsum: np.ndarray = None
+  rows: np.ndarray = None
 
 
 @dataclasses.dataclass
@@ -90,24 +96,32 @@ def token_counts(inner, ids):
 
 
 class Accumulator:
-  """Running float64 sums of `batch_products` for one layer."""
+  """Running float64 sums of `batch_products` for one layer, and its rows while `n < d`."""
 
   def __init__(self, inner, w0, stats_dtype="float32"):
     self.inner = inner
     self.w0 = tf.constant(w0, tf.as_dtype(stats_dtype))
     self.sums = None
+    self.rows = []
 
   def add(self, xp, xo=None):
     # Eager: a handful of large ops per batch, nothing to gain from tracing per layer.
     out = [t.numpy() for t in batch_products(self.inner, self.w0, xp, xo, self.w0.dtype)]
     self.sums = out if self.sums is None else [a + b for a, b in zip(self.sums, out)]
+    if self.rows is not None:
+      if self.sums[4] < self.w0.shape[1]:
+        patches = tf.cast(geometry.layer_patches(self.inner, xp), self.w0.dtype)
+        self.rows.append(tf.cast(patches, tf.float64).numpy())
+      else:
+        self.rows = None  # as many rows as inputs: G is the smaller object
 
   def result(self):
     if self.sums is None or self.sums[4] == 0:
       raise ValueError(f"No calibration rows reached layer {self.inner.name!r}.")
     gram, cross, y_sq, y_colsum, n, x_colsum = self.sums
+    rows = np.concatenate(self.rows, axis=1) if self.rows else None
     return LayerStats(gram / n, cross / n, float(y_sq) / n, y_colsum / n, int(n),
-                      x_colsum / n)
+                      x_colsum / n, rows)
 
 
 class EmbeddingAccumulator:

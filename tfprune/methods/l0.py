@@ -35,7 +35,8 @@ def hard_threshold(w, k):
 
 
 @tf.function(reduce_retracing=True)
-def iht_solve(gram, cross, w_init, lipschitz, k, eta, max_iter, accelerate=True):
+def iht_solve(gram, cross, w_init, lipschitz, k, eta, max_iter, accelerate=True,
+              factor=None, factor_ridge=0.0):
   """Iterative hard thresholding on `[B, d, m]` problems (`k` counts over all of them).
 
   Args:
@@ -44,6 +45,7 @@ def iht_solve(gram, cross, w_init, lipschitz, k, eta, max_iter, accelerate=True)
     eta: early termination, `||W_{k+1} - W_k|| <= eta * max(1, ||W_k||)`.
     max_iter: iteration cap.
     accelerate: extrapolate, falling back to the plain step when it does not descend.
+    factor, factor_ridge: optional low-rank form of `gram`, as in `logsum_solve`.
 
   Returns:
     `(w, iterations)`, `w` with exactly `min(k, size)` entries kept (some may be 0).
@@ -51,7 +53,8 @@ def iht_solve(gram, cross, w_init, lipschitz, k, eta, max_iter, accelerate=True)
   return layerwise.accelerated_prox_solve(
       gram, cross, hard_threshold(w_init, k), lipschitz,
       prox=lambda z, w: hard_threshold(z, k), penalty=lambda w: 0.0, eta=eta,
-      max_iter=max_iter, accelerate=accelerate, monotone=True)
+      max_iter=max_iter, accelerate=accelerate, monotone=True, factor=factor,
+      factor_ridge=factor_ridge)
 
 
 class IHTSolver(layerwise.LayerSolver):
@@ -73,14 +76,14 @@ class IHTSolver(layerwise.LayerSolver):
   def resolve(self, problem, k, w_init):
     w, _ = iht_solve(problem.gram, problem.cross, w_init, problem.lipschitz,
                      tf.constant(int(k)), tf.constant(self.eta, tf.float32),
-                     tf.constant(self.max_iter), self.accelerate)
+                     tf.constant(self.max_iter), self.accelerate, **problem.gram_args())
     return w
 
   def solve(self, problem, k, w_init=None):
     w_init = problem.w0 if w_init is None else w_init
     w, it = iht_solve(problem.gram, problem.cross, w_init, problem.lipschitz,
                       tf.constant(int(k)), tf.constant(self.eta, tf.float32),
-                      tf.constant(self.max_iter), self.accelerate)
+                      tf.constant(self.max_iter), self.accelerate, **problem.gram_args())
     return w, {"iterations": int(it), "solves": 1}
 
 

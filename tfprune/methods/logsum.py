@@ -39,7 +39,7 @@ def prox_step(w, grad, lipschitz, lam, eps):
 
 @tf.function(reduce_retracing=True)
 def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
-                 accelerate=True, min_iter=0):
+                 accelerate=True, min_iter=0, factor=None, factor_ridge=0.0):
   """Proximal iteratively reweighted log-sum solver on `[B, d, m]` problems.
 
   Args:
@@ -52,6 +52,8 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
     accelerate: FISTA extrapolation with restart when the objective increases.
     min_iter: the `eta` rule is not checked before this many iterations (a warm start
       at a new lambda moves slowly at first and would otherwise stop at once).
+    factor, factor_ridge: optional low-rank form of `gram`
+      (`tfprune.layerwise.LayerProblem.gram_args`).
 
   Returns:
     `(w, iterations)`.
@@ -65,7 +67,8 @@ def logsum_solve(gram, cross, w_init, lipschitz, lam, eps, eta, max_iter,
   return layerwise.accelerated_prox_solve(
       gram, cross, w_init, lipschitz, prox=prox,
       penalty=lambda w: lam * tf.reduce_sum(tf.math.log(tf.abs(w) + eps)), eta=eta,
-      max_iter=max_iter, accelerate=accelerate, min_iter=min_iter)
+      max_iter=max_iter, accelerate=accelerate, min_iter=min_iter, factor=factor,
+      factor_ridge=factor_ridge)
 
 
 def check_range(name, value, low, high, low_open=True, high_open=True):
@@ -125,7 +128,7 @@ class LogSumSolver(layerwise.LayerSolver):
     w, it = logsum_solve(problem.gram, problem.cross, w_init, problem.lipschitz,
                          tf.constant(lam, tf.float32), tf.constant(self.eps, tf.float32),
                          tf.constant(self.eta, tf.float32), tf.constant(max_iter),
-                         self.accelerate, tf.constant(min_iter))
+                         self.accelerate, tf.constant(min_iter), **problem.gram_args())
     return w, int(it), int(tf.math.count_nonzero(w))
 
   def path(self, problem, k, lam, w_init=None):
