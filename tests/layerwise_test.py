@@ -1,4 +1,5 @@
 """Tests of the shared layer-wise engine (statistics, im2col, refit, modes, errors)."""
+import dataclasses
 import sys
 import warnings
 
@@ -167,6 +168,11 @@ def test_few_rows_use_the_factor_and_keep_the_trained_weights():
   solver = logsum.LogSumSolver(lam=1e-12)
   solved, _ = solver.solve(problem, w0.size)
   np.testing.assert_allclose(solved.numpy() * problem.scale, w0, rtol=1e-3, atol=1e-5)
+  w = solved.numpy() * problem.scale * (np.abs(solved.numpy()) > 0.5)
+  bias = np.zeros((1, 8))
+  np.testing.assert_allclose(  # ||X W||^2 from the rows equals W^T G W
+      layerwise.relative_error(stats, w, bias),
+      layerwise.relative_error(dataclasses.replace(stats, rows=None), w, bias), rtol=1e-5)
   assert layerwise.compute_stats(layer, [np.tile(x, (12, 1))]).rows is None  # n >= d
 
 
