@@ -124,5 +124,21 @@ def test_no_import_cycles():
       " -> ".join(c) for c in cycles)
 
 
+def test_import_tfprune_does_not_load_data_zoo_or_plots():
+  """`import tfprune` loads the pruning API only; data sets, reference models and the
+  plots (matplotlib) load on first use (issue 26 item 7)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import sys, tfprune\n"
+          "print(sorted(m for m in ('tfprune.data', 'tfprune.zoo', 'tfprune.plots')"
+          " if m in sys.modules))\n"
+          "tfprune.zoo.lenet5\n"
+          "print('tfprune.zoo' in sys.modules)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  lines = out.stdout.strip().splitlines()
+  assert lines[-2:] == ["[]", "True"], out.stdout + out.stderr
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__]))

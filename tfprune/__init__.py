@@ -5,13 +5,11 @@ training code (tests/boundaries_test.py checks it). No function shadows its subm
 `tfprune.shrink` is the module, `tfprune.shrink_model` its entry point.
 """
 from tfprune import _quiet  # first: quiets TF for the binaries before TF loads
-from tfprune import data
 from tfprune import masks
 from tfprune import methods
 from tfprune import optimizers
 from tfprune import report
 from tfprune import schedules
-from tfprune import zoo
 from tfprune.callbacks import PruningCallback
 from tfprune.callbacks import PruningSummaries
 from tfprune.gates import L0Gate
@@ -31,6 +29,19 @@ from tfprune.wrapper import get_method
 from tfprune.wrapper import PruneWrapper
 
 __version__ = "0.1.0"
+
+# Loaded on first use (`tfprune.data.load`, `tfprune.zoo.lenet5`): a user who only prunes
+# their own model does not pay for the data sets and reference models at import time.
+_LAZY_SUBMODULES = ("data", "zoo", "plots")
+
+
+def __getattr__(name):
+  if name in _LAZY_SUBMODULES:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module(f"tfprune.{name}")
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module 'tfprune' has no attribute {name!r}")
 
 # What `from tfprune import *` gives and the API reference documents; the submodules
 # (data, masks, methods, schedules, zoo, export, ...) are documented on their own pages.
