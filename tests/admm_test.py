@@ -42,7 +42,10 @@ def _nonzeros(tensors):
 # ----------------------------------------------------------------- projection
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.97])
 def test_global_projection_keeps_exactly_k(sparsity):
-  pruned = tfprune.prune(_mlp(), "admm", target_sparsity=sparsity)
+  # max_pruning_ratio=1.0: the plain projection. With ties everywhere the first layer
+  # wins them all, and the default layer floor (tests/liveness_test.py) would then keep
+  # the others alive, beyond k on this tiny MLP.
+  pruned = tfprune.prune(_mlp(), "admm", target_sparsity=sparsity, max_pruning_ratio=1.0)
   method = tfprune.get_method(pruned)
   # Ties everywhere: exactly k must still be kept.
   values = [tf.ones(w.shape) for w in method.weights]

@@ -30,7 +30,8 @@ def _tfprune_modules(path):
   return {name for name in _imports(path) if name == "tfprune" or name.startswith("tfprune.")}
 
 
-EXPORT_OK = ("tfprune.export", "tfprune._io", "tfprune._layers", "tfprune._capture")
+EXPORT_OK = ("tfprune.export", "tfprune._io", "tfprune._layers", "tfprune._capture",
+             "tfprune._liveness")
 
 
 @pytest.mark.parametrize("path", sorted((PKG / "export").glob("*.py")), ids=lambda p: p.name)

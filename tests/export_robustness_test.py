@@ -38,18 +38,26 @@ def test_all_zero_tensor_stores_one_explicit_zero(encode):
 
 
 def _zero_model(kind):
-  """(model, data, quantize, sparse, kernel size) with one all-zero kernel."""
+  """(model, data, quantize, sparse, kernel size) with one all-zero kernel.
+
+  The model also adds the channel mean of its input to the layer's output, so it stays
+  alive: the exporter refuses a model whose output does not depend on its input
+  (tfprune.DeadModelError), and this test is about encoding the all-zero kernel.
+  """
   rng = np.random.default_rng(0)
   shapes = {"conv_1x1": (8, 8, 3), "conv": (8, 8, 16), "depthwise": (8, 8, 16),
             "fc_block4": (64,), "fc_int8": (64,), "fc_segmented": (520,), "conv_int8": (8, 8, 16)}
   layer = {"conv_1x1": lambda: keras.layers.Conv2D(8, 1),
-           "conv": lambda: keras.layers.Conv2D(32, 3),
-           "depthwise": lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=4),
-           "conv_int8": lambda: keras.layers.Conv2D(32, 3),
+           "conv": lambda: keras.layers.Conv2D(32, 3, padding="same"),
+           "depthwise": lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=4,
+                                                             padding="same"),
+           "conv_int8": lambda: keras.layers.Conv2D(32, 3, padding="same"),
            "fc_block4": lambda: keras.layers.Dense(32),
            "fc_int8": lambda: keras.layers.Dense(32),
            "fc_segmented": lambda: keras.layers.Dense(32)}[kind]()
-  model = keras.Sequential([keras.Input(shapes[kind]), layer])
+  inp = keras.Input(shapes[kind])
+  live = keras.ops.mean(inp, axis=-1, keepdims=True)
+  model = keras.Model(inp, layer(inp) + live)
   layer.kernel.assign(np.zeros(layer.kernel.shape))
   layer.bias.assign(rng.standard_normal(layer.bias.shape))
   quantize = "int8" if kind in ("fc_int8", "fc_segmented", "conv_int8") else None

@@ -283,11 +283,16 @@ def test_custom_layer_with_dense_inside_is_pruned(tmp_path):
     assert np.sum(dense.kernel.numpy() == 0) == 8
 
 
-def test_custom_layer_that_cannot_be_copied_is_named():
+def test_custom_layer_whose_config_cannot_copy_it_is_rebuilt_and_named():
+  # docs/layers.md section 3: rebuilt from its attributes (same outputs checked), warned.
   i = keras.Input((4,))
   model = keras.Model(i, _Opaque(lambda t: t * 2.0, name="opaque")(i))
-  with pytest.raises(ValueError, match=r"Cannot copy layer 'opaque' \(_Opaque\).*get_config"):
-    tfprune.prune(model, "magnitude")
+  with pytest.warns(UserWarning, match=r"Layer 'opaque' \(_Opaque\): its get_config\(\) "
+                                       r"cannot rebuild it.*attributes"):
+    pruned = tfprune.prune(model, "magnitude")
+  x = RNG.normal(size=(3, 4)).astype("float32")
+  np.testing.assert_allclose(pruned(x), model(x), atol=1e-6)
+  assert pruned.get_layer("prune_opaque").layer is not model.get_layer("opaque")
 
 
 class _Sub(keras.Model):

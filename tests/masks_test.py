@@ -46,14 +46,16 @@ def test_layer_scope_exact_count_per_tensor():
 def test_global_scope_one_threshold_exact_total():
   a = tf.constant([[10.0, 9.0], [8.0, 7.0]])
   b = tf.constant([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-  ma, mb = masks.compute_masks([a, b], 0.6, scope="global")
+  # max_pruning_ratio=1.0: the plain threshold, no layer floor (tests/liveness_test.py).
+  ma, mb = masks.compute_masks([a, b], 0.6, scope="global", max_pruning_ratio=1.0)
   # 10 entries, keep ceil(0.4 * 10) = 4: all of a, nothing of b.
   np.testing.assert_array_equal(_np(ma), np.ones((2, 2)))
   np.testing.assert_array_equal(_np(mb), np.zeros(6))
 
 
 def test_global_scope_ties_across_tensors_prefer_first_tensor():
-  ma, mb = masks.compute_masks([tf.ones([3]), tf.ones([3])], 0.5, scope="global")
+  ma, mb = masks.compute_masks([tf.ones([3]), tf.ones([3])], 0.5, scope="global",
+                               max_pruning_ratio=1.0)
   np.testing.assert_array_equal(_np(ma), [1, 1, 1])
   np.testing.assert_array_equal(_np(mb), [0, 0, 0])
 
@@ -84,7 +86,7 @@ def test_block_scope_global_allocation():
   a = tf.constant(np.full((8, 2), 5.0, np.float32))
   b = tf.constant(np.full((8, 2), 1.0, np.float32))
   ma, mb = masks.compute_masks([a, b], 0.5, scope="block", block_size=4,
-                               allocation="global")
+                               allocation="global", max_pruning_ratio=1.0)
   assert _np(ma).sum() == 16 and _np(mb).sum() == 0
 
 

@@ -203,7 +203,7 @@ def test_sparsity_report_rows_and_pq_index(capsys):
   rows = tfprune.sparsity_report(pruned)
   assert [r["layer"] for r in rows] == ["fc1", "fc2", "out"]
   assert set(rows[0]) == {"layer", "weight", "shape", "size", "nonzeros", "sparsity",
-                          "pq_index"}
+                          "pq_index", "dead"}
   assert all(0 <= r["pq_index"] < 1 for r in rows)
   assert "total" in capsys.readouterr().out
 

@@ -222,7 +222,7 @@ def test_dead_channel_that_cannot_go_is_reported_not_silent():
   kernel[..., 0] = 0.0
   model.get_layer("c1").kernel.assign(kernel)
   with pytest.warns(UserWarning, match="dead channel.*'c1'.*'c2'.*padding='same'"):
-    shrunk = tfprune.shrink.shrink_channels(model)
+    shrunk = tfprune.shrink_model(model)
   assert shrunk.get_layer("c1").filters == 6  # kept: removing it would change the outputs
 
 

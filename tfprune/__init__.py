@@ -10,6 +10,7 @@ from tfprune import methods
 from tfprune import optimizers
 from tfprune import report
 from tfprune import schedules
+from tfprune._liveness import DeadModelError
 from tfprune.callbacks import PruningCallback
 from tfprune.callbacks import PruningSummaries
 from tfprune.gates import L0Gate
@@ -49,5 +50,6 @@ __all__ = [
     "prune", "strip", "get_method", "available_methods", "sparsity_report",
     "pq_index", "pq_index_report", "model_pq_index", "shrink_model",
     "PruneWrapper", "PruningMethod", "PrunableLayer", "PruningCallback",
-    "PruningSummaries", "ConstantSparsity", "PolynomialDecay", "L0Gate", "__version__",
+    "PruningSummaries", "ConstantSparsity", "PolynomialDecay", "L0Gate", "DeadModelError",
+    "__version__",
 ]

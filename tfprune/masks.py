@@ -6,7 +6,9 @@ knows about Keras layers.
 
 Scopes (see docs/algorithms.md section 0):
   * `layer`: each tensor keeps `ceil((1 - s) * n)` entries (TFMOT behaviour).
-  * `global`: one threshold over all tensors: the top `ceil((1 - s) * N)` scores.
+  * `global`: one threshold over all tensors: the top `ceil((1 - s) * N)` scores, with
+    a per-tensor floor so no layer is emptied (`layer_floor`, `max_pruning_ratio`) and
+    optionally LAMP-normalised scores (`global_score="lamp"`); see `global_masks`.
   * `block`: scores pooled (mean) over blocks of `block_size` consecutive entries along
     the kernel's INPUT axis, so that after TFLite's transpose of a Dense kernel to
     `[out, in]` the kept blocks are 1x4 (float) or 1x16 (int8) - the only sparse patterns
@@ -31,6 +33,7 @@ from tfprune import topk as topk_lib
 
 SCOPES = ("layer", "global", "block", "n:m", "structured")
 ALLOCATIONS = ("layer", "global")
+GLOBAL_SCORES = ("magnitude", "lamp")
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
 
 
@@ -165,16 +168,248 @@ def nm_mask(scores, n=2, m=4):
   return mask[0] if scores.shape.rank < 2 else mask
 
 
-def _allocate(unit_scores, sparsity, allocation):
+def _allocate(unit_scores, sparsity, allocation, max_pruning_ratio=None,
+              global_score="magnitude"):
   """Top-k over each tensor of unit scores (layer) or over all of them (global)."""
   if allocation == "layer":
     return [topk_lib.topk_mask(s, keep_count(tf.size(s), sparsity)) for s in unit_scores]
   total = tf.add_n([tf.size(s) for s in unit_scores])
-  return topk_lib.global_topk_masks(unit_scores, keep_count(total, sparsity))
+  return global_masks(unit_scores, keep_count(total, sparsity), max_pruning_ratio,
+                      global_score)
+
+
+# ------------------------------------------------------ layer floor and LAMP
+def validate_max_pruning_ratio(value):
+  """Returns `value` (None or a float in (0, 1]); ValueError otherwise."""
+  if value is None:
+    return None
+  try:
+    ratio = float(value)
+  except (TypeError, ValueError):
+    ratio = math.nan
+  if isinstance(value, bool) or math.isnan(ratio) or not 0.0 < ratio <= 1.0:
+    raise ValueError(
+        f"max_pruning_ratio must be None (default: every layer keeps its path floor, the "
+        f"largest weight of each output unit and each input row) or a number in (0, 1] "
+        f"(the largest fraction of any one weight tensor a cross-layer allocation may "
+        f"remove; 1.0 allows emptying a layer), got {value!r}.")
+  return ratio
+
+
+def validate_global_score(global_score, scope="global", allocation="global"):
+  """Checks `global_score`; `lamp` needs an allocation across layers."""
+  if global_score not in GLOBAL_SCORES:
+    raise ValueError(f"Unknown global_score {global_score!r}; valid: "
+                     f"{', '.join(GLOBAL_SCORES)}.")
+  across = scope == "global" or (scope in ("block", "structured") and allocation == "global")
+  if global_score != "magnitude" and not across:
+    raise ValueError(f"global_score={global_score!r} normalises scores to compare layers: "
+                     f"it needs an allocation across layers (scope='global', or block / "
+                     f"structured with allocation='global'), got scope={scope!r}, "
+                     f"allocation={allocation!r}.")
+  return global_score
+
+
+def _path_floor(scores):
+  """0/1 mask: the largest entry of every output unit (last axis) and every input row
+  (`input_axis`); the first index wins a tie."""
+  rank = scores.shape.rank
+  if rank == 0:
+    return tf.ones_like(scores)
+  if rank == 1:
+    return tf.one_hot(tf.argmax(scores), tf.size(scores), dtype=scores.dtype)
+
+  def best_of_each(last):  # top-1 along everything but `last` (moved last first)
+    perm = [d for d in range(rank) if d != last] + [last]
+    moved = tf.transpose(scores, perm)
+    flat = tf.reshape(moved, [-1, tf.shape(moved)[-1]])
+    top = tf.one_hot(tf.argmax(flat, axis=0), tf.shape(flat)[0], axis=0,
+                     dtype=scores.dtype)
+    inverse = [perm.index(d) for d in range(rank)]
+    return tf.transpose(tf.reshape(top, tf.shape(moved)), inverse)
+
+  return tf.maximum(best_of_each(rank - 1), best_of_each(input_axis(rank)))
+
+
+def _path_trigger(shape):
+  """`min(fan_in, fan_out)` of a kernel shape (rank 1: 1): with fewer kept entries a
+  tensor has lost both some input rows and some output units. A rank >= 3 kernel with
+  one output column (a depthwise kernel) counts its input channels as outputs."""
+  if len(shape) == 0:
+    return 0
+  if len(shape) == 1:
+    return 1
+  fan_in, fan_out = shape[input_axis(len(shape))], shape[-1]
+  if len(shape) >= 3 and fan_out == 1:
+    return fan_in
+  return min(fan_in, fan_out)
+
+
+def layer_floor(scores, max_pruning_ratio=None, masks=True):
+  """THE layer floor of an allocation across layers: per tensor, `(floor mask, trigger)`.
+
+  A tensor to which the allocation would give fewer than `trigger` entries keeps its
+  floor mask's entries instead (plus what it wins in the allocation): `global_masks`,
+  `floor_keep_counts`. Above the trigger the floor changes nothing.
+
+  Args:
+    scores: list of non-negative score tensors (weight-shaped, block-pooled or
+      per-unit) with static shapes.
+    max_pruning_ratio: None (default): the path floor: the largest entry of every
+      output unit (last axis) and of every input row (`input_axis`; rank 1: the
+      largest entry), at most `fan_in + fan_out` entries, so that every input and every
+      output of the layer stays connected (a depthwise kernel: every channel); trigger
+      `min(fan_in, fan_out)` (`_path_trigger`). A float r in (0, 1]: the
+      `keep_count(n, r)` largest entries, trigger the same count (at most a fraction r
+      removed from any tensor); 1.0: no floor.
+    masks: False: the triggers only (the masks are None; cheap, no pass over the
+      scores).
+
+  Returns:
+    A list of `(0/1 mask shaped and typed like the scores, trigger count)` pairs (the
+    count an int or an int scalar tensor).
+  """
+  max_pruning_ratio = validate_max_pruning_ratio(max_pruning_ratio)
+  scores = [tf.convert_to_tensor(s) for s in scores]
+  if max_pruning_ratio is None:
+    return [(_path_floor(s) if masks else None, _path_trigger(tuple(s.shape)))
+            for s in scores]
+  out = []
+  for s in scores:
+    count = keep_count(tf.size(s), max_pruning_ratio)
+    out.append((topk_lib.topk_mask(s, count) if masks else None, count))
+  return out
+
+
+def floor_keep_counts(keeps, floors):
+  """Keep counts of an allocation across layers made by counts (the layer-wise solvers'),
+  with the layer floor: a count below its `layer_floor` trigger is raised to the floor
+  mask's size; what that adds is taken from the other tensors, none below its trigger,
+  in proportion to their margin above it (largest remainders first), so the total
+  stays the same unless the floors alone exceed it. Unchanged if none is below its
+  trigger.
+
+  Args:
+    keeps: per-tensor keep counts (ints).
+    floors: `layer_floor(...)` of the same tensors.
+
+  Returns:
+    A list of ints.
+  """
+  keeps = [int(k) for k in keeps]
+  sizes = [int(tf.reduce_sum(tf.cast(mask, tf.int64))) for mask, _ in floors]
+  triggers = [int(trigger) for _, trigger in floors]
+  # A tensor below its trigger rises to its floor; the others give no more than down
+  # to their trigger.
+  floors = [max(size, trigger) if k < trigger else trigger
+            for k, size, trigger in zip(keeps, sizes, triggers)]
+  raised = [max(k, f) for k, f in zip(keeps, floors)]
+  excess = sum(raised) - sum(keeps)
+  if excess <= 0:
+    return keeps
+  margins = [r - f for r, f in zip(raised, floors)]
+  room = sum(margins)
+  if room <= 0:
+    return raised
+  take = min(excess, room)
+  exact = [take * m / room for m in margins]
+  cut = [min(int(math.floor(e)), m) for e, m in zip(exact, margins)]
+  order = sorted(range(len(cut)), key=lambda i: (cut[i] - exact[i], i))
+  for i in order:
+    if sum(cut) >= take:
+      break
+    if cut[i] < margins[i]:
+      cut[i] += 1
+  return [r - c for r, c in zip(raised, cut)]
+
+
+def lamp_scores(scores):
+  """LAMP scores (Lee et al., ICLR 2021): `w_u^2 / sum_{v >= u} w_v^2` per tensor, with
+  the entries of the tensor sorted ascending (the largest entry of each tensor scores
+  1). Monotone within a tensor; comparable across tensors of different scales.
+
+  Args:
+    scores: list of non-negative score tensors (e.g. `|W|`).
+
+  Returns:
+    float32 tensors (float64 for float64 scores) of the same shapes.
+  """
+  out = []
+  for s in scores:
+    s = tf.convert_to_tensor(s)
+    dtype = tf.float64 if s.dtype == tf.float64 else tf.float32
+    flat = tf.square(tf.reshape(tf.cast(s, dtype), [-1]))
+    order = tf.argsort(flat, stable=True)
+    ranked = tf.gather(flat, order)
+    tail = tf.cumsum(ranked, reverse=True)
+    lamp = tf.math.divide_no_nan(ranked, tail)
+    out.append(tf.reshape(tf.scatter_nd(order[:, None], lamp, tf.shape(flat)),
+                          tf.shape(s)))
+  return out
+
+
+def global_masks(scores, k, max_pruning_ratio=None, global_score="magnitude"):
+  """THE allocation across layers: the `k` best entries over all tensors, with the floor.
+
+  Plain global top-k (`tfprune.topk.global_topk_masks`) first; when it leaves a tensor
+  below its `layer_floor` trigger, that tensor's floor entries are forced in and the
+  rest of `k` goes to the best remaining entries (a second top-k); should that push
+  another tensor below its trigger, every tensor's floor is forced (a third). So the
+  floor changes nothing where no tensor falls below its trigger, and the total stays
+  `k` unless the floors alone exceed it (then the floors win). TensorFlow ops (usable
+  in `tf.function`).
+
+  Args:
+    scores: list of non-negative score tensors.
+    k: entries to keep over all tensors (int or int scalar tensor).
+    max_pruning_ratio: see `layer_floor` (1.0: plain global top-k).
+    global_score: `magnitude` (the scores as given) or `lamp` (`lamp_scores` first).
+
+  Returns:
+    A list of 0/1 masks shaped and typed like `scores`.
+  """
+  validate_global_score(global_score)
+  scores = [tf.convert_to_tensor(s) for s in scores]
+  if not scores:
+    return []
+  dtypes = [s.dtype for s in scores]
+  if global_score == "lamp":
+    scores = lamp_scores(scores)
+  masks = topk_lib.global_topk_masks(scores, k)
+  if validate_max_pruning_ratio(max_pruning_ratio) == 1.0:
+    return [tf.cast(m, d) for m, d in zip(masks, dtypes)]
+  triggers = tf.stack([tf.cast(t, tf.int64) for _, t in
+                       layer_floor(scores, max_pruning_ratio, masks=False)])
+
+  def below(current):  # float32 sums of the 0/1 masks (no int64 copy of every mask):
+    # exact below 2**24 entries, where the path triggers (min(fan_in, fan_out)) lie
+    counts = tf.stack([tf.reduce_sum(tf.cast(m, tf.float32)) for m in current])
+    return counts < tf.cast(triggers, tf.float32)
+
+  def forced(force):  # the floor masks are built only here, when a tensor needs them
+    floors = [f for f, _ in layer_floor(scores, max_pruning_ratio)]
+    floor_counts = tf.stack([tf.math.count_nonzero(f) for f in floors])
+    big = [tf.cast(s.dtype.max, s.dtype) for s in scores]
+    bumped = [tf.where(tf.logical_and(force[i], f > 0), big[i], s)
+              for i, (s, f) in enumerate(zip(scores, floors))]
+    need = tf.reduce_sum(tf.where(force, floor_counts, tf.zeros_like(floor_counts)))
+    return topk_lib.global_topk_masks(bumped, tf.maximum(tf.cast(k, tf.int64), need))
+
+  def refine(current, force):  # a new top-k only while some tensor is below its trigger
+    still_below = below(current)
+    force = tf.logical_or(force, still_below)
+    return tf.cond(tf.reduce_any(still_below), lambda: forced(force),
+                   lambda: list(current)), force
+
+  none = tf.zeros_like(triggers, tf.bool)
+  masks, force = refine(masks, none)  # the tensors below their trigger
+  masks, force = refine(masks, force)  # ... and those the first pass pushed below
+  masks, _ = refine(masks, tf.ones_like(force))  # still some: every tensor's floor
+  return [tf.cast(m, d) for m, d in zip(masks, dtypes)]
 
 
 def compute_masks(scores, sparsity, scope="layer", block_size=4, n=2, m=4,
-                  allocation="layer"):
+                  allocation="layer", max_pruning_ratio=None, global_score="magnitude"):
   """Computes 0/1 masks for a list of score tensors.
 
   Args:
@@ -187,17 +422,23 @@ def compute_masks(scores, sparsity, scope="layer", block_size=4, n=2, m=4,
     n, m: the `n:m` pattern.
     allocation: `layer` (each tensor hits the sparsity) or `global` (one threshold),
       used by the `block` and `structured` scopes. `layer`/`global` scopes imply it.
+    max_pruning_ratio: the layer floor of a global allocation (`layer_floor`): None
+      keeps every tensor's path floor, a float r in (0, 1] at most a fraction r removed
+      from any tensor, 1.0 allows emptying one. Per-layer allocations ignore it.
+    global_score: `magnitude` or `lamp` (`lamp_scores`), for global allocations.
 
   Returns:
     A list of masks, same shapes and dtypes as `scores`.
   """
   validate_scope(scope, block_size, n, m, allocation)
+  validate_global_score(global_score, scope, allocation)
   scores = [tf.convert_to_tensor(s) for s in scores]
   if scope == "n:m":
     return [nm_mask(s, n, m) for s in scores]
   if scope in ("layer", "global"):
-    return _allocate(scores, sparsity, scope)
+    return _allocate(scores, sparsity, scope, max_pruning_ratio, global_score)
   pooler = (lambda s: block_scores(s, block_size)) if scope == "block" else _unit_scores
   pooled, expanders = zip(*[pooler(s) for s in scores])
-  unit_masks = _allocate(list(pooled), sparsity, allocation)
+  unit_masks = _allocate(list(pooled), sparsity, allocation, max_pruning_ratio,
+                         global_score)
   return [expand(u) for expand, u in zip(expanders, unit_masks)]

@@ -6,13 +6,16 @@ reporting in `tfprune.report`; both are re-exported here for older imports.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import keras
 import numpy as np
 
+from tfprune import _liveness
 from tfprune import distribute
 from tfprune import registry
 from tfprune import shrink as shrink_lib
+from tfprune import _layers
 from tfprune._layers import all_layers
 from tfprune.methods import base
 from tfprune.report import effective_weights  # pylint: disable=unused-import
@@ -59,29 +62,152 @@ def _copy_op(op):
     return op
 
 
-def _fresh_copy(layer):
-  """An unshared copy of `layer` (same config), built like the original.
+def _fresh_copy(layer, source=None):
+  """An unshared copy of `layer` (new variables, same config), built like the original.
+
+  A copy whose `build()` leaves sublayers unbuilt (a lazy custom layer, a keras_hub
+  block) is built by tracing its call on the original's recorded inputs. A layer whose
+  own `get_config()` cannot rebuild it (a library layer the user cannot fix) does not
+  block pruning: `_copy_despite_config` rebuilds it another way, or reuses it, and warns.
+
+  Args:
+    layer: the layer (or raw operation) to copy.
+    source: the graph layer whose recorded call gives the input specs (default `layer`;
+      a wrapper for its inner layer).
 
   Raises:
-    ValueError: naming the layer, when it cannot be rebuilt from its config.
+    ValueError: naming the layer, when the copy's sublayers cannot be built.
   """
   if not isinstance(layer, keras.layers.Layer):
     return _copy_op(layer)
+  spec = _layers.recorded_call(source or layer)
   try:
     new = layer.__class__.from_config(layer.get_config())
   except Exception as e:  # pylint: disable=broad-except
-    reason = " ".join(str(e).split())
-    reason = reason if len(reason) <= 200 else reason[:200] + "..."
-    raise ValueError(
-        f"Cannot copy layer {layer.name!r} ({type(layer).__name__}): rebuilding it from "
-        f"its config failed ({type(e).__name__}: {reason}). tfprune.prune and tfprune.strip "
-        f"rebuild every layer of the model from get_config(): give "
-        f"{type(layer).__name__} a get_config() that returns its __init__ arguments (and a "
-        f"from_config() for arguments that are not plain values).") from e
+    return _copy_despite_config(layer, spec, e)
+  _build_like(new, layer, spec)
+  if getattr(layer, "_tfprune_init_args", None) is not None:
+    _give_config(new, layer._tfprune_init_args)  # pylint: disable=protected-access
+  return new
+
+
+def _give_config(layer, init_args):
+  """Makes `layer.get_config()` return `init_args` (the arguments tfprune rebuilt it
+  from), so a model holding it saves and loads although its class's config is broken."""
+  def get_config():
+    base = {"name": layer.name, "trainable": layer.trainable,
+            "dtype": keras.saving.serialize_keras_object(layer.dtype_policy)}
+    return {**base, **{k: v for k, v in init_args.items() if k not in base}}
+  object.__setattr__(layer, "_tfprune_init_args", dict(init_args))
+  object.__setattr__(layer, "get_config", get_config)
+
+
+def _build_like(new, layer, spec):
+  """Builds `new` (a copy of `layer`) until it holds the same variables as `layer`."""
   build_config = layer.get_build_config() if layer.built else None
   if build_config:
     new.build_from_config(build_config)
-  return new
+  if len(new.weights) >= len(layer.weights):
+    return
+  error = (_layers.build_by_tracing(new, *spec) if spec is not None
+           else "it is not called in the model")
+  if len(new.weights) != len(layer.weights):
+    unbuilt = [l.name for l in _layers.unbuilt_sublayers(new)]
+    cause = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else error
+    raise ValueError(
+        f"Cannot copy layer {layer.name!r} ({type(layer).__name__}): its build() leaves "
+        f"sublayers {unbuilt} unbuilt and tracing its call on the recorded inputs failed "
+        f"({' '.join(str(cause).split())}). Give {type(layer).__name__} a "
+        f"build(input_shape) that builds its sublayers (e.g. self.dense.build(input_shape)).")
+
+
+def _from_init_args(layer):
+  """`layer`'s class called with the constructor arguments Keras recorded (plain values)."""
+  recorded = getattr(layer, "_auto_config", None)
+  if recorded is None:
+    raise ValueError("no recorded constructor arguments (not all plain values)")
+  kwargs = dict(recorded.config)
+  kwargs.setdefault("name", layer.name)
+  return layer.__class__(**kwargs), kwargs
+
+
+def _from_attributes(layer):
+  """`layer`'s class called with its attributes named like its `__init__` arguments."""
+  params = list(inspect.signature(layer.__class__.__init__).parameters.values())[1:]
+  kwargs = {}
+  for p in params:
+    if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+      continue
+    attr = next((a for a in (p.name, f"_{p.name}") if a in vars(layer)), None)
+    if attr is None:
+      raise ValueError(f"no attribute for __init__ argument {p.name!r}")
+    kwargs[p.name] = getattr(layer, attr)
+  if any(p.kind is p.VAR_KEYWORD for p in params):
+    kwargs.update(name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
+  return layer.__class__(**kwargs), kwargs
+
+
+def _same_outputs(a, b, spec):
+  """True if layers `a` and `b` compute the same outputs on a random input like `spec`."""
+  rng = np.random.default_rng(0)
+
+  def concrete(t):
+    if not isinstance(t, keras.KerasTensor):
+      return t
+    shape = tuple(2 if d is None else d for d in t.shape)
+    dtype = keras.backend.standardize_dtype(t.dtype)
+    if "float" in dtype:
+      return rng.normal(size=shape).astype(dtype)
+    return np.ones(shape, dtype) if dtype == "bool" else np.zeros(shape, dtype) + (
+        rng.integers(0, 2, size=shape).astype(dtype))
+
+  args, kwargs = keras.tree.map_structure(concrete, spec)
+  kwargs = _layers.call_kwargs(a, kwargs)
+  out_a = keras.tree.flatten(a(*args, **kwargs))
+  out_b = keras.tree.flatten(b(*args, **kwargs))
+  return len(out_a) == len(out_b) and all(
+      np.allclose(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y),
+                  rtol=1e-5, atol=1e-6) for x, y in zip(out_a, out_b))
+
+
+def _copy_despite_config(layer, spec, error):
+  """A copy of `layer` when `from_config(get_config())` fails, or `layer` itself.
+
+  Tried in order: the constructor arguments Keras recorded (exact), the attributes
+  named like the `__init__` arguments (kept only if it computes the same outputs on a
+  probe input); each gets `layer`'s weights, and a `get_config()` returning those
+  arguments (`_give_config`). Else the layer is reused: its variables are then shared
+  with the original model. Every way warns, naming the layer and the whole cause.
+  """
+  what = f"Layer {layer.name!r} ({type(layer).__name__})"
+  cause = f"{type(error).__name__}: {' '.join(str(error).split())}"
+  ways = (("the constructor arguments Keras recorded", _from_init_args, False),
+          ("its attributes named like its __init__ arguments (same outputs checked on "
+           "a probe input)", _from_attributes, True))
+  tried = []
+  for how, make, verify in ways:
+    try:
+      new, init_args = make(layer)
+      _build_like(new, layer, spec)
+      new.set_weights(layer.get_weights())
+      if verify and (spec is None or not _same_outputs(layer, new, spec)):
+        raise ValueError("outputs differ on a probe input")
+    except Exception as e:  # pylint: disable=broad-except
+      tried.append(f"{how.split(' (')[0]}: {type(e).__name__}: {' '.join(str(e).split())}")
+      continue
+    _give_config(new, init_args)
+    warnings.warn(f"{what}: its get_config() cannot rebuild it ({cause}). tfprune rebuilt "
+                  f"it from {how} instead (new variables, same weights); the copy's "
+                  f"get_config() returns those arguments, so the model saves and loads.",
+                  stacklevel=2)
+    return new
+  warnings.warn(
+      f"{what}: its get_config() cannot rebuild it ({cause}), nor could tfprune rebuild "
+      f"it otherwise ({'; '.join(tried)}). tfprune reuses the layer itself: its variables "
+      f"are SHARED between the original and the new model (pruning or training one "
+      f"changes the other). Fix the layer's get_config() for an independent copy.",
+      stacklevel=2)
+  return layer
 
 
 def _clone(model, make_layer):
@@ -238,8 +364,13 @@ def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
 
   Raises:
     ValueError: subclassed or unbuilt model, non-finite (NaN / Inf) weights (naming the
-      layer and weight), unknown method, unknown or unprunable layer, a layer that
-      cannot be rebuilt from its config.
+      layer and weight), unknown method, unknown or unprunable layer, a lazy layer whose
+      sublayers cannot be built (docs/layers.md section 2).
+
+  Warns:
+    UserWarning: weights of rank >= 2 left dense (`unpruned_weights`); a layer whose
+      `get_config()` cannot rebuild it, copied another way or reused (docs/layers.md
+      section 3).
   """
   _check_graph_model(model, "tfprune.prune")
   _check_finite_weights(model, "tfprune.prune")
@@ -264,7 +395,34 @@ def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
     target = new.layer if isinstance(new, PruneWrapper) else new
     target.set_weights(old.get_weights())
   method.bind(pruned)
+  if layers is None:
+    left = unpruned_weights(pruned)
+    if left:
+      warnings.warn(f"tfprune.prune: {len(left)} weight(s) of model {model.name!r} stay "
+                    f"dense: {'; '.join(f'{p} ({why})' for p, why in left)}.", stacklevel=2)
   return pruned
+
+
+def unpruned_weights(model: keras.Model) -> list[tuple[str, str]]:
+  """The trainable weights of rank >= 2 of a pruned model that no wrapper masks.
+
+  `tfprune.prune` warns with this list (vectors such as biases and norm scales are left
+  out: they are never pruned).
+
+  Returns:
+    `(weight path, reason)` pairs, in model order.
+  """
+  wrappers = find_wrappers(model)
+  masked = {id(w) for wr in wrappers for w in wr.prunable_weights}
+  method = type(wrappers[0].method).__name__ if wrappers and wrappers[0].method else None
+  left = []
+  for layer in _graph_layers(model):
+    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    for path, why in registry.unpruned_weights(inner, masked):
+      if not isinstance(layer, PruneWrapper) and registry.is_prunable(inner):
+        why = f"not selected by {method or 'the method'}"
+      left.append((path, why))
+  return left
 
 
 def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
@@ -272,19 +430,24 @@ def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
 
   Args:
     model: a pruned (wrapped) model.
-    shrink: also delete the channels the pruning removed (`tfprune.shrink.shrink_channels`
+    shrink: also delete the channels the pruning removed (`tfprune.shrink_model`
       through the channel dependency graph, docs/structured.md): every channel no layer
       reads any more (`scope="structured"` masks) and every input-independent constant
       channel (closed L0 gates, a zeroed conv before BatchNormalization, folded into the
       readers' biases), in every layer of its group: a physically smaller dense model
       computing the same outputs. A dead channel that must stay is reported (a warning;
       for structured methods a ValueError naming the layer when a merge ties it to a
-      live channel or nothing could be removed). `tfprune.structured.shrink_report`
-      compares the layers' parameters and MACs before and after.
+      live channel or nothing could be removed). The smaller model is compared with
+      the stripped one on probe inputs before it is returned.
+      `tfprune.structured.shrink_report` compares the layers' parameters and MACs
+      before and after.
 
   Raises:
     ValueError: subclassed or unbuilt model, or non-finite (NaN / Inf) weights (naming
       the layer and weight).
+    tfprune.DeadModelError (a ValueError): the stripped model's outputs no longer depend
+      on its inputs (two random inputs, equal outputs; `tfprune._liveness`), naming the
+      weights pruned to all zeros.
   """
   _check_graph_model(model, "tfprune.strip")
   _check_finite_weights(model, "tfprune.strip")
@@ -292,10 +455,12 @@ def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
     wrappers = find_wrappers(model)
     method = wrappers[0].method if wrappers else None
     strict = getattr(method, "scope", None) == "structured"
-    return shrink_lib.shrink_channels(strip(model), strict=strict)
+    return shrink_lib.shrink_model(strip(model), strict=strict)
 
   def make_layer(layer):
-    return _fresh_copy(layer.layer if isinstance(layer, PruneWrapper) else layer)
+    if isinstance(layer, PruneWrapper):
+      return _fresh_copy(layer.layer, source=layer)
+    return _fresh_copy(layer)
 
   stripped, pairs = _clone(model, make_layer)
   for old, new in pairs:
@@ -303,4 +468,5 @@ def strip(model: keras.Model, shrink: bool = False) -> keras.Model:
       new.set_weights(old.stripped_weights())
     else:
       new.set_weights(old.get_weights())
+  _liveness.check_alive(stripped, "tfprune.strip")  # never return a dead model
   return stripped

@@ -30,12 +30,22 @@ _BUILTIN = (
     (L.Conv1D, ("kernel",)),
     (L.Conv2D, ("kernel",)),
     (L.Conv3D, ("kernel",)),
+    (L.ReversibleEmbedding, ("embeddings", "reverse_embeddings?")),
     (L.Embedding, ("embeddings",)),
     (L.LSTMCell, ("kernel", "recurrent_kernel")),
     (L.GRUCell, ("kernel", "recurrent_kernel")),
     (L.SimpleRNNCell, ("kernel", "recurrent_kernel")),
 )
 _RNN = (L.LSTM, L.GRU, L.SimpleRNN)
+
+# Layers of other libraries recognised by a variable attribute, not by class (tfprune
+# does not import them): keras_hub's `PositionEmbedding` holds `position_embeddings`.
+_DUCK = ("position_embeddings",)
+
+# A trainable weight of this rank or more that `tfprune.prune` leaves dense is listed
+# (`unpruned_weights`); vectors (norm scales) and biases (named `*bias`, EinsumDense's
+# are matrices) are left out silently.
+LISTED_RANK = 2
 
 # Layers whose output units can carry a per-unit gate / be deleted as whole units
 # (structured pruning: `l0_gates`), and the subclasses of those that cannot.
@@ -60,21 +70,29 @@ class PrunableLayer(abc.ABC):
 
 
 def _kernels_of(layer, names):
-  """The variables behind attribute `names` (Keras 3 keeps some as `_name` variables)."""
+  """The variables behind attribute `names` (Keras 3 keeps some as `_name` variables);
+  a name ending in `?` is optional (`reverse_embeddings` exists only when untied)."""
   found = []
   for n in names:
+    optional, n = n.endswith("?"), n.rstrip("?")
     var = getattr(layer, "_" + n, None)
     if not isinstance(var, keras.Variable):
-      var = getattr(layer, n)
-    found.append(var)
+      var = getattr(layer, n, None) if optional else getattr(layer, n)
+    if var is not None:
+      found.append(var)
   return found
+
+
+def _duck_names(layer):
+  """The `_DUCK` variable attributes `layer` holds (recognised without its class)."""
+  return tuple(n for n in _DUCK if isinstance(getattr(layer, n, None), keras.Variable))
 
 
 def _is_direct(layer):
   """True for the layers whose own kernels are in the table (or a PrunableLayer)."""
   if isinstance(layer, (PrunableLayer, L.MultiHeadAttention) + _RNN):
     return True
-  return any(isinstance(layer, cls) for cls, _ in _BUILTIN)
+  return any(isinstance(layer, cls) for cls, _ in _BUILTIN) or bool(_duck_names(layer))
 
 
 def _sublayers(layer):
@@ -99,7 +117,8 @@ def is_prunable(layer):
 
 def supported_layer_names():
   names = [cls.__name__ for cls, _ in _BUILTIN] + [c.__name__ for c in _RNN]
-  return sorted(names + ["MultiHeadAttention", "PrunableLayer subclasses"])
+  return sorted(names + ["MultiHeadAttention", "PrunableLayer subclasses",
+                         "layers holding a `position_embeddings` variable"])
 
 
 def get_prunable_weights(layer):
@@ -115,7 +134,8 @@ def get_prunable_weights(layer):
   elif isinstance(layer, L.MultiHeadAttention):
     weights = [v for v in layer.trainable_weights if v.path.split("/")[-1] == "kernel"]
   else:
-    names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)), None)
+    names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)),
+                 _duck_names(layer) or None)
     inside = _prunable_inside(layer) if names is None else []
     if inside:
       weights, seen = [], set()
@@ -136,3 +156,38 @@ def get_prunable_weights(layer):
   if not weights:
     raise ValueError(f"Layer {layer.name!r} returned no prunable weights.")
   return weights
+
+
+def _all_inside(layer):
+  """Every layer inside `layer` (not `layer`), outer layers before the layers they hold."""
+  return layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+
+
+def unpruned_weights(layer, pruned_ids):
+  """The trainable weights of rank >= `LISTED_RANK` of `layer` (its sublayers included),
+  biases excepted, that are not in `pruned_ids` (ids of the masked variables), with the
+  reason.
+
+  Returns:
+    A list of `(weight path, reason)`.
+  """
+  found = []
+  for w in layer.trainable_weights:
+    if (id(w) in pruned_ids or len(w.shape) < LISTED_RANK
+        or w.path.rsplit("/", 1)[-1].endswith("bias")):
+      continue
+    owner = layer
+    for sub in _all_inside(layer):
+      if any(v is w for v in sub.trainable_weights):
+        owner = sub  # innermost last: `_all_inside` lists outer layers first
+    if _is_direct(owner):
+      kept = [v.path for v in get_prunable_weights(owner)]
+      reason = f"{type(owner).__name__} prunes only {kept}"
+    elif is_prunable(owner):
+      reason = (f"a variable of {type(owner).__name__} itself, which prunes only the "
+                f"supported layers inside it (subclass tfprune.PrunableLayer to prune it)")
+    else:
+      reason = (f"{type(owner).__name__} is not a supported layer (subclass "
+                f"tfprune.PrunableLayer to prune it)")
+    found.append((w.path, reason))
+  return found

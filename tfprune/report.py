@@ -46,7 +46,9 @@ def sparsity_report(model, print_table: bool = True, p: float = 0.5,
     p, q: PQ Index parameters (docs/algorithms.md section 5).
 
   Returns:
-    A list of dicts with keys layer, weight, shape, size, nonzeros, sparsity, pq_index.
+    A list of dicts with keys layer, weight, shape, size, nonzeros, sparsity, pq_index
+    and dead (True when every entry is zero: the layer is cut off, marked `DEAD` in the
+    table).
   """
   rows = []
   for name, w, value, mask in effective_weights(model):
@@ -55,7 +57,8 @@ def sparsity_report(model, print_table: bool = True, p: float = 0.5,
     rows.append({"layer": name, "weight": w.path.split("/")[-1],
                  "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
                  "sparsity": 1.0 - nonzeros / max(size, 1),
-                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
+                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask)),
+                 "dead": size > 0 and nonzeros == 0})
   if print_table:
     print(format_report(rows))
   return rows
@@ -73,13 +76,19 @@ def format_report(rows):
            f"{'sparsity':>10}{'PQI':>8}"
   lines = [header, "-" * len(header)]
   for r in rows:
+    dead = r.get("dead", r["size"] > 0 and r["nonzeros"] == 0)
     lines.append(f"{r['layer'][:27]:<28}{r['weight'][:17]:<18}{str(r['shape'])[:19]:<20}"
                  f"{r['nonzeros']:>10}{r['size']:>10}{r['sparsity']:>10.4f}"
-                 f"{r['pq_index']:>8.4f}")
+                 f"{r['pq_index']:>8.4f}" + ("  DEAD" if dead else ""))
   size = sum(r["size"] for r in rows)
   nonzeros = sum(r["nonzeros"] for r in rows)
   lines.append("-" * len(header))
   lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{total_sparsity(rows):>10.4f}")
+  dead = [f"{r['layer']}/{r['weight']}" for r in rows
+          if r.get("dead", r["size"] > 0 and r["nonzeros"] == 0)]
+  if dead:
+    lines.append(f"DEAD (100% sparse: nothing flows through these weights): "
+                 f"{', '.join(dead)}")
   return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfprune import registry
+from tfprune import _layers
 from tfprune._layers import all_layers
 
 
@@ -38,10 +39,19 @@ class PruneWrapper(keras.layers.Wrapper):
     method: the `tfprune.methods.PruningMethod` driving the masks (shared by all the
       wrappers of a model), its serialized config, or None (masks only: set them with
       `set_masks`).
-    **kwargs: Keras layer arguments (name, ...).
+    layer_build_config: the inner layer's build config (set by `get_config`).
+    layer_call_spec: the shapes / dtypes of the wrapper's call (set by `get_config`):
+      loading traces the inner layer's call on them when its `build()` leaves
+      sublayers unbuilt (a lazy custom layer).
+    **kwargs: Keras layer arguments (name, ...). The dtype policy defaults to the
+      layer's.
+
+  The wrapper is transparent: output shape / spec, masks and dtype policy are the inner
+  layer's, so a layer that runs unwrapped runs wrapped.
   """
 
-  def __init__(self, layer, method=None, layer_build_config=None, **kwargs):
+  def __init__(self, layer, method=None, layer_build_config=None, layer_call_spec=None,
+               **kwargs):
     if not isinstance(layer, keras.layers.Layer):
       raise ValueError(f"PruneWrapper needs a Keras layer, got {type(layer).__name__}.")
     if isinstance(layer, PruneWrapper):
@@ -49,9 +59,12 @@ class PruneWrapper(keras.layers.Wrapper):
     if not registry.is_prunable(layer):
       registry.get_prunable_weights(layer)  # raises the descriptive error
     kwargs.setdefault("name", f"prune_{layer.name}")
+    kwargs.setdefault("dtype", layer.dtype_policy)
     super().__init__(layer, **kwargs)
     if layer_build_config is not None and not layer.built:
       layer.build_from_config(layer_build_config)
+    if layer_call_spec is not None and _layers.unbuilt_sublayers(layer):
+      _layers.build_by_tracing(layer, *_layers.spec_from_config(layer_call_spec))
     if isinstance(method, dict):
       method = keras.saving.deserialize_keras_object(method)
     self._method = method
@@ -80,7 +93,16 @@ class PruneWrapper(keras.layers.Wrapper):
             f"Cannot build layer {self.layer.name!r} ({type(self.layer).__name__}) from the "
             f"wrapper's single input shape {input_shape}: it needs several input shapes. "
             f"Build it first (call it once, or use tfprune.prune on a built model).") from e
-    self.prunable_weights = registry.get_prunable_weights(self.layer)
+    try:
+      self.prunable_weights = registry.get_prunable_weights(self.layer)
+    except AttributeError as e:  # "You must build the layer before accessing `kernel`"
+      unbuilt = [l.name for l in _layers.unbuilt_sublayers(self.layer)]
+      raise ValueError(
+          f"Cannot build PruneWrapper {self.name!r}: layer {self.layer.name!r} "
+          f"({type(self.layer).__name__}) is built but its sublayers {unbuilt} are not "
+          f"({e}). Give {type(self.layer).__name__} a build(input_shape) that builds its "
+          f"sublayers (e.g. self.dense.build(input_shape)), or call the model on data "
+          f"before tfprune.prune.") from e
     self.masks = [
         self.add_weight(name=f"{_slot_prefix(w)}_mask", shape=w.shape, dtype=w.dtype,
                         initializer="ones", trainable=False)
@@ -159,6 +181,20 @@ class PruneWrapper(keras.layers.Wrapper):
         self.add_loss(penalty)
     return outputs
 
+  def _inner_kwargs(self, kwargs, mask):
+    kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+    if mask is not None and self.layer._call_has_mask_arg:  # pylint: disable=protected-access
+      kwargs["mask"] = mask
+    return kwargs
+
+  def compute_output_spec(self, inputs, *args, training=None, mask=None, **kwargs):
+    """The inner layer's output spec (its `compute_output_shape` when it has one)."""
+    del training
+    return self.layer.compute_output_spec(inputs, *args, **self._inner_kwargs(kwargs, mask))
+
+  def compute_output_shape(self, input_shape):
+    return self.layer.compute_output_shape(input_shape)
+
   def compute_mask(self, inputs, previous_mask=None):
     """The inner layer's output mask (an `Embedding(mask_zero=True)` keeps masking)."""
     if not self.layer.supports_masking:
@@ -169,6 +205,11 @@ class PruneWrapper(keras.layers.Wrapper):
     config = super().get_config()
     if self.layer.built:
       config["layer_build_config"] = self.layer.get_build_config()
+    recorded = _layers.recorded_call(self)
+    if recorded is not None and _layers.children(self.layer):
+      spec = _layers.spec_to_config(recorded)
+      if spec is not None:
+        config["layer_call_spec"] = spec
     if self._method is not None:
       config["method"] = keras.saving.serialize_keras_object(self._method)
     return config

@@ -11,7 +11,10 @@ TensorFlow's and the converter's output is hidden unless --verbosity=1; any
 failure is one ERROR paragraph on stderr and exit status 1, nothing written.
 
 For a model with several inputs, --calibration_data holds one array per input,
-named like the Keras input; integer arrays (token ids) keep their dtype.
+named like the Keras input; integer arrays (token ids) keep their dtype. Dynamic
+(None) input dimensions (a text model's sequence length) are fixed from
+--calibration_data or --input_shapes=token_ids:128,padding_mask:128. Every output
+of a multi-output model is verified.
 """
 import logging
 import os
@@ -46,6 +49,11 @@ _NSAMPLES = flags.DEFINE_integer("representative_samples", 200,
 _MICRO_SPARSE = flags.DEFINE_bool("micro_sparse_kernel", False,
                                   "--target=micro only: 1x16 sparse int8 FC weights for an "
                                   "application-registered sparse FC kernel.")
+_INPUT_SHAPES = flags.DEFINE_string(
+    "input_shapes", None,
+    "Fixed shapes (batch left out) for inputs with dynamic (None) dimensions: "
+    "'name:DxD,name2:D' (e.g. token_ids:128,padding_mask:128), or 'DxD' for a single "
+    "input. Default: the shape of --calibration_data.")
 _C_ARRAY = flags.DEFINE_string("c_array_name", None,
                                "Also write <name>.cc/.h next to --output (C identifier).")
 
@@ -135,6 +143,33 @@ def _calibration_for(model, arrays, path, n):
   return {name: arrays[name][:n] for name in names}
 
 
+def _parse_input_shapes(text):
+  """--input_shapes -> None, a shape tuple (single input) or `{name: shape}`."""
+  if not text:
+    return None
+
+  def dims(part, entry):
+    try:
+      shape = tuple(int(d) for d in part.split("x"))
+    except ValueError:
+      shape = ()
+    if not shape or any(d < 1 for d in shape):
+      raise ValueError(f"--input_shapes={text}: '{entry}' is not a shape; write positive ints "
+                       f"joined by 'x' (batch left out), e.g. token_ids:128 or image:32x32x3.")
+    return shape
+
+  entries = [e.strip() for e in text.split(",") if e.strip()]
+  if len(entries) == 1 and ":" not in entries[0]:
+    return dims(entries[0], entries[0])
+  out = {}
+  for entry in entries:
+    name, sep, part = entry.rpartition(":")
+    if not sep or not name:
+      raise ValueError(f"--input_shapes={text}: '{entry}' needs the input name: name:DxD.")
+    out[name] = dims(part, entry)
+  return out
+
+
 def _validate_flags():
   """Checks every flag and path before anything slow; raises ValueError."""
   if not _MODEL.value:
@@ -143,6 +178,7 @@ def _validate_flags():
   _check_output(_OUTPUT.value)
   if _NSAMPLES.value < 1:
     raise ValueError(f"--representative_samples={_NSAMPLES.value}: must be >= 1.")
+  _parse_input_shapes(_INPUT_SHAPES.value)
   quantize = None if _QUANTIZE.value == "none" else _QUANTIZE.value
   if quantize == "int8" and not _CALIB.value:
     raise ValueError("--quantize=int8 needs --calibration_data=inputs.npz (representative inputs).")
@@ -213,7 +249,8 @@ def main(argv):
       result = tflite.convert(
           model, target=_TARGET.value, quantize=quantize, representative_data=data,
           sparse=_SPARSE.value, micro_sparse_kernel=_MICRO_SPARSE.value,
-          fc_quantization=_FC_QUANT.value, verbose=verbose)
+          fc_quantization=_FC_QUANT.value, verbose=verbose,
+          input_shapes=_parse_input_shapes(_INPUT_SHAPES.value))
     except Exception as e:  # pylint: disable=broad-except
       failure = e
       trace = traceback.format_exc()
@@ -240,6 +277,8 @@ def main(argv):
   for r in result.verification:
     extra = "" if r.argmax_agreement is None else f", argmax agreement {r.argmax_agreement:.0%}"
     print(f"verified {r.runtime:8s}: max abs diff {r.max_abs_diff:.3g} <= {r.tolerance:.3g}{extra}")
+    for o in r.outputs or []:
+      print(f"  output {o.output}: max abs diff {o.max_abs_diff:.3g} <= {o.tolerance:.3g}")
   print(f"wrote {_OUTPUT.value} ({len(result.model_bytes)} bytes"
         f"{', dense: the sparse file was not smaller' if result.dense_fallback else ''})")
   if _C_ARRAY.value:

@@ -7,8 +7,9 @@ converter keeps integer inputs integer (an int8 model of a token classifier
 still takes int32 ids, docs/export.md). Verification inputs come from the
 representative data when given, else from a valid range per input: floats
 standard normal, booleans random, integers in `[0, input_dim)` of the
-`Embedding` they feed (found by walking the Keras graph), else in
-`[0, SMALL_INT_RANGE)`.
+`Embedding` they feed (found per input by walking the Keras graph, nested models
+included), else in `[0, SMALL_INT_RANGE)` (a padding mask: 0 / 1). `resolve_shapes`
+fixes dynamic (None) dimensions from `input_shapes=` or the representative data.
 """
 import numpy as np
 
@@ -16,7 +17,8 @@ from tfprune import _layers
 from tfprune.export.errors import ExportError
 
 SMALL_INT_RANGE = 2
-_MAX_WALK = 64
+# The vocabulary walk is shared with the liveness probes (tfprune/_layers.py).
+embedding_vocab = _layers.embedding_vocab
 
 
 def specs(model):
@@ -112,109 +114,6 @@ def as_samples(model, data, what="representative_data"):
   return out
 
 
-def _inputs_of(op):
-  """Every Keras tensor `op` (a layer or op node) was called on, over all its calls."""
-  out = []
-  for node in getattr(op, "_inbound_nodes", None) or []:
-    out.extend(getattr(node, "input_tensors", None) or [])
-  if out:
-    return out
-  try:
-    import keras  # pylint: disable=g-import-not-at-top
-    return keras.tree.flatten(op.input)
-  except (AttributeError, ValueError, RuntimeError):
-    return []
-
-
-def _producer(tensor):
-  """(operation, its input tensors for THIS call) of a Keras tensor, or (None, [])."""
-  history = getattr(tensor, "_keras_history", None)
-  op = getattr(history, "operation", None) if history is not None else None
-  if op is None:
-    return None, []
-  nodes = getattr(op, "_inbound_nodes", None) or []
-  index = getattr(history, "node_index", None)
-  if index is not None and 0 <= index < len(nodes):
-    return op, list(getattr(nodes[index], "input_tensors", None) or [])
-  return op, _inputs_of(op)
-
-
-# Operations that pass token ids through unchanged (they move, select, copy or cast
-# ids, never compute new ones): the only ones the vocabulary walk follows. Keras 3 records
-# raw `keras.ops` calls as op nodes of these class names; the layers are the
-# value-preserving Keras layers. A tensor COMPUTED from an input (positions from
-# `ones_like` + `cumsum`, `arange`, arithmetic) is not that input's ids, so an Embedding
-# fed by it (a position Embedding) says nothing about the input's vocabulary.
-_ID_PRESERVING = frozenset({
-    # keras.ops op nodes
-    "Cast", "Reshape", "GetItem", "ExpandDims", "Squeeze", "Transpose", "Take",
-    "TakeAlongAxis", "StopGradient", "Concatenate", "Stack", "Flip", "Split", "Slice",
-    "Tile", "Repeat", "BroadcastTo", "MoveAxis", "Swapaxes", "Ravel", "Roll", "Identity",
-    # Keras layers
-    "Flatten", "Permute", "RepeatVector", "Cropping1D",
-})
-
-
-def _id_sources(tensor):
-  """The tensors whose values `tensor` carries unchanged: where the walk stops.
-
-  Walks back from `tensor` through id-preserving operations only (`_ID_PRESERVING`:
-  casts, reshapes, slices, ...) and returns the tensors it stops at: inputs (produced by
-  an InputLayer) or tensors computed by any other operation (positions, arithmetic).
-  """
-  found, stack, seen = [], [tensor], set()
-  while stack and len(seen) < _MAX_WALK:
-    t = stack.pop()
-    if id(t) in seen:
-      continue
-    seen.add(id(t))
-    op, parents = _producer(t)
-    if op is None or type(op).__name__ not in _ID_PRESERVING:
-      found.append((t, op))
-    else:
-      stack.extend(parents)
-  return found
-
-
-def _source_inputs(tensor, model_inputs):
-  """Indices of model inputs whose values `tensor` carries unchanged."""
-  return {k for t, _ in _id_sources(tensor) for k, mi in enumerate(model_inputs)
-          if t is mi}
-
-
-def _reads_an_input(tensor):
-  """Whether `tensor` is an input (of any model) passed through id-preserving ops."""
-  return any(type(op).__name__ == "InputLayer" for _, op in _id_sources(tensor))
-
-
-def embedding_vocab(model):
-  """`{input index: smallest input_dim}` of the Embeddings each integer input feeds.
-
-  An input's vocabulary is the smallest `input_dim` of the Embeddings that read that
-  input's ids directly: through casts, reshapes, slices and the like only, never
-  through a computed tensor, so a position Embedding (fed by positions computed from
-  the tokens) does not count. When the walk finds no Embedding fed by any input
-  (Embeddings inside nested models), every integer input gets the smallest `input_dim`
-  of the Embeddings that read an input of their own model directly (of all Embeddings
-  when none does).
-  """
-  import keras  # pylint: disable=g-import-not-at-top
-  embeddings = [l for l in _layers.all_layers(model) if isinstance(l, keras.layers.Embedding)]
-  vocab = {}
-  for emb in embeddings:
-    for t in _inputs_of(emb):
-      for k in _source_inputs(t, model.inputs):
-        vocab[k] = min(vocab.get(k, emb.input_dim), emb.input_dim)
-  if embeddings and not vocab:
-    direct = [e for e in embeddings
-              if any(_reads_an_input(t) for t in _inputs_of(e))] or embeddings
-    smallest = min(e.input_dim for e in direct)
-    for k, (_, _, dtype) in enumerate(specs(model)):
-      if _kind(dtype) == "int":
-        vocab.setdefault(k, smallest)
-  return vocab
-
-
 def check_ranges(model, arrays, what="representative_data"):
   """Refuses token ids outside `[0, input_dim)` of the Embedding they feed.
 
@@ -232,12 +131,102 @@ def check_ranges(model, arrays, what="representative_data"):
                           f"[0, {vocab[k]}).")
 
 
-def random_samples(model, num_samples, seed):
-  """Verification inputs drawn from a valid range per input dtype (see module doc)."""
+def _shape_arg(value, name, spec_shape):
+  """One entry of `input_shapes`, validated against the input's own shape."""
+  try:
+    shape = tuple(value)
+  except TypeError:
+    shape = None
+  if shape is None or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                              and d > 0 for d in shape):
+    raise ExportError(f"input_shapes for input '{name}' must be a tuple of positive ints "
+                      f"(the shape without the batch dimension), got {value!r}.")
+  shape = tuple(int(d) for d in shape)
+  if len(shape) != len(spec_shape) or any(
+      s is not None and s != d for s, d in zip(spec_shape, shape)):
+    raise ExportError(f"input_shapes for input '{name}' is {shape}, but the input has shape "
+                      f"{spec_shape} (batch left out): give the same rank and keep the "
+                      f"fixed dimensions, replacing only the None ones.")
+  return shape
+
+
+def resolve_shapes(model, samples=None, input_shapes=None):
+  """Every input's full shape (batch left out) for conversion, and what was fixed.
+
+  TFLite needs a fixed shape; a `None` non-batch dimension (a text model's sequence
+  length) is taken from `input_shapes` when given, else from the samples (the
+  representative data). A converted file then takes exactly that length.
+
+  Args:
+    model: the Keras model.
+    samples: arrays from `as_samples` (or None).
+    input_shapes: None; a dict `{input name: shape}`; a list with one shape per input
+      (model input order); or, for a single input, one shape. Shapes leave the batch
+      dimension out.
+
+  Returns:
+    `(shapes, notes)`: one tuple per input, and one sentence per input whose dynamic
+    dimensions were fixed.
+
+  Raises:
+    ExportError: naming the input, on an invalid `input_shapes` entry, samples that do
+      not have that shape, or a dimension that stays dynamic.
+  """
+  sp = specs(model)
+  names = [n for n, _, _ in sp]
+  given = [None] * len(sp)
+  if input_shapes is not None:
+    if not isinstance(input_shapes, (dict, list, tuple)):
+      raise ExportError(f"input_shapes must be a dict by input name or a list with one shape "
+                        f"per input {names}, got {input_shapes!r}.")
+    if isinstance(input_shapes, dict):
+      unknown = [k for k in input_shapes if k not in names]
+      if unknown:
+        raise ExportError(f"input_shapes names {unknown}, not inputs of model "
+                          f"'{model.name}' (its inputs: {names}).")
+      given = [input_shapes.get(n) for n in names]
+    elif len(sp) == 1 and not (len(input_shapes) and isinstance(input_shapes[0], (list, tuple))):
+      given = [input_shapes]
+    elif isinstance(input_shapes, (list, tuple)) and len(input_shapes) == len(sp):
+      given = list(input_shapes)
+    else:
+      raise ExportError(f"input_shapes must be a dict by input name or a list with one shape "
+                        f"per input {names}, got {input_shapes!r}.")
+  given = [None if g is None else _shape_arg(g, name, shape)   # every entry checked first
+           for g, (name, shape, _) in zip(given, sp)]
+  shapes, notes = [], []
+  for k, (name, shape, _) in enumerate(sp):
+    fixed, source = shape, None
+    if given[k] is not None:
+      fixed, source = given[k], "input_shapes"
+    if samples is not None:
+      got = tuple(samples[k].shape[1:])
+      if source is not None and got != fixed:
+        raise ExportError(f"representative_data for input '{name}' has shape [n, "
+                          f"{', '.join(map(str, got))}], but input_shapes gives {fixed}.")
+      if source is None and None in shape:
+        fixed, source = got, "the representative data"
+    if None in fixed:
+      raise ExportError(
+          f"model '{model.name}' input '{name}' has shape {shape} (batch left out): TFLite "
+          f"needs every dimension but the batch fixed. Pass input_shapes={{'{name}': "
+          f"{tuple(8 if d is None else d for d in shape)}}} (e.g. the padded sequence "
+          f"length), or representative_data of that shape.")
+    if None in shape:
+      notes.append(f"fixed the dynamic dimension(s) of input '{name}' {shape} to {fixed} "
+                   f"from {source}: the file takes exactly that shape")
+    shapes.append(fixed)
+  return shapes, notes
+
+
+def random_samples(model, num_samples, seed, shapes=None):
+  """Verification inputs drawn from a valid range per input dtype (see module doc);
+  `shapes` (from `resolve_shapes`) replaces the inputs' own, dynamic ones."""
   rng = np.random.default_rng(seed)
   vocab = embedding_vocab(model)
   out = []
   for k, (_, shape, dtype) in enumerate(specs(model)):
+    shape = shape if shapes is None else tuple(shapes[k])
     full = (num_samples,) + shape
     kind = _kind(dtype)
     if kind == "bool":

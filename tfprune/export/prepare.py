@@ -11,8 +11,14 @@ and "Converting Keras 3 models"):
   without builtin kernels (`'tf.MatMul' op is neither a custom op nor a flex
   op`). The exporter computes in float32: same weights, float32 dtype policy.
 
-`prepare` clones the model with both changes where needed (sharing every layer
-that needs neither) and says what it changed. The input model is not modified.
+* Keras augmentation layers (`RandomFlip`, `RandomRotation`, ... : `AUGMENTATION`)
+  are identities at inference, but their graph keeps the random ops
+  (StatelessRandom*, ImageProjectiveTransform) that TFLite lacks. The exporter
+  replaces each with a `keras.layers.Identity` of the same name; the file is verified
+  against the original `model(x, training=False)` like every export.
+
+`prepare` clones the model with these changes where needed (sharing every layer
+that needs none) and says what it changed. The input model is not modified.
 """
 import numpy as np
 
@@ -20,6 +26,26 @@ from tfprune import _layers
 from tfprune.export.errors import ExportError
 
 _FLOAT32 = "float32"
+# keras.layers preprocessing layers that return their input unchanged at inference
+# (measured with Keras 3.15: max |layer(x, training=False) - x| = 0). RandomCrop is not
+# one: at inference it crops / resizes to its target size.
+AUGMENTATION = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+    "RandomBrightness", "RandomHue", "RandomSaturation", "RandomSharpness", "RandomShear",
+    "RandomColorDegeneration", "RandomColorJitter", "RandomGrayscale", "RandomInvert",
+    "RandomPosterization", "RandomPerspective", "RandomElasticTransform", "RandomErasing",
+    "RandomGaussianBlur", "AugMix", "RandAugment", "CutMix", "MixUp", "Solarization")
+
+
+def _is_augmentation(layer):
+  import keras  # pylint: disable=g-import-not-at-top
+  return any(isinstance(layer, cls) for cls in
+             (getattr(keras.layers, n, None) for n in AUGMENTATION) if cls is not None)
+
+
+def augmentation_layers(model):
+  """The inference-identity augmentation layers of `model` (`AUGMENTATION`)."""
+  return [l for l in _layers.all_layers(model) if _is_augmentation(l)]
 
 
 def _policy_name(value):
@@ -105,7 +131,8 @@ def prepare(model):
 
   Returns:
     `(model, notes, float32_clone)`: the model to convert (`model` itself when
-    nothing needs changing), one sentence per change, and whether the compute
+    nothing needs changing; a clone with unrolled recurrent layers, float32 policies,
+    augmentation layers as identities), one sentence per change, and whether the compute
     dtype was changed (the clone then is the verification reference).
 
   Raises:
@@ -126,11 +153,14 @@ def prepare(model):
           f"Input a fixed sequence length (e.g. keras.Input((T,), dtype='int32') for token ids "
           f"padded to T), copy the weights over, and export again.")
   low = _non_float32(model)
-  if not rnns and not low:
+  aug = augmentation_layers(model)
+  if not rnns and not low and not aug:
     return model, [], False
   pairs = []
 
   def clone_layer(layer):
+    if _is_augmentation(layer):
+      return keras.layers.Identity(name=layer.name)
     changes = set()
     config = _rewrite(layer.get_config(), unroll=_is_recurrent(layer), float32=bool(low),
                       changes=changes)
@@ -146,9 +176,11 @@ def prepare(model):
     try:
       clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     except Exception as e:  # pylint: disable=broad-except
+      needs = [w for w, on in (("unrolled recurrent layers", rnns), ("float32 compute", low),
+                               ("its augmentation layers replaced by their inference "
+                                "identity", aug)) if on]
       raise ExportError(
-          f"model '{model.name}' needs {'unrolled recurrent layers' if rnns else ''}"
-          f"{' and ' if rnns and low else ''}{'float32 compute' if low else ''} to convert, "
+          f"model '{model.name}' needs {' and '.join(needs)} to convert, "
           f"but cannot be cloned ({type(e).__name__}: {e}). Build it as a Functional or "
           f"Sequential model (subclassed models cannot be rebuilt layer by layer).") from e
   finally:
@@ -167,4 +199,9 @@ def prepare(model):
     notes.append(f"computing in float32: {len(low)} layer(s) use the {'/'.join(policies)} "
                  f"dtype policy, which the converter cannot convert; exported with the same "
                  f"weights and a float32 policy")
+  if aug:
+    names = ", ".join(f"'{l.name}' ({type(l).__name__})" for l in aug)
+    notes.append(f"exported the augmentation layer(s) {names} as their inference identity "
+                 f"(keras.layers.Identity): they only act in training, and their random "
+                 f"ops have no TFLite kernel; verified against model(x, training=False)")
   return clone, notes, bool(low)

@@ -1,7 +1,8 @@
 """Keras 3 model -> verified sparse .tflite bytes for LiteRT or TensorFlow Lite Micro.
 
 Pipeline (docs/export.md): make the model convertible (`prepare`: unrolled
-recurrent layers, float32 compute for mixed-precision models) -> Keras
+recurrent layers, float32 compute for mixed-precision models, augmentation layers
+as identities; `inputs.resolve_shapes`: fixed dynamic dimensions) -> Keras
 SavedModel export into a temporary directory (always removed) ->
 `tf.lite.TFLiteConverter.from_saved_model` (with EXPERIMENTAL_SPARSITY for
 LiteRT), its output silenced at the fd level unless `verbose=True` -> decode
@@ -31,6 +32,7 @@ import numpy as np
 from tfprune import _capture as capture
 from tfprune import _io
 from tfprune import _layers
+from tfprune import _liveness
 from tfprune.export import checksum
 from tfprune.export import errors
 from tfprune.export import graph
@@ -64,7 +66,8 @@ class ExportResult:
     fc_quantization: "per_tensor" or "per_channel" (FULLY_CONNECTED weight scales;
       meaningful only when quantized).
     notes: one sentence per change the exporter made to get a correct file
-      (unrolled recurrent layers, float32 compute, dense fallback).
+      (fixed dynamic input dimensions, unrolled recurrent layers, float32 compute,
+      augmentation layers as their inference identity, dense fallback).
     dense_fallback: True when sparse encoding was asked for but the sparse file
       was not smaller than the dense one, so the dense file was kept.
     converter_log: what the converter printed (captured unless `verbose=True`).
@@ -144,24 +147,80 @@ def _check_model(model):
   import keras  # pylint: disable=g-import-not-at-top
   if not isinstance(model, keras.Model):
     raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
-  if len(model.outputs) != 1:
-    raise ExportError(
-        f"the exporter supports models with one output; '{model.name}' has "
-        f"{len(model.outputs)} outputs. Export one model per output (keras.Model(inputs, "
-        f"output)) or concatenate them.")
+  try:
+    model.inputs, model.outputs  # pylint: disable=pointless-statement
+  except (AttributeError, ValueError) as e:
+    raise ExportError(f"model '{model.name}' has no symbolic inputs/outputs ({e}): build "
+                      f"it as a Functional or Sequential model with an Input.") from e
 
 
-def _check_shapes(model):
-  for t in model.inputs:
-    if any(d is None for d in t.shape[1:]):
-      raise ExportError(
-          f"model '{model.name}' input '{t.name}' has shape {tuple(t.shape)}: every dimension "
-          f"except the batch must be fixed for TFLite (give keras.Input a full shape).")
+def output_names(model):
+  """The serving-signature names of the model's outputs, in `model.outputs` order.
+
+  `model.export` names dict outputs by key (Keras flattens a dict in sorted key
+  order) and every other output `output_<i>`.
+  """
+  try:
+    struct = model.output
+  except (AttributeError, ValueError):   # a Sequential model never called
+    struct = None
+  if isinstance(struct, dict) and all(not isinstance(v, (dict, list, tuple))
+                                      for v in struct.values()):
+    return sorted(struct)
+  return [f"output_{i}" for i in range(len(model.outputs))]
+
+
+def _structured(model, arrays):
+  """Per-input arrays (model input order) in the model's input structure (a dict by key
+  for dict inputs, in whatever key order the model was built with)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  try:
+    struct = model.input
+  except (AttributeError, ValueError):   # a Sequential model never called
+    struct = None
+  if isinstance(struct, (dict, list, tuple)):
+    return keras.tree.pack_sequence_as(struct, list(arrays))
+  return arrays[0] if len(arrays) == 1 else list(arrays)
 
 
 def _predict(model, arrays):
-  x = arrays if len(arrays) > 1 else arrays[0]
-  return np.asarray(model(x, training=False), np.float32)
+  """Keras outputs (inference mode) as float32 arrays, one per output (`model.outputs`
+  order).
+
+  On the TensorFlow backend the model runs as a `tf.function` traced with an unknown
+  batch dimension, like the SavedModel export: Keras' TF `ops.add` (also `+` on
+  tensors) turns an add into `bias_add` when, at the concrete batch size, the second
+  operand squeezes to one dimension equal to the first's channel count, e.g.
+  `conv (8, H, W, 8) + mean(x, axis=(1, 2, 3), keepdims=True) (8, 1, 1, 1)` at batch 8
+  adds sample i's mean to channel i. Called eagerly with the verification batch, that
+  reference was wrong while the file was right (docs/export.md, section 4, trap 6).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  x = _structured(model, arrays)
+  y = None
+  if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    specs = _structured(model, [tf.TensorSpec((None,) + a.shape[1:], a.dtype) for a in arrays])
+    try:
+      y = tf.function(lambda t: model(t, training=False), input_signature=[specs])(x)
+    except Exception:  # pylint: disable=broad-except
+      y = None   # untraceable: the export fails on it too, with the converter's named error
+  if y is None:
+    y = model(x, training=False)
+  return [np.asarray(keras.ops.convert_to_numpy(t), np.float32) for t in keras.tree.flatten(y)]
+
+
+def _signature(model, shapes):
+  """The export input signature: the model's input structure of named TensorSpecs with
+  the resolved (fixed) shapes; None when the model's own signature already fits."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dynamic = any(None in tuple(t.shape[1:]) for t in model.inputs)
+  if not dynamic and not isinstance(_structured(model, list(model.inputs)), dict):
+    return None
+  specs = [tf.TensorSpec((None,) + tuple(shape), keras.backend.standardize_dtype(t.dtype),
+                         name=t.name) for t, shape in zip(model.inputs, shapes)]
+  return [_structured(model, specs)]
 
 
 def per_tensor_error(kernel):
@@ -187,7 +246,8 @@ def _fc_per_tensor(model, fc_quantization, quantize, sparse_output):
   return sparse_output and all(per_tensor_error(k) <= PER_TENSOR_MAX_ERROR for k in kernels)
 
 
-def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verbose=False):
+def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verbose=False,
+                   shapes=None):
   """SavedModel export + TFLite conversion; returns `(bytes, captured log)`.
 
   The SavedModel goes to a temporary directory that is removed whatever happens
@@ -200,7 +260,8 @@ def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verb
   try:
     with capture.captured_output(enabled=not verbose) as log:
       try:
-        model.export(tmp, format="tf_saved_model", verbose=verbose)
+        model.export(tmp, format="tf_saved_model", verbose=verbose,
+                     input_signature=_signature(model, shapes) if shapes else None)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         # Per-channel scales cost 12 bytes per output channel for the weights and
         # again for the bias: a large share of a sparse file.
@@ -236,16 +297,19 @@ def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verb
 def convert(model, target: str = "litert", quantize: str | None = None,
             representative_data=None, sparse: str = "auto", micro_sparse_kernel: bool = False,
             num_verify_samples: int = 8, seed: int = 0, fc_quantization: str = "auto",
-            verbose: bool = False) -> ExportResult:
+            verbose: bool = False, input_shapes=None) -> ExportResult:
   """Converts a Keras 3 model to a verified (sparse) .tflite file.
 
   The primary export entry point: `to_tflite` and `save_tflite` are aliases.
 
   Args:
-    model: a `keras.Model` with one output and one or more inputs (float, int or
-      bool; token-id inputs stay integer, also in int8 models); pruned weights
-      are exact zeros. Recurrent layers are unrolled (static time dimension
-      needed) and mixed-precision models computed in float32; `notes` says so.
+    model: a `keras.Model` with one or more inputs (float, int or bool; a list or a
+      dict in any key order; token-id inputs stay integer, also in int8 models)
+      and one or more outputs (a list or dict: every output is verified); pruned
+      weights are exact zeros. Recurrent layers are unrolled (static time
+      dimension needed), mixed-precision models computed in float32 and
+      augmentation layers (RandomFlip, ...) exported as their inference identity;
+      `notes` says so.
     target: "litert" (phones; sparse weights where they help) or "micro" (TFLite
       Micro: full-int8, no DENSIFY, no sparse tensors).
     quantize: None (float), "dynamic" (dynamic-range int8 weights, LiteRT only) or
@@ -255,7 +319,8 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       by input name. Each is cast to its input's dtype (never integer -> float).
       Required for "int8"; also the verification inputs (else random inputs from
       a valid range per input: normal floats, random bools, ints in
-      `[0, input_dim)` of the Embedding they feed). Must be finite.
+      `[0, input_dim)` of the Embedding they feed, nested models included, else
+      0 / 1). Must be finite. Dynamic (None) dimensions are fixed to its shape.
     sparse: "auto" (per tensor the smallest correct encoding; dense when sparse
       would not be smaller), "csr", "block" (the fast path: 1x4 float / 1x16
       int8 blocks for every FC weight whose input width allows it and where
@@ -275,6 +340,10 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       RMS), per channel otherwise. The verification applies either way.
     verbose: let the converter and SavedModel export print to stdout/stderr
       (by default their output is captured and shown only in errors).
+    input_shapes: fixed shapes (batch left out) for inputs with dynamic (None)
+      dimensions, e.g. `{"token_ids": (128,), "padding_mask": (128,)}` (a dict by
+      input name, a list per input, or one shape for a single input); default:
+      the representative data's shape. `notes` says what was fixed.
 
   Returns:
     An `ExportResult`: `.flatbuffer` (the bytes), `.save(path)`, the per-tensor
@@ -287,6 +356,8 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       conversion where possible, and the message says what to do.
     verify.VerificationError: if the file disagrees with the Keras model under any
       targeted runtime configuration.
+    tfprune.DeadModelError (a ValueError): the model's outputs do not depend on its
+      inputs (docs/export.md, "Liveness check"); nothing is converted or written.
   """
   _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
               fc_quantization, num_verify_samples)
@@ -295,25 +366,27 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   if representative_data is not None:
     samples = inputs_lib.as_samples(model, representative_data)
     inputs_lib.check_ranges(model, samples)
-  prepared, notes, float32 = prepare_lib.prepare(model)
-  _check_shapes(prepared)
+  prepared, notes, float32 = prepare_lib.prepare(model)   # named RNN errors come first
+  shapes, shape_notes = inputs_lib.resolve_shapes(model, samples, input_shapes)
+  notes = shape_notes + notes
   if samples is not None:
     x = [a[:num_verify_samples] for a in samples]
   else:
-    x = inputs_lib.random_samples(model, num_verify_samples, seed)
+    x = inputs_lib.random_samples(model, num_verify_samples, seed, shapes)
   ref = _predict(prepared if float32 else model, x)
-  if not np.all(np.isfinite(ref)):
+  if not all(np.all(np.isfinite(r)) for r in ref):
     raise ExportError(
         f"the Keras model '{model.name}' itself outputs NaN/Inf on the "
         f"{'representative' if samples is not None else 'random verification'} inputs, so "
         f"no file can be verified against it: check its weights for NaN/Inf (and the data).")
+  _liveness.check_alive(model, "tfprune.export")  # a dead model is never converted
   if float32:
-    diff = float(np.max(np.abs(_predict(model, x) - ref)))
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_predict(model, x), ref))
     notes[-1] += f" (max abs diff to the mixed-precision model: {diff:.3g})"
   use_sparsity = target == "litert" and sparse != "off"
   fc_per_tensor = _fc_per_tensor(prepared, fc_quantization, quantize, sparse_output=use_sparsity)
   raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
-                            fc_per_tensor=fc_per_tensor, verbose=verbose)
+                            fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes)
   tfl = graph.load(raw)
   try:
     sparsify.densify_model(tfl)
@@ -323,7 +396,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
     notes.append(f"converted again without the converter's sparsity pass, whose output "
                  f"was not valid ({e})")
     raw, log = _run_converter(prepared, quantize, samples, sparsity=False,
-                              fc_per_tensor=fc_per_tensor, verbose=verbose)
+                              fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes)
     tfl = graph.load(raw)
     sparsify.densify_model(tfl)
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
@@ -351,14 +424,17 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   if target == "micro" and not micro_sparse_kernel:
     runtimes.append("tflm")
   names = [t.name for t in model.inputs]
+  outs = output_names(model)   # every output is verified, matched by signature name
+  outs = outs if len(outs) > 1 else None
   try:
     with capture.captured_output(enabled=not verbose):   # "Created XNNPACK delegate" lines
       results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
                                   reference_bytes=dense_bytes,
-                                  input_names=names)
+                                  input_names=names, output_names=outs)
       if target == "micro" and micro_sparse_kernel:
         # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
-        results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names)
+        results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names,
+                                     output_names=outs)
   except verify_lib.VerificationError as e:
     rnns = prepare_lib.recurrent_layers(model)
     if quantize == "int8" and rnns:

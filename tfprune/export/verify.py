@@ -35,6 +35,9 @@ class RuntimeResult:
       reference top-two margin an int8 output can resolve (None if 1 output, or no
       such sample; see `compare`).
     error: message when it failed to run.
+    output: the model output compared ("" for a single-output model).
+    outputs: for a model with several outputs, one `RuntimeResult` per output (the
+      fields above are then the worst of them: `ok` all, `max_abs_diff` the largest).
   """
   runtime: str
   ok: bool
@@ -42,6 +45,8 @@ class RuntimeResult:
   tolerance: float = float("nan")
   argmax_agreement: float = None
   error: str = ""
+  output: str = ""
+  outputs: list = None
 
 
 def _quantize(x, detail):
@@ -129,8 +134,58 @@ def make_litert_interpreter(model_bytes, xnnpack, num_threads=1, preserve_all_te
   return interp
 
 
+def output_positions(model_bytes, output_names):
+  """Positions in the file's output list of the Keras outputs named `output_names`.
+
+  The converter orders a model's outputs as it likes (seen: reversed); the file's
+  serving signature names them (dict outputs by key, list outputs `output_<i>`).
+  Falls back to the file's order when the signature does not name them all.
+  """
+  model = graph.load(model_bytes)
+  outputs = list(model.subgraphs[0].outputs)
+  if not output_names:
+    return list(range(len(outputs)))
+  for sig in model.signatureDefs or []:
+    by_name = {_text(t.name): t.tensorIndex for t in sig.outputs or []}
+    if all(n in by_name for n in output_names) and all(
+        by_name[n] in outputs for n in output_names):
+      return [outputs.index(by_name[n]) for n in output_names]
+  if len(outputs) != len(output_names):
+    raise ValueError(f"the file has {len(outputs)} outputs, the Keras model "
+                     f"{len(output_names)} ({output_names}).")
+  return list(range(len(outputs)))
+
+
+def _text(name):
+  return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def run_litert_outputs(model_bytes, inputs, xnnpack=True, input_names=None, positions=None):
+  """Like `run_litert`, for every output: a list of `(float_outputs, raw, detail)`.
+
+  `positions` (from `output_positions`) selects and orders the file's outputs
+  (default: the file's order).
+  """
+  arrays = as_input_list(inputs)
+  interp = make_litert_interpreter(model_bytes, xnnpack)
+  details = _order_details(interp.get_input_details(), input_names)
+  if len(details) != len(arrays):
+    raise ValueError(f"the model has {len(details)} inputs, got {len(arrays)} input arrays.")
+  outs = interp.get_output_details()
+  outs = [outs[p] for p in positions] if positions is not None else outs
+  raw = [[] for _ in outs]
+  for j in range(len(arrays[0])):
+    for detail, arr in zip(details, arrays):
+      interp.set_tensor(detail["index"], _feed(arr[j:j + 1], detail))
+    interp.invoke()
+    for k, out in enumerate(outs):
+      raw[k].append(interp.get_tensor(out["index"])[0].copy())
+  return [(_dequantize(np.stack(r), out), np.stack(r), out) for r, out in zip(raw, outs)]
+
+
 def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
-  """Runs a single-output model one sample at a time.
+  """Runs a model one sample at a time; returns its first output (`run_litert_outputs`:
+  all of them).
 
   Args:
     model_bytes: the .tflite bytes.
@@ -144,23 +199,10 @@ def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
   Returns:
     `(float_outputs, raw_outputs, output_detail)`; float outputs are dequantized.
   """
-  arrays = as_input_list(inputs)
-  interp = make_litert_interpreter(model_bytes, xnnpack)
-  details = _order_details(interp.get_input_details(), input_names)
-  if len(details) != len(arrays):
-    raise ValueError(f"the model has {len(details)} inputs, got {len(arrays)} input arrays.")
-  out = interp.get_output_details()[0]
-  raw = []
-  for j in range(len(arrays[0])):
-    for detail, arr in zip(details, arrays):
-      interp.set_tensor(detail["index"], _feed(arr[j:j + 1], detail))
-    interp.invoke()
-    raw.append(interp.get_tensor(out["index"])[0].copy())
-  raw = np.stack(raw)
-  return _dequantize(raw, out), raw, out
+  return run_litert_outputs(model_bytes, inputs, xnnpack, input_names, positions=[0])[0]
 
 
-def run_tflm(model_bytes, inputs, arena_size=None):
+def run_tflm(model_bytes, inputs, arena_size=None, positions=None):
   """Runs a model in the TensorFlow Lite Micro Python interpreter.
 
   Args:
@@ -168,9 +210,11 @@ def run_tflm(model_bytes, inputs, arena_size=None):
     inputs: array `[n, ...]` or a list of arrays, one per input in the file's
       input order (float arrays are quantized here for int8 inputs).
     arena_size: tensor arena bytes (default: generous, from the model size).
+    positions: None (the first output) or the file output positions to return
+      (`output_positions`): then a list of `(float_outputs, raw_outputs)`.
 
   Returns:
-    `(float_outputs, raw_outputs)`.
+    `(float_outputs, raw_outputs)` (a list of them with `positions`).
   """
   try:
     from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
@@ -182,16 +226,18 @@ def run_tflm(model_bytes, inputs, arena_size=None):
   arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
   interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
   details = [_tflm_detail(interp.get_input_details(k)) for k in range(len(arrays))]
-  out = _tflm_detail(interp.get_output_details(0))
-  raw = []
+  which = [0] if positions is None else list(positions)
+  outs = [_tflm_detail(interp.get_output_details(p)) for p in which]
+  raw = [[] for _ in which]
   for j in range(len(arrays[0])):
     for k, (detail, arr) in enumerate(zip(details, arrays)):
       interp.set_input(_feed(arr[j:j + 1], detail), k)
     interp.invoke()
-    raw.append(np.array(interp.get_output(0))[0].copy())
+    for i, p in enumerate(which):
+      raw[i].append(np.array(interp.get_output(p))[0].copy())
     interp.reset()
-  raw = np.stack(raw)
-  return _dequantize(raw, out), raw
+  got = [(_dequantize(np.stack(r), out), np.stack(r)) for r, out in zip(raw, outs)]
+  return got[0] if positions is None else got
 
 
 def tflm_arena_bytes(model_bytes, arena_size=None):
@@ -377,7 +423,7 @@ def localize(model_bytes, reference_bytes, inputs, input_names=None):
 
 
 def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, input_names,
-                        runtimes):
+                        runtimes, output_names=None):
   """Runs the dense conversion under the LiteRT `runtimes` the file failed in.
 
   Returns `(line, conversion_at_fault)`: a line saying where the dense file misses Keras
@@ -386,12 +432,10 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
   missed, passed = [], []
   for r in runtimes:
     try:
-      y, _, detail = run_litert(reference_bytes, inputs, xnnpack=(r == "xnnpack"),
-                                input_names=input_names)
+      res = _check(reference_bytes, r, reference_outputs, inputs, quantize, input_names,
+                   output_names, raise_errors=True)
     except Exception:  # pylint: disable=broad-except
       return None, False
-    res = compare(y.reshape(reference_outputs.shape), reference_outputs, quantize,
-                  detail["quantization"][0] or None)
     (passed if res.ok else missed).append((r, res))
   if passed:
     if not missed:
@@ -399,7 +443,7 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
     return (f"the dense conversion passes with {', '.join(_LABELS[r] for r, _ in passed)} "
             f"but misses Keras too with {', '.join(_LABELS[r] for r, _ in missed)}"), False
   worst = max(res.max_abs_diff for _, res in missed)
-  peak = float(np.max(np.abs(reference_outputs)))
+  peak = max(float(np.max(np.abs(r))) for r in reference_outputs)
   what = ("the converter's quantization" if quantize else "the conversion itself") + \
       ", not tfprune's sparse encoding"
   advice = ("representative data that covers the real input range, a trained model (an "
@@ -408,22 +452,80 @@ def _dense_disagreement(reference_bytes, reference_outputs, inputs, quantize, in
             "export" if quantize else "a trained model: very large activations (an untrained "
             "model with unset BatchNorm statistics) make float32 rounding differences between "
             "kernels grow over the depth")
+  if not quantize and worst > FLOAT_ROUNDING_SHARE * peak:
+    # Rounding alone rarely reaches this: do not blame the weights on a guess.
+    what = "the converted graph computing differently from Keras, not tfprune's sparse encoding"
+    advice = (f"a trained model only if activations inside the model are very large: "
+              f"{worst / max(peak, 1e-30):.1%} of the output peak is more than float32 "
+              f"rounding differences between kernels usually reach, so an op may compute "
+              f"differently in TFLite than in Keras (or Keras itself may: check that the Keras "
+              f"model gives the same outputs one sample at a time as batched); please report "
+              f"it with the model")
   return (f"the dense conversion of the same graph disagrees with Keras as well (max abs diff "
           f"{worst:.4g}, output peak {peak:.4g}): the error comes from {what}; use "
           f"{advice}"), True
 
 
+# A float file missing Keras by more than this share of the output peak is not blamed on
+# float32 rounding (grown by large activations) alone (see `_dense_disagreement`).
+FLOAT_ROUNDING_SHARE = 0.01
+
 _LABELS = {"xnnpack": "LiteRT with XNNPACK", "builtin": "LiteRT without XNNPACK",
            "tflm": "TFLite Micro"}
 
 
+def _check(model_bytes, runtime, references, inputs, quantize, input_names,
+           output_names=None, raise_errors=False):
+  """Runs `model_bytes` under one runtime and compares every output; a `RuntimeResult`.
+
+  `references` is a list of Keras outputs `[n, -1]`, matched to the file's outputs by
+  `output_names` (`output_positions`). A failure to run is a failed result (raised
+  instead with `raise_errors`).
+  """
+  try:
+    positions = output_positions(model_bytes, output_names) if output_names else (
+        list(range(len(references))))
+    if runtime == "tflm":
+      sg = graph.load(model_bytes).subgraphs[0]
+      got = []
+      for (y, _), p in zip(run_tflm(model_bytes, inputs, positions=positions), positions):
+        q = sg.tensors[sg.outputs[p]].quantization
+        got.append((y, float(q.scale[0]) if q is not None and q.scale is not None
+                    and len(q.scale) else None))
+    else:
+      got = [(y, detail["quantization"][0] or None) for y, _, detail in run_litert_outputs(
+          model_bytes, inputs, xnnpack=(runtime == "xnnpack"), input_names=input_names,
+          positions=positions)]
+    parts = []
+    for k, ((y, scale), ref) in enumerate(zip(got, references)):
+      res = compare(y.reshape(ref.shape), ref, quantize, scale, runtime)
+      res.output = output_names[k] if output_names else ""
+      parts.append(res)
+  except ImportError:  # a runtime that is not installed: not a disagreement
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if raise_errors:
+      raise
+    return RuntimeResult(runtime, False, error=str(e).strip().splitlines()[0]
+                         if str(e).strip() else repr(e))
+  if len(parts) == 1:
+    return parts[0]
+  agree = [p.argmax_agreement for p in parts if p.argmax_agreement is not None]
+  worst = max(parts, key=lambda p: (not p.ok, p.max_abs_diff
+                                    if np.isfinite(p.max_abs_diff) else np.inf))
+  return RuntimeResult(runtime, all(p.ok for p in parts), worst.max_abs_diff, worst.tolerance,
+                       min(agree) if agree else None, output=worst.output, outputs=parts)
+
+
 def verify(model_bytes, reference_outputs, inputs, quantize=None,
-           runtimes=("xnnpack", "builtin"), reference_bytes=None, input_names=None):
+           runtimes=("xnnpack", "builtin"), reference_bytes=None, input_names=None,
+           output_names=None):
   """Checks a .tflite file against reference (Keras) outputs.
 
   Args:
     model_bytes: the .tflite bytes.
-    reference_outputs: Keras outputs for `inputs`, float `[n, ...]`.
+    reference_outputs: Keras outputs for `inputs`, float `[n, ...]`; for a model with
+      several outputs a list of them (Keras output order, see `output_names`).
     inputs: samples `[n, ...]`, or a list of arrays, one per model input (see
       `run_litert`).
     quantize: None, "dynamic" or "int8" (sets the tolerance).
@@ -432,39 +534,37 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       it disagrees with Keras too, to say the error is the conversion's; it may be
       `model_bytes` itself).
     input_names: Keras input names, matched to the file's inputs (several inputs).
+    output_names: the file's signature names of the reference outputs (dict keys,
+      or `output_<i>`), used to match them to the file's outputs: EVERY output is
+      compared, each with its own tolerance. Default: the file's order.
 
   Returns:
-    A list of `RuntimeResult`, all ok.
+    A list of `RuntimeResult`, all ok (with `outputs`, one per output, for several).
 
   Raises:
-    VerificationError: if any runtime fails to run or disagrees; the message names
-      the runtime, the output tensor, the diff, and the suspect op/tensor.
+    VerificationError: if any runtime fails to run or disagrees on any output; the
+      message names the runtime, each output tensor that misses with its diff, and
+      the suspect op/tensor.
     ValueError: on an unknown runtime name.
   """
   for r in runtimes:
     if r not in RUNTIMES:
       raise ValueError(f"Unknown runtime {r!r}; valid: {RUNTIMES}.")
   n = len(as_input_list(inputs)[0])
-  reference_outputs = np.asarray(reference_outputs, np.float32).reshape(n, -1)
+  several = isinstance(reference_outputs, (list, tuple))
+  references = [np.asarray(r, np.float32).reshape(n, -1)
+                for r in (reference_outputs if several else [reference_outputs])]
+  if output_names is not None and len(output_names) != len(references):
+    raise ValueError(f"output_names {list(output_names)} do not match the "
+                     f"{len(references)} reference outputs.")
   model = graph.load(model_bytes)
   sg = model.subgraphs[0]
-  out_name = graph.tensor_name(sg.tensors[sg.outputs[0]])
+  positions = output_positions(model_bytes, output_names) if output_names else list(
+      range(len(references)))
+  tensor_names = [graph.tensor_name(sg.tensors[sg.outputs[p]]) for p in positions]
   results, failures = [], []
   for r in runtimes:
-    try:
-      if r == "tflm":
-        y, _ = run_tflm(model_bytes, inputs)
-        q = sg.tensors[sg.outputs[0]].quantization
-        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else None
-      else:
-        y, _, detail = run_litert(model_bytes, inputs, xnnpack=(r == "xnnpack"),
-                                  input_names=input_names)
-        scale = detail["quantization"][0] or None
-      res = compare(y.reshape(n, -1), reference_outputs, quantize, scale, r)
-    except ImportError:  # a runtime that is not installed: not a disagreement
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      res = RuntimeResult(r, False, error=str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+    res = _check(model_bytes, r, references, inputs, quantize, input_names, output_names)
     results.append(res)
     if not res.ok:
       failures.append(res)
@@ -474,8 +574,14 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
       label = _LABELS[f.runtime]
       if f.error:
         lines.append(f"{label}: failed to run: {f.error}")
-      else:
-        lines.append(_miss_line(label, out_name, f))
+        continue
+      for k, part in enumerate(f.outputs or [f]):
+        where = f"{label}, Keras output '{part.output}'" if part.output else label
+        if not part.ok:
+          lines.append(_miss_line(where, tensor_names[k], part))
+        elif f.outputs:
+          lines.append(f"{where}: ok (max abs diff {part.max_abs_diff:.4g} <= tolerance "
+                       f"{part.tolerance:.4g})")
     same = reference_bytes is not None and bytes(reference_bytes) == bytes(model_bytes)
     where = (localize(model_bytes, reference_bytes, inputs, input_names)
              if reference_bytes and not same else None)
@@ -485,8 +591,8 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
     elif reference_bytes:
       litert = [f.runtime for f in failures if f.runtime != "tflm"]
       dense, conversion_at_fault = _dense_disagreement(
-          reference_bytes, reference_outputs, inputs, quantize, input_names,
-          litert) if litert else (None, False)
+          reference_bytes, references, inputs, quantize, input_names,
+          litert, output_names) if litert else (None, False)
       if dense:
         lines.append(dense)
       if conversion_at_fault:

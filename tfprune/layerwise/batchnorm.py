@@ -139,9 +139,7 @@ class _Reader:
   def _compiled(self):
     if self._fn is None:
       ext = calibration.extractor(self.model, self.top)
-      spec = calibration.input_spec(self.model)
-      signature = tf.TensorSpec([None] + list(spec.shape[1:]),
-                                keras.backend.standardize_dtype(spec.dtype))
+      signature = calibration.signature(self.model)
       self._fn = tf.function(lambda x: ext(x, training=False), input_signature=[signature],
                              reduce_retracing=True)
       per_sample = sum(4 * int(np.prod([d or 1 for d in bn.input.shape[1:]]))
@@ -156,9 +154,9 @@ class _Reader:
     nested = [bn for bn in pending if id(bn) not in self.index]
     if top:
       fn, chunk = self._compiled()
-      xt = tf.cast(x, fn.input_signature[0].dtype)
-      for start in range(0, int(xt.shape[0]), chunk):
-        outs = fn(xt[start:start + chunk])
+      xt = calibration.cast(x, fn.input_signature[0])
+      for start in range(0, calibration.batch_len(xt), chunk):
+        outs = fn(calibration.take(xt, start, start + chunk))
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for bn in top:
           got[id(bn)].append(outs[self.index[id(bn)]])
@@ -212,7 +210,7 @@ class Recalibrator:
       sums = {id(bn): _Sums(bn) for bn in pending}
       samples = 0
       for x in self.batches():
-        samples += int(x.shape[0])
+        samples += calibration.batch_len(x)
         for key, xs in self.reader.read(x, pending).items():
           for t in xs:
             sums[key].add(t)

@@ -200,9 +200,7 @@ class _Inputs:
       net = self.model if pruned else self.original
       layers = [u.layer if pruned else u.original for u in self.top]
       ext = calibration.extractor(net, layers)
-      spec = calibration.input_spec(net)
-      signature = tf.TensorSpec([None] + list(spec.shape[1:]),
-                                keras.backend.standardize_dtype(spec.dtype))
+      signature = calibration.signature(net)  # the model's input structure (multi-input)
       fn = tf.function(lambda x: ext(x, training=False), input_signature=[signature],
                        reduce_retracing=True)
       per_sample = sum(4 * int(np.prod([d or 1 for d in l.input.shape[1:]]))
@@ -213,9 +211,9 @@ class _Inputs:
   def _top(self, pruned, x):
     """Yields, per chunk of the batch `x`, the inputs of every top-level unit."""
     fn, chunk = self._fn(pruned)
-    x = tf.cast(x, fn.input_signature[0].dtype)
-    for start in range(0, int(x.shape[0]), chunk):
-      outs = fn(x[start:start + chunk])
+    x = calibration.cast(x, fn.input_signature[0])
+    for start in range(0, calibration.batch_len(x), chunk):
+      outs = fn(calibration.take(x, start, start + chunk))
       yield outs if isinstance(outs, (list, tuple)) else [outs]
 
   def _nested(self, pruned, unit, x):
@@ -514,8 +512,9 @@ def _clone(model):
   return clone
 
 
-def _global_keep(units, all_stats, sparsity, solver, verbose):
-  """Per-unit keep counts of the global allocation (embeddings keep their share)."""
+def _global_keep(units, all_stats, sparsity, solver, verbose, max_pruning_ratio=None):
+  """Per-unit keep counts of the global allocation (embeddings keep their share), each
+  at least its layer floor (`tfprune.masks.layer_floor`, `floor_keep_counts`)."""
   ls = [i for i, u in enumerate(units) if u.kind != "embedding"]
   problems = {i: solvers.make_problem(units[i].name, all_stats[i], units[i].w0)[0]
               for i in ls}
@@ -527,6 +526,11 @@ def _global_keep(units, all_stats, sparsity, solver, verbose):
   if problems:
     ks = solver.allocate([problems[i] for i in ls],
                          int(masks_lib.keep_count(total, sparsity)))
+    if masks_lib.validate_max_pruning_ratio(max_pruning_ratio) != 1.0:
+      floors = masks_lib.layer_floor(
+          [np.abs(keras.ops.convert_to_numpy(geometry.kernel_variable(units[i].inner)))
+           for i in ls], max_pruning_ratio)
+      ks = masks_lib.floor_keep_counts(ks, floors)
     keep.update(dict(zip(ls, ks)))
   if verbose:
     alloc = ", ".join(f"{u.name}={1 - keep[i] / u.w0.size:.3f}" for i, u in enumerate(units))
@@ -539,17 +543,21 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
                     mode="cascade", layers=None, batch_size=256, max_samples=None,
                     relu_model=False, relu_passes=2, stats_dtype="float32",
                     refit_ridge=1e-8, verbose=True, strategy=None, batchnorm_weighting=True,
-                    mean_correction=True, bn_recalibration="auto"):
+                    mean_correction=True, bn_recalibration="auto", max_pruning_ratio=None):
   """Prunes `model` IN PLACE kernel by kernel; returns the per-layer `Report`.
 
   Args:
     model: a trained Keras model (Sequential with an Input shape, or Functional), plain or
       wrapped by `tfprune.prune` (then kernels AND masks are set).
-    calibration_data: unlabelled inputs: an array, `(x, y)` tuple or `tf.data.Dataset`.
+    calibration_data: unlabelled inputs: an array, `(x, y)` tuple or `tf.data.Dataset`
+      (multi-input models: a dict by input name or a list, see `calibration_batches`).
     solver: a `LayerSolver`.
     sparsity: fraction of zeros, a float or `{layer_name: float}`.
     allocation: `layer` (every layer at `sparsity`) or `global` (`sparsity` over all the
-      pruned layers; the solver's `allocate` splits it).
+      pruned layers; the solver's `allocate` splits it, each layer keeping at least its
+      `tfprune.masks.layer_floor` count).
+    max_pruning_ratio: the layer floor of `global` (see `tfprune.masks.layer_floor`;
+      None: the path-floor count, 1.0: none).
     mode: `cascade` or `parallel` (see module docstring).
     layers: names of the layers to prune (default: every prunable kernel).
     batch_size: calibration batch size for arrays / unbatched datasets.
@@ -626,7 +634,7 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   all_stats = stats.all(units) if (mode == "parallel" or allocation == "global") else None
   keeps = None
   if allocation == "global":
-    keeps = _global_keep(units, all_stats, targets[0], solver, verbose)
+    keeps = _global_keep(units, all_stats, targets[0], solver, verbose, max_pruning_ratio)
   rows = Report(skipped=skipped)
   recal = batchnorm_lib.Recalibrator(model, batches) if bn_recalibration else None
   if recal is not None and not recal.entries:

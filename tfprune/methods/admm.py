@@ -89,7 +89,9 @@ class ADMM(PruningMethod):
       over the fine-tune steps of `fit`).
     block_size, allocation: for `scope="block"` (allocation defaults to global).
     schedule: ignored by ADMM except for serialization compatibility.
-    **structured: `scope="structured"`: Z is projected onto the top channel GROUPS of the
+    **structured: `max_pruning_ratio`, `global_score`: the layer floor and LAMP of the
+      global projection (as in `PruningMethod`; by default no layer's Z is emptied).
+      `scope="structured"`: Z is projected onto the top channel GROUPS of the
       channel dependency graph (group L2 of `|W + U|`, global allocation by default:
       the paper's global ratio at channel level), with `round_to`, `min_units`,
       `ignored_layers`, `target_macs`, `target_latency`, `latency_precision`,
@@ -245,7 +247,9 @@ class ADMM(PruningMethod):
       return [v * m for v, m in zip(values, masks)], masks
     masks = masks_lib.compute_masks([tf.abs(v) for v in values], self.target_sparsity,
                                     scope=self.scope, block_size=self.block_size,
-                                    allocation=self.allocation)
+                                    allocation=self.allocation,
+                                    max_pruning_ratio=self.max_pruning_ratio,
+                                    global_score=self.global_score)
     return [v * m for v, m in zip(values, masks)], masks
 
   def _z_u_step(self, rho_old, rho_new, first):

@@ -144,6 +144,16 @@ class PruningMethod:
       (|gamma| of the group's BatchNormalization, network slimming: Liu et al., ICCV
       2017) or `taylor` (|sum W * dL/dW| over the group, Molchanov et al., CVPR 2019;
       gradients averaged over the steps since the last mask update).
+    max_pruning_ratio: the layer floor of every allocation across layers (docs/
+      algorithms.md, "Layer floor and LAMP"): None (default): a weight tensor the
+      allocation would leave with fewer than `min(fan_in, fan_out)` entries keeps the
+      largest entry of every output unit and input row instead, so no layer is emptied;
+      a float r in (0, 1] removes at most a fraction r of any one tensor (channel
+      groups: of any group); 1.0 allows emptying a layer. A per-layer target above it
+      is refused.
+    global_score: `magnitude` (default) or `lamp`: LAMP-normalised scores (Lee et al.,
+      ICLR 2021) for the global allocation (scope `global`, or `block` with
+      allocation `global`), so layers of different weight scales compare fairly.
     target_latency, latency_precision, latency_table: `scope="structured"` only: a
       latency budget (fraction of today's LiteRT latency, exclusive with `target_macs`)
       against per-layer times measured on this machine's LiteRT at `latency_precision`
@@ -179,7 +189,8 @@ class PruningMethod:
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation=None, layer_sparsity=None, round_to=1, min_units=1,
                ignored_layers=None, target_macs=None, criterion="l2", target_latency=None,
-               latency_precision="float", latency_table=None):
+               latency_precision="float", latency_table=None, max_pruning_ratio=None,
+               global_score="magnitude"):
     if allocation is None:
       allocation = "global" if (scope == "structured" and self.structured_graph
                                 and not layer_sparsity) else "layer"
@@ -202,6 +213,7 @@ class PruningMethod:
                        f"allocation='layer'), got scope={scope!r}, "
                        f"allocation={allocation!r}.")
     self.scope = scope
+    self._set_floor_args(max_pruning_ratio, global_score, scope, allocation)
     self._set_structured_args(round_to, min_units, ignored_layers, target_macs, criterion,
                               target_latency, latency_precision, latency_table)
     self.block_size = int(block_size)
@@ -222,6 +234,28 @@ class PruningMethod:
     self._advance_fn = None
     self._gradient_steps = None
     self._steps_since_begin = 0
+
+  # ------------------------------------------------- layer floor and LAMP
+  def _set_floor_args(self, max_pruning_ratio, global_score, scope, allocation):
+    """Validates `max_pruning_ratio` / `global_score` (docs/algorithms.md, "Layer floor
+    and LAMP"); a per-layer target above the cap is refused here, before training."""
+    self.max_pruning_ratio = masks_lib.validate_max_pruning_ratio(max_pruning_ratio)
+    if global_score != "magnitude" and scope == "structured" and self.structured_graph:
+      raise ValueError(f"global_score={global_score!r} is not supported with "
+                       f"scope='structured' (channel groups are ranked by their "
+                       f"normalised group norms); use global_score='magnitude'.")
+    self.global_score = masks_lib.validate_global_score(global_score, scope, allocation)
+    per_layer = scope in ("layer", "n:m") or (scope != "global" and allocation == "layer")
+    ratio = self.max_pruning_ratio
+    if ratio is not None and per_layer and scope != "n:m":
+      targets = {"target_sparsity": self.target_sparsity,
+                 **{f"layer_sparsity[{k!r}]": v for k, v in self.layer_sparsity.items()}}
+      over = {k: v for k, v in targets.items() if v is not None and v > ratio}
+      if over:
+        raise ValueError(f"max_pruning_ratio={ratio} caps the fraction removed from any "
+                         f"one layer, but this per-layer allocation (scope={scope!r}, "
+                         f"allocation={allocation!r}) asks for more: {over}; lower the "
+                         f"target or raise max_pruning_ratio.")
 
   # ------------------------------------------------------- structured scope
   @property
@@ -250,6 +284,7 @@ class PruningMethod:
                        "groups span several layers): use ignored_layers, min_units or "
                        "allocation='layer'.")
     self.channels = channels  # tfprune.structured.scope.ChannelScope
+    channels.max_pruning_ratio = getattr(self, "max_pruning_ratio", None)  # the floor
     if self.uses_channel_graph:
       self.compile_update = False  # the graph allocation is NumPy: masks update eagerly
 
@@ -428,7 +463,8 @@ class PruningMethod:
     if self.uses_channel_graph:
       return self.structured_masks([s.numpy() for s in self.scores()], sparsity)
     kwargs = dict(scope=self.scope, block_size=self.block_size, n=self.n, m=self.m,
-                  allocation=self.allocation)
+                  allocation=self.allocation, max_pruning_ratio=self.max_pruning_ratio,
+                  global_score=self.global_score)
     scores = self.scores()
     if not self.layer_sparsity:
       return masks_lib.compute_masks(scores, sparsity, **kwargs)
@@ -674,6 +710,10 @@ class PruningMethod:
               "allocation": self.allocation}
     if self.layer_sparsity:  # only then: subclasses without the argument stay loadable
       config["layer_sparsity"] = dict(self.layer_sparsity)
+    if getattr(self, "max_pruning_ratio", None) is not None:  # (the same rule)
+      config["max_pruning_ratio"] = self.max_pruning_ratio
+    if getattr(self, "global_score", "magnitude") != "magnitude":
+      config["global_score"] = self.global_score
     if getattr(self, "channels", None) is not None:  # the same rule
       config.update(self.channels.changed())
     return config

@@ -47,6 +47,9 @@ class LayerwiseMethod(PruningMethod):
       raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
                        f"{scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, **kwargs)
+    if self.global_score != "magnitude":
+      raise ValueError(f"Method {self.name!r} allocates globally by its solver's own "
+                       f"scores; global_score={self.global_score!r} is not supported.")
     if mode not in layerwise.MODES:
       raise ValueError(f"mode must be one of {layerwise.MODES}, got {mode!r}.")
     if bn_recalibration not in (True, False) and bn_recalibration != "auto":
@@ -72,7 +75,9 @@ class LayerwiseMethod(PruningMethod):
 
     Args:
       model: a wrapped (`tfprune.prune`) or plain trained Keras model.
-      calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`).
+      calibration_data: unlabelled inputs (array, `(x, y)` or `tf.data.Dataset`); for a
+        multi-input model a dict by input name or a list in `model.inputs` order
+        (`tfprune.layerwise.calibration_batches`).
       verbose: one progress line per layer.
       strategy: optional `tf.distribute` strategy (statistics all-reduced over replicas).
     """
@@ -86,7 +91,8 @@ class LayerwiseMethod(PruningMethod):
         max_samples=self.calibration_samples, relu_model=self.relu_model,
         relu_passes=self.relu_passes, stats_dtype=self.stats_dtype, verbose=verbose,
         strategy=strategy, batchnorm_weighting=self.batchnorm_weighting,
-        mean_correction=self.mean_correction, bn_recalibration=self.bn_recalibration)
+        mean_correction=self.mean_correction, bn_recalibration=self.bn_recalibration,
+        max_pruning_ratio=self.max_pruning_ratio)
     self.skipped = list(self.layer_table.skipped)
     return self.layer_table
 

@@ -65,7 +65,9 @@ class Movement(PruningMethod):
   Args:
     target_sparsity, scope, block_size, n, m, allocation, layer_sparsity: as in
       `PruningMethod`.
-    **structured: `round_to`, `min_units`, `ignored_layers`, `target_macs`,
+    **structured: `max_pruning_ratio` and `global_score` (the layer floor and LAMP of
+      `scope="global"`, as in `PruningMethod`); `round_to`, `min_units`,
+      `ignored_layers`, `target_macs`,
       `target_latency`, `latency_precision`, `latency_table`, `criterion`
       (l2 / l1 of the movement scores per channel group) for `scope="structured"`.
     schedule: a `tfprune.schedules.PruningSchedule`; default the cubic

@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import callbacks as callbacks_lib
+from tfprune import masks as masks_lib
 from tfprune import pqi
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
@@ -192,6 +193,8 @@ class SAP(PruningMethod):
     round_to, min_units, ignored_layers: `scope="structured"` only, as in
       `PruningMethod` (kept channel counts a multiple of `round_to`, at least
       `min_units` per group, groups touching `ignored_layers` left whole).
+    max_pruning_ratio: the layer floor of `scope="global"` (as in `PruningMethod`;
+      the `neuron` and `layer` scopes never empty a unit: `beta < 1`).
 
   A phased method: `fit` runs the rounds; a plain `model.fit` is refused.
 
@@ -207,7 +210,7 @@ class SAP(PruningMethod):
   def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
                eta_r=0.0, scope="layer", rewind=False, target_sparsity=None,
                min_accuracy=None, stop_on_pqi=False, pqi_tolerance=0.0, round_to=1,
-               min_units=1, ignored_layers=None):
+               min_units=1, ignored_layers=None, max_pruning_ratio=None):
     if scope not in SCOPES:
       raise ValueError(f"Unknown SAP scope {scope!r}; valid scopes are "
                        f"{', '.join(SCOPES)}.")
@@ -215,7 +218,8 @@ class SAP(PruningMethod):
       raise ValueError(f"target_sparsity must be in (0, 1) or None, got "
                        f"{target_sparsity!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, round_to=round_to,
-                     min_units=min_units, ignored_layers=ignored_layers)
+                     min_units=min_units, ignored_layers=ignored_layers,
+                     max_pruning_ratio=max_pruning_ratio)
     if isinstance(rounds, bool) or int(rounds) != rounds or int(rounds) < 1:
       raise ValueError(f"rounds must be an integer >= 1 (pruning rounds), got {rounds!r}.")
     if epochs_per_round is not None and (int(epochs_per_round) != epochs_per_round or
@@ -328,7 +332,11 @@ class SAP(PruningMethod):
       start += n_units
       scores = tf.where(m > 0, a, -tf.ones_like(a))
       new.append(_keep_top_per_column(scores, keep) * m)
-    self.assign_masks(self._ungroup(new))
+    if self.scope == "global":  # one top-k over all layers: with the layer floor
+      alive = [tf.cast(tf.not_equal(m, 0), m.dtype) for m in self.masks]
+      self.assign_masks([k * a for k, a in zip(self._global_masks(int(keep.sum())), alive)])
+    else:
+      self.assign_masks(self._ungroup(new))
     return {"pruned": int(counts.sum()),
             "bound": float(sum(float(np.sum(g["bound"])) for g in plan)),
             "counts": counts}
@@ -397,9 +405,19 @@ class SAP(PruningMethod):
     new = []
     for a, m in self._groups():
       n = int(a.shape[0])
-      keep = int(tf.get_static_value(tf.math.ceil((1.0 - float(sparsity)) * n - 1e-9)))
+      keep = int(masks_lib.keep_count(n, float(sparsity)))
+      if self.scope == "global":
+        return self._global_masks(keep)
       new.append(_keep_top_per_column(a, np.full([a.shape[1]], keep, np.int32)))
     return self._ungroup(new)
+
+  def _global_masks(self, keep):
+    """Global scope: the top `keep` of `|W * mask|` over all layers, with the layer
+    floor (`tfprune.masks.global_masks`, `max_pruning_ratio`)."""
+    effective = [tf.abs(w * m) for w, m in zip(self.weights, self.masks)]
+    return [tf.cast(k, m.dtype) for k, m in
+            zip(masks_lib.global_masks(effective, keep, self.max_pruning_ratio),
+                self.masks)]
 
   def remaining(self):
     """Number of unpruned prunable weights (channels with `scope="structured"`)."""
@@ -589,4 +607,6 @@ class SAP(PruningMethod):
             "eta_r": self.eta_r, "scope": self.scope, "rewind": self.rewind,
             "target_sparsity": self.target_sparsity, "min_accuracy": self.min_accuracy,
             "stop_on_pqi": self.stop_on_pqi, "pqi_tolerance": self.pqi_tolerance,
+            **({} if self.max_pruning_ratio is None else
+               {"max_pruning_ratio": self.max_pruning_ratio}),
             **self.channels.changed()}

@@ -3,6 +3,7 @@ from tfprune.structured.depgraph import ChannelGraph
 from tfprune.structured.depgraph import Group
 from tfprune.structured.depgraph import Member
 from tfprune.structured.slicing import remove_units
+from tfprune.structured.slicing import ShrinkMismatchError
 from tfprune.structured.slicing import shrink
 from tfprune.structured.report import format_shrink_report
 from tfprune.structured.report import layer_costs

@@ -19,22 +19,17 @@ import heapq
 
 import numpy as np
 
+from tfprune import masks as masks_lib
+from tfprune.structured import blocks
 from tfprune.structured import depgraph
-
-KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
-            "query/kernel", "key/kernel", "value/kernel", "attention_output/kernel")
-
+from tfprune.structured import members
+from tfprune.structured.members import is_kernel  # pylint: disable=unused-import (re-exported)
+from tfprune.structured.members import KERNELS  # pylint: disable=unused-import (re-exported)
+from tfprune.structured.members import weight_name  # pylint: disable=unused-import (re-exported)
 
 def inner_layer(op):
   """The layer whose weights a graph member names (a PruneWrapper's inner layer)."""
   return op.layer if depgraph.is_prune_wrapper(op) else op
-
-
-def weight_name(layer, variable):
-  """`variable`'s name inside `layer` ("kernel", "query/kernel", ...)."""
-  prefix = layer.path + "/"
-  return variable.path[len(prefix):] if variable.path.startswith(prefix) else \
-      variable.path.split("/")[-1]
 
 
 def weights_by_name(layer):
@@ -45,37 +40,11 @@ def weights_by_name(layer):
 
 
 def member_slices(layer, member):
-  """[(weight name, axis, indices)] the member owns in `layer`."""
-  cls = type(layer).__name__
-  idx = member.index if isinstance(member.index, tuple) else (int(member.index),)
-  idx = [int(i) for i in idx]
-  role = member.role
-  mult = int(getattr(layer, "depth_multiplier", 1) or 1)
-  rows_dw = [c * mult + j for c in idx for j in range(mult)]
-  if cls == "MultiHeadAttention":
-    if role == "head":
-      return [(f"{p}/kernel", 1, idx) for p in ("query", "key", "value")] + \
-             [(f"{p}/bias", 0, idx) for p in ("query", "key", "value")] + \
-             [("attention_output/kernel", 0, idx)]
-    if role == "out":
-      return [("attention_output/kernel", 2, idx), ("attention_output/bias", 0, idx)]
-    part = role[len("in_"):]
-    return [(f"{part}/kernel", 0, idx)]
-  if cls.endswith("Transpose"):
-    return [("kernel", -1, idx)] if role == "in" else [("kernel", -2, idx), ("bias", 0, idx)]
-  if cls.startswith("Separable"):
-    if role == "dw":
-      return [("depthwise_kernel", -2, idx), ("pointwise_kernel", -2, rows_dw)]
-    return [("pointwise_kernel", -1, idx), ("bias", 0, idx)]
-  if cls.startswith("Depthwise"):
-    return [("kernel", -2, idx), ("bias", 0, rows_dw)]
-  if cls == "BatchNormalization":
-    return [("gamma", 0, idx), ("beta", 0, idx)]
-  if cls == "Embedding":
-    return [("embeddings", -1, idx)]
-  if role == "in":
-    return [("kernel", -2, idx)]
-  return [("kernel", -1, idx), ("bias", 0, idx)]
+  """[(weight name, axis, indices)] the member owns in `layer` (a custom block's unit,
+  or a built-in layer's: `members.member_slices`)."""
+  if blocks.is_block_role(member.role):  # [blocks hook] a unit inside a custom block
+    return blocks.member_slices(layer, member)
+  return members.member_slices(layer, member)
 
 
 def unit_slices(model, graph):
@@ -136,7 +105,7 @@ def unit_scores(model, graph, criterion="l2", gradients=None, slices=None, value
           has_bn = True
           total += float(np.abs(_take(value(layer, name), axis, idx)).sum())
         continue
-      if name not in KERNELS:
+      if not is_kernel(name):
         continue
       w = _take(value(layer, name), axis, idx)
       if criterion == "l2":
@@ -197,6 +166,9 @@ def _layer_cost(node, op):
 
   `node` is the graph operation (for shapes), `op` the layer holding the weights.
   """
+  block_cost = blocks.layer_cost(node, op)  # [blocks hook] a custom transformer block
+  if block_cost is not None:
+    return block_cost
   cls = type(op).__name__
   if not hasattr(op, "kernel") and cls not in ("SeparableConv1D", "SeparableConv2D",
                                                 "MultiHeadAttention"):
@@ -256,8 +228,12 @@ def _layer_cost(node, op):
 # -------------------------------------------------------------- selection
 def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
                  min_units=1, ignored=(), target_macs=None, mac_model=None,
-                 target_latency=None, latency_model=None):
+                 target_latency=None, latency_model=None, max_pruning_ratio=None):
   """The units to remove.
+
+  Every group keeps at least `min_units` (>= 1) units, so no layer's output (nor input)
+  is ever removed whole: the channel form of the layer floor (`tfprune.masks.
+  layer_floor`); `max_pruning_ratio` r also keeps `keep_count(size, r)` of each group.
 
   Args:
     graph: the ChannelGraph.
@@ -276,6 +252,8 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
       times per layer, docs/structured.md).
     latency_model: the cost model for `target_latency`; any object with `total()` and
       `apply(members, sign)` works (the removals stay applied to it on return).
+    max_pruning_ratio: None or a float in (0, 1]: at most this fraction of any group's
+      units is removed (on top of `min_units`).
 
   Returns:
     A sorted list of (group, unit).
@@ -313,12 +291,16 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
     per_group.setdefault(g, []).append((s, u))
   for g in per_group:
     per_group[g].sort()
+  ratio = masks_lib.validate_max_pruning_ratio(max_pruning_ratio)
+  floor = {g: min_units if ratio is None else
+           max(min_units, int(masks_lib.keep_count(len(v), ratio)))
+           for g, v in per_group.items()}
   total_units = sum(len(v) for v in per_group.values())
   if allocation == "layer" and target_macs is not None:
     # The same fraction from every group: the smallest that meets the MACs budget.
     goal = target_macs * mac_model.total()
     kwargs = dict(allocation="layer", round_to=round_to, min_units=min_units,
-                  ignored=ignored)
+                  ignored=ignored, max_pruning_ratio=ratio)
 
     def macs_after(units):
       for g, u in units:
@@ -344,7 +326,7 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
     chosen = []
     for g, ranked in per_group.items():
       size = len(ranked)
-      keep = _round_keep(size - int(round(fraction * size)), size, round_to, min_units)
+      keep = _round_keep(size - int(round(fraction * size)), size, round_to, floor[g])
       chosen += [(g, u) for _, u in ranked[:size - keep]]
     return sorted(chosen)
   # Global: chunks of `round_to` units per group, cheapest normalised score first.
@@ -354,7 +336,7 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
     mean = float(np.mean([s for s, _ in ranked])) or 1.0
     per_group[g] = [(s / mean, u) for s, u in ranked]
     position[g] = 0
-    _push(heap, g, per_group[g], 0, round_to, min_units)
+    _push(heap, g, per_group[g], 0, round_to, floor[g])
   goal = None if target_macs is None else target_macs * mac_model.total()
   removed, chosen = 0, []
   while heap:
@@ -372,7 +354,7 @@ def select_units(graph, scores, fraction=None, allocation="global", round_to=1,
     if goal is not None:
       for u in units:
         mac_model.apply(graph.groups[g].units[u])
-    _push(heap, g, per_group[g], stop, round_to, min_units)
+    _push(heap, g, per_group[g], stop, round_to, floor[g])
   return sorted(chosen)
 
 

@@ -18,12 +18,27 @@ units that touch the same layers form a `Group`. Ids that reach a model input or
 or a layer this module cannot slice, are *blocked*: the report names the layer and why,
 and those units are never removed.
 
-The slicing (building the smaller model) is `tfprune.structured.slicing`.
+Conservative by default: a layer or op node it does not understand (a `Lambda`, a nested
+model, `ops.transpose`, ...) blocks every channel it reads and makes, keyword tensors
+included; so does a shared layer (called more than once). Split and slice nodes are read
+exactly: `ops.split` on the channel axis (equal or uneven sections) gives each output its
+range of the input's channels and is rewritten with the new section sizes when channels go
+(`split_sections`); a split on another axis, `x[:, 1:]`, `ops.slice` off the channel axis
+and `ops.concatenate` follow their input; a slice of the channel axis (`x[..., :k]`) blocks
+the channels it reads. Every tensor's channel count is checked against its shape, so a
+node that this module mis-reads blocks its channels instead of shifting them.
+
+Inside custom blocks (keras_hub transformer layers) the FFN units and attention heads
+are units of their own, recognised by `tfprune.structured.blocks`; the block's hidden
+channels are blocked. The slicing (building the smaller model) is
+`tfprune.structured.slicing`.
 """
 import dataclasses
 
 import keras
 import numpy as np
+
+from tfprune.structured import blocks
 
 L = keras.layers
 
@@ -81,10 +96,15 @@ class Group:
   producers: list
   blocked: object = None
   merges: list = dataclasses.field(default_factory=list)
+  roots: list = dataclasses.field(default_factory=list)  # channel-id root per unit
 
   @property
   def size(self):
     return len(self.units)
+
+
+class _Opaque(Exception):
+  """Raised by a node rule: the node's channels are blocked, with this reason."""
 
 
 class _UnionFind:
@@ -175,8 +195,7 @@ class ChannelGraph:
     if not isinstance(model, keras.Model) or not model.built:
       raise ValueError(f"ChannelGraph needs a built keras.Model, got "
                        f"{type(model).__name__}.")
-    if isinstance(model, keras.Sequential):
-      model = keras.Model(model.inputs, model.outputs)
+    model = as_functional(model)
     try:
       config = model.get_config()
     except NotImplementedError as e:
@@ -192,14 +211,21 @@ class ChannelGraph:
     self._tensor_ids = {}
     self._members = []  # (channel id, Member)
     self._merge_ids = []  # (merge layer name, channel id)
+    self._splits = {}  # split op name -> [ids of each section] (channel-axis splits)
     self._layer_order = [c["name"] for c in config["layers"]]
     self._ops = {op.name: op for op in model.operations}
+    self._shapes = {}  # (layer, node, tensor) -> shape, as its readers see it
+    self._calls = {c["name"]: c["inbound_nodes"] for c in config["layers"]}
+    for layer_config in config["layers"]:
+      for node in layer_config["inbound_nodes"]:
+        for _, tensor in _tensors(node):
+          self._shapes[tuple(tensor["keras_history"])] = tensor.get("shape")
     for layer_config in config["layers"]:
       if layer_config["class_name"] == "InputLayer":
         self._visit(layer_config, 0, {})
       for node_index, node in enumerate(layer_config["inbound_nodes"]):
         self._visit(layer_config, node_index, node)
-    for name, node_index, tensor_index in _as_list(config["output_layers"]):
+    for name, node_index, tensor_index in _output_triples(config["output_layers"]):
       ids = self._ids((name, node_index, tensor_index))
       self._uf.block(ids, f"reaches model output {name!r}")
     self.groups = self._make_groups()
@@ -226,14 +252,16 @@ class ChannelGraph:
     name = layer_config["name"]
     cls = layer_config["class_name"]
     module = layer_config.get("module") or ""
-    inputs = []
+    inputs, read = [], []
     for path, tensor in _tensors(node):
-      if path[0] == "kwargs" and path[1] not in ("query", "value", "key"):
-        continue  # masks and other keyword tensors carry no channels
       key = tuple(tensor["keras_history"])
       shape = tensor.get("shape") or [None]
-      inputs.append((path, shape, self._ids(key, shape[-1])))
-    out_key = (name, node_index, 0)
+      ids = self._ids(key, shape[-1])
+      read.append(ids)
+      if path[0] == "kwargs" and path[1] not in ("query", "value", "key") and \
+          not module.startswith("keras.src.ops"):
+        continue  # a layer's masks and other keyword tensors carry no channels
+      inputs.append((path, shape, ids))
     layer = self._ops.get(name)
     if is_prune_wrapper(layer):  # a pruned model: the rules are the inner layer's
       layer_config = layer_config["config"]["layer"]
@@ -241,20 +269,47 @@ class ChannelGraph:
     if cls == "InputLayer":
       shape = layer_config["config"].get("batch_shape") or [None]
       size = shape[-1] if shape[-1] is not None else 1
-      self._tensor_ids[out_key] = self._uf.new(int(size), blocked=f"model input {name!r}")
+      self._tensor_ids[(name, node_index, 0)] = self._uf.new(
+          int(size), blocked=f"model input {name!r}")
       return
-    if module.startswith("keras.src.ops"):
-      out = self._op_node(name, cls, node, inputs)
-    else:
-      out = self._layer_node(name, cls, layer, layer_config, inputs)
-    if out is None:
-      for _, _, ids in inputs:
-        self._block(name, ids, f"{cls} cannot be sliced")
-      shape = _output_shape(layer, node_index)
-      out = self._uf.new(int(shape[-1] or 1) if shape else 1,
-                         blocked=f"{name}: {cls} cannot be sliced")
-      self.notes.setdefault(name, f"{cls} cannot be sliced")
-    self._tensor_ids[out_key] = out
+    try:
+      calls = len(self._calls.get(name, ()))
+      if calls > 1:
+        raise _Opaque(f"shared: {cls} called {calls} times")
+      if module.startswith("keras.src.ops"):
+        out = self._op_node(name, cls, layer_config, node, inputs)
+      else:
+        out = self._layer_node(name, cls, layer, layer_config, inputs)
+      if out is None:
+        raise _Opaque(f"{cls} is not understood by the channel graph")
+      outs = out if isinstance(out, list) else [out]
+      for k, ids in enumerate(outs):
+        size = self._size((name, node_index, k))
+        if size is not None and size != len(ids):
+          raise _Opaque(f"{cls} output {k} has {size} channels, the graph counted "
+                        f"{len(ids)}")
+    except _Opaque as why:
+      for ids in read:
+        self._block(name, ids, str(why))
+      outs = [self._uf.new(int(self._size((name, node_index, k)) or 1),
+                           blocked=f"{name}: {why}")
+              for k in range(self._output_count(name, node_index))]
+      self.notes.setdefault(name, str(why))
+    for k, ids in enumerate(outs):
+      self._tensor_ids[(name, node_index, k)] = ids
+
+  def _size(self, key):
+    """A tensor's channel count as its readers (or the layer's output) see it."""
+    shape = self._shapes.get(key)
+    if shape is None and key[1] == 0:
+      shapes = _output_shapes(self._ops.get(key[0]))
+      shape = shapes[key[2]] if shapes and key[2] < len(shapes) else None
+    return int(shape[-1]) if shape and shape[-1] is not None else None
+
+  def _output_count(self, name, node_index):
+    read = [k[2] for k in self._shapes if k[0] == name and k[1] == node_index]
+    shapes = _output_shapes(self._ops.get(name)) if node_index == 0 else None
+    return max([len(shapes or [None])] + [k + 1 for k in read])
 
   def _tie(self, name, inputs):
     """Element-wise merge: ties the inputs' channels; returns the output's ids."""
@@ -272,18 +327,67 @@ class ChannelGraph:
       self._merge_ids += [(name, int(i)) for i in first]
     return first
 
-  def _op_node(self, name, cls, node, inputs):
+  def _op_node(self, name, cls, layer_config, node, inputs):
     if cls in _ELEMENTWISE_OPS and _scalar_args_only(node) and inputs:
       return self._tie(name, inputs)
+    if not inputs:
+      return None
+    config = layer_config.get("config", {})
+    rank = len(inputs[0][1])
+    if cls == "Split" and len(inputs) == 1:
+      return self._split(name, config, inputs[0])
+    if cls == "GetItem" and len(inputs) == 1:
+      return _get_item(node, inputs[0])
+    if cls == "Slice" and len(inputs) == 1:
+      args = node.get("args", [])
+      start = list(args[1]) if len(args) > 1 else None
+      shape, channels = list(config.get("shape") or []), inputs[0][1][-1]
+      if not start or len(start) != rank or len(shape) != rank:
+        return None
+      if start[-1] == 0 and shape[-1] in (-1, channels):
+        return inputs[0][2]
+      raise _Opaque("slices the channel axis (ops.slice): its channels are not removed")
+    if cls == "Concatenate":
+      axis = config.get("axis", 0)
+      if axis in (-1, rank - 1):
+        return np.concatenate([ids for _, _, ids in inputs])
+      return self._tie(name, inputs)
     return None
+
+  def _split(self, name, config, tensor):
+    """`ops.split`: channel-axis sections become channel ranges; other axes follow."""
+    _, shape, ids = tensor
+    rank, sections = len(shape), config.get("indices_or_sections")
+    axis = config.get("axis", 0)
+    if isinstance(sections, int):
+      count = sections
+    elif isinstance(sections, (list, tuple)):
+      count = len(sections) + 1
+    else:
+      return None
+    if axis not in (-1, rank - 1):
+      return [ids] * count
+    channels = len(ids)
+    if isinstance(sections, int):
+      if channels % sections:
+        return None
+      bounds = [channels // sections * k for k in range(sections + 1)]
+    else:
+      bounds = [0] + [i + channels if i < 0 else min(i, channels)
+                      for i in sections] + [channels]
+    parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    self._splits[name] = parts
+    return parts
 
   def _layer_node(self, name, cls, layer, layer_config, inputs):
     config = layer_config["config"]
     if getattr(layer, "data_format", "channels_last") not in (None, "channels_last"):
-      return None
+      raise _Opaque(f"{cls} is channels_first")
     main = inputs[0][2] if inputs else None
     if cls in _CHANNELWISE:
       return main
+    if cls == "Lambda":
+      raise _Opaque("Lambda (an arbitrary function) is not traced")
     if cls == "PReLU":
       return main if config.get("shared_axes") is None else None
     if cls in _MERGES:
@@ -306,6 +410,8 @@ class ChannelGraph:
         return np.concatenate([ids for _, _, ids in inputs])
       return self._tie(name, inputs)
     if cls == "Flatten":
+      if None in inputs[0][1][1:]:
+        raise _Opaque("Flatten of a tensor with a dynamic (None) dimension")
       spatial = int(np.prod([d for d in inputs[0][1][1:-1]] or [1]))
       return np.tile(main, spatial)
     if cls == "Reshape":
@@ -315,10 +421,10 @@ class ChannelGraph:
         return main
       if len(target) == 1 and None not in in_shape[1:]:
         return np.tile(main, int(np.prod(in_shape[1:-1] or [1])))
-      return None
+      raise _Opaque(f"Reshape to {tuple(target)} mixes the channel axis")
     if cls in ("Dense", "Conv1D", "Conv2D", "Conv3D"):
       if config.get("groups", 1) != 1:
-        return None
+        raise _Opaque(f"grouped convolution (groups={config['groups']})")
       self._member(main, name, "in")
       out = self._uf.new(int(config.get("units") or config.get("filters")))
       self._member(out, name, "out")
@@ -345,7 +451,11 @@ class ChannelGraph:
       return self._einsum(name, layer, main)
     if cls == "MultiHeadAttention":
       return self._attention(name, layer, inputs)
-    return None
+    # [blocks hook] a custom block's FFN units / heads (tfprune/structured/blocks.py)
+    out, why = blocks.visit(self, name, layer, inputs)
+    if why:
+      raise _Opaque(why)
+    return out
 
   def _einsum(self, name, layer, main):
     """An EinsumDense that acts as a Dense on the last axis ("...c,cd->...d")."""
@@ -400,7 +510,9 @@ class ChannelGraph:
     groups = []
     for signature, entries in by_signature.items():
       layers = sorted({l for l, _ in signature}, key=order.get)
-      producers = sorted({l for l, r in signature if r in ("out", "head")}, key=order.get)
+      producers = sorted({l for l, r in signature
+                          if r in ("out", "head") or blocks.is_block_role(r)},  # [blocks hook]
+                         key=order.get)
       reasons = [self._uf.reason(root) for root, _ in entries]
       blocked = next((r for r in reasons if r), None)
       if not producers and blocked is None:
@@ -409,9 +521,35 @@ class ChannelGraph:
       merges = sorted({n for root, _ in entries for n in merges_of.get(root, ())},
                       key=lambda n: order.get(n, 0))
       groups.append(Group(units=[m for _, m in entries], layers=layers,
-                          producers=producers, blocked=blocked, merges=merges))
+                          producers=producers, blocked=blocked, merges=merges,
+                          roots=[root for root, _ in entries]))
     groups.sort(key=lambda g: min(order[l] for l in g.layers))
     return groups
+
+  def removed_ids(self, units):
+    """{tensor key: keep mask over its channels} once `units` ((group, unit) pairs) go."""
+    roots = {self.groups[g].roots[u] for g, u in units}
+    return {key: np.array([self._uf.find(i) not in roots for i in ids], bool)
+            for key, ids in self._tensor_ids.items()}
+
+  def split_sections(self, units):
+    """The channel-axis splits once `units` go: ({split name: new indices}, empties).
+
+    `indices` is the list of section boundaries for `ops.split` (uneven sections);
+    `empties` lists (split name, section, [(group, unit), ...]) for each section that
+    would lose every channel (those units cannot all go).
+    """
+    roots = {self.groups[g].roots[u]: (g, u) for g, u in units}
+    rewrites, empties = {}, []
+    for name, parts in self._splits.items():
+      kept = [[i for i in part if self._uf.find(i) not in roots] for part in parts]
+      if all(len(k) == len(p) for k, p in zip(kept, parts)):
+        continue
+      for k, (part, left) in enumerate(zip(parts, kept)):
+        if part.size and not left:
+          empties.append((name, k, sorted({roots[self._uf.find(i)] for i in part})))
+      rewrites[name] = [int(b) for b in np.cumsum([len(k) for k in kept])[:-1]]
+    return rewrites, empties
 
   @property
   def prunable_groups(self):
@@ -450,16 +588,82 @@ def _unit_key(members, order):
   return order[m.layer], int(index)
 
 
-def _as_list(spec):
-  """`output_layers` is a triple for one output, else a list of triples."""
-  if spec and isinstance(spec[0], str):
-    return [spec]
-  return spec
+def _output_triples(spec):
+  """Every (layer, node, tensor) triple of `output_layers` (one, a list, a dict, nested)."""
+  if isinstance(spec, dict):
+    return [t for value in spec.values() for t in _output_triples(value)]
+  if isinstance(spec, (list, tuple)) and len(spec) == 3 and isinstance(spec[0], str) \
+      and isinstance(spec[1], int) and isinstance(spec[2], int):
+    return [tuple(spec)]
+  if isinstance(spec, (list, tuple)):
+    return [t for value in spec for t in _output_triples(value)]
+  return []
 
 
-def _output_shape(layer, node_index):
+def _output_shapes(layer):
+  """Shapes of every output of `layer`'s first call, or None."""
   try:
-    out = layer.output if node_index == 0 else None
-    return list(out.shape) if out is not None and hasattr(out, "shape") else None
+    out = layer.output
   except (AttributeError, ValueError):
     return None
+  outs = out if isinstance(out, (list, tuple)) else [out]
+  if not all(hasattr(t, "shape") for t in outs):
+    return None
+  return [list(t.shape) for t in outs]
+
+
+def as_functional(model):
+  """The Functional graph of a Sequential model (the same layers); other models as is."""
+  if isinstance(model, keras.Sequential):
+    functional = getattr(model, "_functional", None)
+    if functional is not None:
+      return functional
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+  return model
+
+
+def _get_item(node, tensor):
+  """`x[key]`: follows its input unless the key slices or moves the channel (last) axis."""
+  args = node.get("args", [])
+  if len(args) != 2:
+    return None
+  key = list(args[1]) if isinstance(args[1], (list, tuple)) else [args[1]]
+  _, shape, ids = tensor
+  rank, channels = len(shape), len(ids)
+
+  def kind(k):
+    if k is None:
+      return "new"
+    if isinstance(k, dict) and k.get("class_name") == "__ellipsis__":
+      return "ellipsis"
+    if isinstance(k, dict) and k.get("class_name") == "__slice__":
+      c = k.get("config", {})
+      full = (c.get("start") in (None, 0) and c.get("step") in (None, 1)
+              and (c.get("stop") is None or (isinstance(c.get("stop"), int)
+                                             and c["stop"] >= channels)))
+      return "full" if full else "slice"
+    if isinstance(k, int) and not isinstance(k, bool):
+      return "int"
+    return "other"
+
+  kinds = [kind(k) for k in key]
+  if "other" in kinds or kinds.count("ellipsis") > 1:
+    return None
+  if "ellipsis" in kinds:
+    tail = kinds[kinds.index("ellipsis") + 1:]
+  else:
+    tail = kinds if len([k for k in kinds if k != "new"]) >= rank else []
+  axes = [i for i, k in enumerate(tail) if k != "new"]
+  if not axes:
+    if "new" in tail:
+      raise _Opaque("x[...] adds an axis after the channel axis")
+    return ids
+  last = axes[-1]
+  if "new" in tail[last + 1:]:
+    raise _Opaque("x[...] adds an axis after the channel axis")
+  if tail[last] == "full":
+    return ids
+  raise _Opaque("slices the channel axis (x[..., a:b]): its channels are not removed")
+
+
+blocks.register_graph(ChannelGraph)  # a traced custom block gets a graph of its own

@@ -1,5 +1,6 @@
 """Per-layer parameters and MACs of a model, before and after a structured shrink."""
 from tfprune.structured import allocate
+from tfprune.structured import depgraph
 
 
 def layer_costs(model):
@@ -9,7 +10,7 @@ def layer_costs(model):
   layers (the `tfprune.structured.allocate.MacModel` formulas); other layers count 0.
   """
   out = {}
-  for op in model.operations:
+  for op in depgraph.as_functional(model).operations:
     layer = allocate.inner_layer(op)
     if not getattr(layer, "weights", None):  # op nodes (`x[:, 0]`, `x + 1`) hold none
       continue

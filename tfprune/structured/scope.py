@@ -138,7 +138,7 @@ class ChannelScope:
     eligible, skipped = set(), {}
     for (g, _), owned in slices.items():
       missing = [f"{layer}/{name}" for layer, name, _, _ in owned
-                 if name in allocate.KERNELS and (layer, name) not in index]
+                 if allocate.is_kernel(name) and (layer, name) not in index]
       if missing:
         skipped.setdefault(g, f"weights {sorted(set(missing))[:3]} are not pruned "
                               f"(not wrapped)")
@@ -195,7 +195,8 @@ class ChannelScope:
     and, given `budget` (a fraction of today's MACs / latency, whichever this scope's
     budget is), its MAC or latency model; else `fraction` of the units."""
     kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
-                  ignored=self.ignored_names())
+                  ignored=self.ignored_names(),
+                  max_pruning_ratio=getattr(self, "max_pruning_ratio", None))
     if budget is None:
       return allocate.select_units(self.graph, scores, fraction=fraction, **kwargs)
     if self.target_macs is not None:

@@ -14,17 +14,33 @@ any reader when the constant is 0. Where it is not exact (a nonzero constant rea
 naming the layer, unless that unit is left out (`shrink` leaves it in and says so).
 
 One function per layer type slices its weights (`_SLICERS`): a new layer type is one
-function. See docs/structured.md.
+function. Channel-axis `ops.split` nodes are rewritten with their new section sizes.
+
+Never a wrong shrink: before it returns, `remove_units` runs the new model and the old one
+on probe inputs built from the model's input specs (random floats, small integer ids, dict
+inputs by name) and raises `ShrinkMismatchError` naming the first layer or op whose kept
+channels differ (beyond 1e-4 of the output's scale) and the groups whose channels were
+removed. See docs/structured.md.
 """
 import copy
 
 import keras
 import numpy as np
 
+from tfprune import _liveness
 from tfprune.structured import allocate
+from tfprune.structured import blocks
 from tfprune.structured import depgraph
 
 _READER_ROLES = ("in", "in_query", "in_value", "in_key")
+# A shrunk model's outputs may differ from the original's by float rounding only: at most
+# this fraction of the output's largest magnitude.
+VERIFY_RTOL = 1e-4
+
+
+class ShrinkMismatchError(ValueError):
+  """The shrunk model does not compute what the original model computes (a bug or a node
+  the channel graph mis-read): nothing is returned. The message names the layer or op."""
 
 
 def weight_arrays(layer):
@@ -330,6 +346,9 @@ def unit_problem(model, graph, g, u, constants):
   if group.blocked:
     return group.blocked
   cuts = _unit_cuts(graph, g, u)
+  inside = {n for (n, r) in cuts if blocks.is_block_role(r)}  # [blocks hook]
+  if inside:  # a unit inside a custom block: removable when nothing reads it
+    return blocks.unit_problem(model.get_layer(inside.pop()), cuts)
   readers = {(n, r): rows for (n, r), rows in cuts.items()
              if _is_reader(model.get_layer(n), r)
              and not _rows_unread(model.get_layer(n), r, rows)}
@@ -380,17 +399,24 @@ def remove_units(model, graph, units, data=None):
     if problem:
       raise ValueError(f"cannot remove unit {u} of group {g} "
                        f"({', '.join(graph.groups[g].layers)}): {problem}.")
+  splits, empties = graph.split_sections(units)
+  if empties:
+    name, k, owners = empties[0]
+    raise ValueError(f"cannot remove units {owners}: section {k} of split {name!r} "
+                     f"would have no channels left.")
   cuts = {}
   for g, u in units:
     for (name, role), rows in _unit_cuts(graph, g, u).items():
       cuts.setdefault(name, {}).setdefault(role, set()).update(rows)
   config = copy.deepcopy(graph.config)
   by_name = {c["name"]: c for c in config["layers"]}
+  for name, indices in splits.items():
+    by_name[name]["config"]["indices_or_sections"] = indices
   new_weights = {}
   for name, cut in cuts.items():
     layer = model.get_layer(name)
     cls = type(layer).__name__
-    slicer = _SLICERS.get(cls)
+    slicer = _SLICERS.get(cls) or blocks.slicer(layer)  # [blocks hook]
     if slicer is None:
       raise ValueError(f"no slicing rule for layer {name!r} ({cls}).")
     w = weight_arrays(layer)
@@ -406,13 +432,116 @@ def remove_units(model, graph, units, data=None):
     new_weights[name] = w
   for layer_config in config["layers"]:  # shapes changed: build on the first call
     layer_config.pop("build_config", None)
-  new_model = keras.Model.from_config(config)
+  new_model = _from_config(config, model)
   for layer in new_model.layers:
     if layer.name in new_weights:
       layer.set_weights(list(new_weights[layer.name].values()))
     elif layer.weights:
       layer.set_weights(model.get_layer(layer.name).get_weights())
+  verify(model, new_model, graph, units)
   return new_model
+
+
+# ------------------------------------------------------------------ verification
+def _flat(outputs):
+  return [np.asarray(keras.ops.convert_to_numpy(o), np.float64)
+          for o in keras.tree.flatten(outputs)]
+
+
+def verify(model, new_model, graph, units):
+  """Raises ShrinkMismatchError if `new_model` (the shrink) differs from `model`.
+
+  Two random probes (`tfprune._liveness.probe_inputs`: the model's input structure,
+  integer ids, dicts) through both models; on a difference, a second pass over every
+  tensor names the first layer / op whose kept channels differ.
+  """
+  worst = 0.0
+  for seed in (1, 2):
+    x = _liveness.probe_inputs(depgraph.as_functional(model), seed)
+    worst = max(worst, _difference(model(x, training=False),
+                                   new_model(x, training=False)))
+  if worst <= VERIFY_RTOL:
+    return
+  groups = sorted({g for g, _ in units})
+  removed = "; ".join(f"group {g} ({', '.join(graph.groups[g].layers)}): "
+                      f"{sum(1 for h, _ in units if h == g)} unit(s)" for g in groups)
+  where = _first_difference(model, new_model, graph, units, x)
+  raise ShrinkMismatchError(
+      f"the shrunk model differs from model {model.name!r} (relative difference "
+      f"{worst:.3g} > {VERIFY_RTOL:g}): {where or 'the outputs differ'}. Channels removed: "
+      f"{removed}. Nothing was returned; please report this model (or prune without "
+      f"shrink=True).")
+
+
+def _difference(outputs, new_outputs):
+  """Largest |difference| of two output structures over the reference's largest |value|."""
+  worst = 0.0
+  for a, b in zip(_flat(outputs), _flat(new_outputs)):
+    if a.shape != b.shape:
+      worst = np.inf
+      break
+    worst = max(worst, float(np.max(np.abs(a - b), initial=0.0)) /
+                max(float(np.max(np.abs(a), initial=0.0)), 1e-6))
+  return worst
+
+
+def _node_outputs(model):
+  """{(op name, node index, tensor index): symbolic tensor} of a Functional model."""
+  out = {}
+  for op in depgraph.as_functional(model).operations:
+    for n, node in enumerate(getattr(op, "_inbound_nodes", [])):
+      for k, tensor in enumerate(node.outputs):
+        out[(op.name, n, k)] = tensor
+  return out
+
+
+def _first_difference(model, new_model, graph, units, x):
+  """'layer NAME (Class): ...' for the first node whose kept channels differ, or None."""
+  try:
+    keep = graph.removed_ids(units)
+    old, new = _node_outputs(model), _node_outputs(new_model)
+    order = {name: k for k, name in enumerate(graph._layer_order)}  # pylint: disable=protected-access
+    keys = sorted((k for k in keep if k in old and k in new), key=lambda k: order[k[0]])
+    old_model = keras.Model(depgraph.as_functional(model).input, [old[k] for k in keys])
+    new_probe = keras.Model(depgraph.as_functional(new_model).input,
+                            [new[k] for k in keys])
+    a_all, b_all = old_model(x, training=False), new_probe(x, training=False)
+    for key, a, b in zip(keys, _flat(a_all), _flat(b_all)):
+      mask = keep[key]
+      if a.shape[-1] == len(mask):
+        a = a[..., mask]
+      kind = type(model.get_layer(key[0])).__name__ if key[0] in \
+          {l.name for l in model.layers} else "op"
+      if a.shape != b.shape:
+        return (f"{kind} {key[0]!r} gives shape {b.shape[1:]} instead of "
+                f"{a.shape[1:]} (its kept channels)")
+      diff = float(np.max(np.abs(a - b), initial=0.0))
+      if diff > VERIFY_RTOL * max(float(np.max(np.abs(a), initial=0.0)), 1e-6):
+        return f"the first difference is at {kind} {key[0]!r} (max |difference| {diff:.3g})"
+  except Exception:  # pylint: disable=broad-except
+    return None  # the locating pass is best effort; the error itself is raised anyway
+  return None
+
+
+def _from_config(config, model):
+  """`model` rebuilt from its edited config. The config was made in this process from the
+  live model (not read from a file): its layer classes and `Lambda` functions are the
+  user's own code, passed by name (registered or not), and Keras' safe mode, which guards
+  loading untrusted files, is off for this call."""
+  from keras.src.saving import serialization_lib  # pylint: disable=g-import-not-at-top
+  layers = list(model._flatten_layers(include_self=False))  # pylint: disable=protected-access
+  objects = {type(l).__name__: type(l) for l in layers}
+  objects.update({l.function.__name__: l.function for l in layers
+                  if isinstance(l, keras.layers.Lambda) and callable(l.function)
+                  and getattr(l.function, "__name__", "<lambda>") != "<lambda>"})
+  try:
+    with serialization_lib.SafeModeScope(False), \
+        keras.saving.custom_object_scope(objects):
+      return keras.Model.from_config(config, custom_objects=objects)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot shrink model {model.name!r}: it does not rebuild "
+                     f"from its own config ({type(e).__name__}: {e}); the shrink "
+                     f"rebuilds the model from its edited config.") from e
 
 
 def _key_is_value(layer):
@@ -452,6 +581,15 @@ def shrink(model, data=None, graph=None):
     if len(removed) == graph.groups[g].size:
       kept.setdefault(g, "every unit is constant: one is kept so the layers stay valid")
       chosen.remove((g, removed[-1]))
+  # Nor may a section of a channel-axis split lose every channel.
+  while True:
+    _, empties = graph.split_sections(chosen)
+    if not empties:
+      break
+    name, k, owners = empties[0]
+    g, u = owners[-1]
+    kept.setdefault(g, f"section {k} of split {name!r} keeps one channel")
+    chosen.remove((g, u))
   removed = {}
   for g, _ in chosen:
     removed[g] = removed.get(g, 0) + 1
