@@ -307,3 +307,114 @@ def test_keras_hub_backbone_prunes_fits_strips_and_round_trips(keras_hub, name, 
     warnings.simplefilter("ignore", UserWarning)  # ViT: the get_config fallback warns
     pruned, _ = _prune_fit_strip_roundtrip(model, data(np.random.default_rng(0)), tmp_path)
   assert len(find_wrappers(pruned)) >= 2
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class UnusedSublayer(L.Layer):
+  """A sublayer made in __init__ that call never uses (keras_hub FusedMBConvBlock with
+  se_ratio=0 always creates its squeeze-excite layers)."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.main = L.Dense(8)
+    self.unused = L.Dense(8)
+
+  def build(self, input_shape):
+    self.main.build(input_shape)
+
+  def call(self, x):
+    return self.main(x)
+
+
+def test_sublayer_the_call_never_uses_is_skipped(tmp_path):
+  i = keras.Input((4,))
+  model = keras.Model(i, UnusedSublayer()(i))
+  x = np.random.default_rng(0).random((3, 4)).astype("float32")
+  pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
+  (wrapper,) = find_wrappers(pruned)
+  assert [id(w) for w in wrapper.prunable_weights] == [id(wrapper.layer.main.kernel)]
+  assert not wrapper.layer.unused.built
+  np.testing.assert_allclose(_run(pruned, x), _run(model, x), atol=1e-6)
+  pruned.save(tmp_path / "p.keras")
+  loaded = keras.models.load_model(tmp_path / "p.keras")
+  np.testing.assert_array_equal(_run(loaded, x), _run(pruned, x))
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class KwargsBlock(L.Layer):
+  """Called with its first argument by keyword (keras_hub XLNet) and with a keyword
+  argument holding tensors next to one holding a plain value (DINOV3, T5)."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.d = L.Dense(8)
+
+  def build(self, content_shape):
+    self.d.build(content_shape)
+
+  def call(self, content, rope=None, prefix=0):
+    cos, sin = rope
+    return self.d(content) * cos + sin + prefix
+
+
+def test_clone_keeps_keyword_call_arguments():
+  i = keras.Input((4, 8))
+  rope = (L.Dense(8, name="cos")(i), L.Dense(8, name="sin")(i))
+  model = keras.Model(i, KwargsBlock()(content=i, rope=rope, prefix=3))
+  x = np.random.default_rng(0).random((2, 4, 8)).astype("float32")
+  pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
+  assert len(find_wrappers(pruned)) == 3
+  np.testing.assert_allclose(_run(pruned, x), _run(model, x), atol=1e-5)
+  np.testing.assert_allclose(_run(tfprune.strip(pruned), x), _run(pruned, x), atol=1e-6)
+
+
+def test_keras_hub_transformer_decoder_is_cloned(keras_hub):
+  # Its config carries `decoder_sequence_shape`: from_config builds it already.
+  i = keras.Input((4, 16))
+  model = keras.Model(i, keras_hub.layers.TransformerDecoder(
+      intermediate_dim=32, num_heads=2)(i))
+  x = np.random.default_rng(0).random((2, 4, 16)).astype("float32")
+  pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
+  assert find_wrappers(pruned)
+  assert not {id(v) for v in model.weights} & {id(v) for v in pruned.weights}
+  np.testing.assert_allclose(_run(pruned, x), _run(model, x), atol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class ClassArgument(L.Layer):
+  """keras_hub Swin's PatchEmbedding: a class as an __init__ argument, which its own
+  get_config() cannot serialize."""
+
+  def __init__(self, norm_layer=L.LayerNormalization, **kwargs):
+    super().__init__(**kwargs)
+    self.norm_layer = norm_layer
+    self.d = L.Dense(8)
+    self.norm = norm_layer()
+
+  def build(self, input_shape):
+    self.d.build(input_shape)
+    self.norm.build(tuple(input_shape[:-1]) + (8,))
+
+  def call(self, x):
+    return self.norm(self.d(x))
+
+  def get_config(self):
+    return {**super().get_config(),
+            "norm_layer": keras.saving.serialize_keras_object(self.norm_layer)}
+
+  @classmethod
+  def from_config(cls, config):
+    config["norm_layer"] = keras.saving.deserialize_keras_object(config["norm_layer"])
+    return cls(**config)
+
+
+def test_class_argument_saves_and_loads(tmp_path):
+  i = keras.Input((4,))
+  model = keras.Model(i, ClassArgument()(i))
+  x = np.random.default_rng(0).random((3, 4)).astype("float32")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # the get_config fallback warns
+    pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
+  pruned.save(tmp_path / "p.keras")
+  loaded = keras.models.load_model(tmp_path / "p.keras")
+  np.testing.assert_array_equal(_run(loaded, x), _run(pruned, x))

@@ -312,8 +312,10 @@ def test_layerwise_multi_input_structure_errors():
 
 
 def test_cli_input_shapes_flag():
-  from tfprune.bin import export as cli  # pylint: disable=g-import-not-at-top
-  parse = cli._parse_input_shapes  # pylint: disable=protected-access
+  # The parser lives in the flag-free CLI helpers: importing tfprune.bin.export here
+  # would define its absl flags a second time in a worker that ran the train binary.
+  from tfprune.bin import _cli  # pylint: disable=g-import-not-at-top
+  parse = _cli.parse_input_shapes
   assert parse(None) is None
   assert parse("32x32x3") == (32, 32, 3)
   assert parse("token_ids:128, padding_mask:128") == {"token_ids": (128,),

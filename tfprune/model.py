@@ -97,15 +97,27 @@ def _give_config(layer, init_args):
   def get_config():
     base = {"name": layer.name, "trainable": layer.trainable,
             "dtype": keras.saving.serialize_keras_object(layer.dtype_policy)}
-    return {**base, **{k: v for k, v in init_args.items() if k not in base}}
+    return {**base, **{k: _class_config(v) for k, v in init_args.items() if k not in base}}
   object.__setattr__(layer, "_tfprune_init_args", dict(init_args))
   object.__setattr__(layer, "get_config", get_config)
+
+
+def _class_config(value):
+  """`value`, or a class argument (keras_hub Swin's `norm_layer=LayerNormalization`) in
+  the form `keras.saving.deserialize_keras_object` turns back into the class (Keras
+  cannot serialize a class itself: it calls the unbound `get_config`)."""
+  if not isinstance(value, type):
+    return value
+  return {"module": value.__module__, "class_name": "function",
+          "config": value.__name__, "registered_name": value.__name__}
 
 
 def _build_like(new, layer, spec):
   """Builds `new` (a copy of `layer`) until it holds the same variables as `layer`."""
   build_config = layer.get_build_config() if layer.built else None
-  if build_config:
+  # A layer whose config carries its build shape (keras_hub TransformerDecoder's
+  # `decoder_sequence_shape`) is built by `from_config`: building it again would add state.
+  if build_config and not new.built:
     new.build_from_config(build_config)
   if len(new.weights) >= len(layer.weights):
     return
@@ -138,10 +150,14 @@ def _from_attributes(layer):
   for p in params:
     if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
       continue
-    attr = next((a for a in (p.name, f"_{p.name}") if a in vars(layer)), None)
-    if attr is None:
+    found = [getattr(layer, a) for a in (p.name, f"_{p.name}", f"_{p.name}_cls")
+             if a in vars(layer)]
+    if not found:
       raise ValueError(f"no attribute for __init__ argument {p.name!r}")
-    kwargs[p.name] = getattr(layer, attr)
+    # A class argument is often kept twice: the class, and the layer made from it
+    # (keras_hub Swin's `self.downsample = downsample(...)`, `self._downsample_cls`).
+    kwargs[p.name] = next((v for v in found if isinstance(v, type)), found[0]) if (
+        isinstance(found[0], keras.layers.Layer)) else found[0]
   if any(p.kind is p.VAR_KEYWORD for p in params):
     kwargs.update(name=layer.name, dtype=layer.dtype_policy, trainable=layer.trainable)
   return layer.__class__(**kwargs), kwargs

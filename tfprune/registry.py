@@ -102,11 +102,19 @@ def _sublayers(layer):
   return layer._flatten_layers(include_self=False, recursive=False)  # pylint: disable=protected-access
 
 
-def _prunable_inside(layer):
-  """The outermost prunable layers inside a container layer, in tracking order."""
+def _prunable_inside(layer, skip_unused=False):
+  """The outermost prunable layers inside a container layer, in tracking order.
+
+  With `skip_unused` (a built, traced layer), a sublayer still unbuilt and holding no
+  weights is skipped: the layer's call never uses it (keras_hub `FusedMBConvBlock`
+  creates its squeeze-excite layers even when `se_ratio=0`), so it has nothing to prune.
+  `PruneWrapper.build` traces the call first, so a lazily built sublayer is built by then.
+  """
   found = []
   for sub in _sublayers(layer):
-    found.extend([sub] if _is_direct(sub) else _prunable_inside(sub))
+    if skip_unused and not sub.built and not sub.weights:
+      continue
+    found.extend([sub] if _is_direct(sub) else _prunable_inside(sub, skip_unused))
   return found
 
 
@@ -136,7 +144,7 @@ def get_prunable_weights(layer):
   else:
     names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)),
                  _duck_names(layer) or None)
-    inside = _prunable_inside(layer) if names is None else []
+    inside = _prunable_inside(layer, skip_unused=layer.built) if names is None else []
     if inside:
       weights, seen = [], set()
       for sub in inside:

@@ -30,6 +30,28 @@ def _slot_prefix(variable):
   return re.sub(r"[^0-9A-Za-z_]", "_", variable.path.split("/", 1)[-1])
 
 
+def _call_signature(own, inner):
+  """The wrapper's call signature as Keras binds it: its own, plus the inner call's
+  keyword arguments by name (so `layer(x, rope=(cos, sin), prefix=5)` binds two
+  arguments, not one `kwargs` dict that mixes tensors and plain values)."""
+  own = inspect.signature(own)
+  params = list(own.parameters.values())
+  names = {p.name for p in params}
+  extra = [
+      inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY,
+                        default=None if p.default is p.empty else p.default)
+      for p in list(inspect.signature(inner).parameters.values())[1:]
+      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names]
+  cut = next(i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD)
+  return own.replace(parameters=params[:cut] + extra + params[cut:])
+
+
+def _is_shape(shape):
+  """True if `shape` is one tensor's shape (a tuple or list of ints / None)."""
+  return isinstance(shape, (tuple, list)) and all(
+      d is None or isinstance(d, int) for d in shape)
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
 class PruneWrapper(keras.layers.Wrapper):
   """Wraps a prunable layer; computes with `weight * mask` for every prunable weight.
@@ -61,6 +83,7 @@ class PruneWrapper(keras.layers.Wrapper):
     kwargs.setdefault("name", f"prune_{layer.name}")
     kwargs.setdefault("dtype", layer.dtype_policy)
     super().__init__(layer, **kwargs)
+    self._call_signature = _call_signature(self.call, layer.call)
     if layer_build_config is not None and not layer.built:
       layer.build_from_config(layer_build_config)
     if layer_call_spec is not None and _layers.unbuilt_sublayers(layer):
@@ -93,6 +116,10 @@ class PruneWrapper(keras.layers.Wrapper):
             f"Cannot build layer {self.layer.name!r} ({type(self.layer).__name__}) from the "
             f"wrapper's single input shape {input_shape}: it needs several input shapes. "
             f"Build it first (call it once, or use tfprune.prune on a built model).") from e
+    if _layers.unbuilt_sublayers(self.layer) and _is_shape(input_shape):
+      # Sublayers built on first call (a lazy layer's): trace the call so that the ones
+      # still unbuilt afterwards are those the call never uses (the registry skips them).
+      _layers.build_by_tracing(self.layer, (keras.KerasTensor(input_shape),), {})
     try:
       self.prunable_weights = registry.get_prunable_weights(self.layer)
     except AttributeError as e:  # "You must build the layer before accessing `kernel`"
@@ -164,6 +191,15 @@ class PruneWrapper(keras.layers.Wrapper):
     """
     del training
     return [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
+
+  def __call__(self, *args, **kwargs):
+    if not args and "inputs" not in kwargs:
+      # The inner layer called with its first argument by keyword (keras_hub XLNet's
+      # `content_stream=`): pass it on as the wrapper's `inputs`.
+      first = next(iter(inspect.signature(self.layer.call).parameters), None)
+      if first in kwargs:
+        args = (kwargs.pop(first),)
+    return super().__call__(*args, **kwargs)
 
   def call(self, inputs, *args, training=None, mask=None, **kwargs):
     if training and self._method is not None:

@@ -131,3 +131,30 @@ def run(main: Callable[[list[str]], Any], module_name: str) -> None:
   """
   answer_help(module_name)
   app.run(main)
+
+
+def parse_input_shapes(text):
+  """--input_shapes -> None, a shape tuple (single input) or `{name: shape}`."""
+  if not text:
+    return None
+
+  def dims(part, entry):
+    try:
+      shape = tuple(int(d) for d in part.split("x"))
+    except ValueError:
+      shape = ()
+    if not shape or any(d < 1 for d in shape):
+      raise ValueError(f"--input_shapes={text}: '{entry}' is not a shape; write positive ints "
+                       f"joined by 'x' (batch left out), e.g. token_ids:128 or image:32x32x3.")
+    return shape
+
+  entries = [e.strip() for e in text.split(",") if e.strip()]
+  if len(entries) == 1 and ":" not in entries[0]:
+    return dims(entries[0], entries[0])
+  out = {}
+  for entry in entries:
+    name, sep, part = entry.rpartition(":")
+    if not sep or not name:
+      raise ValueError(f"--input_shapes={text}: '{entry}' needs the input name: name:DxD.")
+    out[name] = dims(part, entry)
+  return out

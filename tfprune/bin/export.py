@@ -143,33 +143,6 @@ def _calibration_for(model, arrays, path, n):
   return {name: arrays[name][:n] for name in names}
 
 
-def _parse_input_shapes(text):
-  """--input_shapes -> None, a shape tuple (single input) or `{name: shape}`."""
-  if not text:
-    return None
-
-  def dims(part, entry):
-    try:
-      shape = tuple(int(d) for d in part.split("x"))
-    except ValueError:
-      shape = ()
-    if not shape or any(d < 1 for d in shape):
-      raise ValueError(f"--input_shapes={text}: '{entry}' is not a shape; write positive ints "
-                       f"joined by 'x' (batch left out), e.g. token_ids:128 or image:32x32x3.")
-    return shape
-
-  entries = [e.strip() for e in text.split(",") if e.strip()]
-  if len(entries) == 1 and ":" not in entries[0]:
-    return dims(entries[0], entries[0])
-  out = {}
-  for entry in entries:
-    name, sep, part = entry.rpartition(":")
-    if not sep or not name:
-      raise ValueError(f"--input_shapes={text}: '{entry}' needs the input name: name:DxD.")
-    out[name] = dims(part, entry)
-  return out
-
-
 def _validate_flags():
   """Checks every flag and path before anything slow; raises ValueError."""
   if not _MODEL.value:
@@ -178,7 +151,7 @@ def _validate_flags():
   _check_output(_OUTPUT.value)
   if _NSAMPLES.value < 1:
     raise ValueError(f"--representative_samples={_NSAMPLES.value}: must be >= 1.")
-  _parse_input_shapes(_INPUT_SHAPES.value)
+  _cli.parse_input_shapes(_INPUT_SHAPES.value)
   quantize = None if _QUANTIZE.value == "none" else _QUANTIZE.value
   if quantize == "int8" and not _CALIB.value:
     raise ValueError("--quantize=int8 needs --calibration_data=inputs.npz (representative inputs).")
@@ -250,7 +223,7 @@ def main(argv):
           model, target=_TARGET.value, quantize=quantize, representative_data=data,
           sparse=_SPARSE.value, micro_sparse_kernel=_MICRO_SPARSE.value,
           fc_quantization=_FC_QUANT.value, verbose=verbose,
-          input_shapes=_parse_input_shapes(_INPUT_SHAPES.value))
+          input_shapes=_cli.parse_input_shapes(_INPUT_SHAPES.value))
     except Exception as e:  # pylint: disable=broad-except
       failure = e
       trace = traceback.format_exc()

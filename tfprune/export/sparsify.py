@@ -11,8 +11,9 @@ is correct for the op reading it, following the rules measured in docs/export.md
 * Any other sparse tensor goes through a DENSIFY op, in the smallest
   one-value-per-nonzero layout: CSR or CSF (`sparse_encoding.encode_compressed`),
   and in quantized models also segmented CSR (`sparse_encoding.encode_segmented`,
-  uint8 column indices; a RESHAPE after the DENSIFY restores the shape). In a
-  float model that is allowed for every op.
+  uint8 column indices; a RESHAPE after the DENSIFY restores the shape; never for
+  a tensor quantized per axis along its last axis, e.g. a depthwise kernel: the
+  split axis could not hold its scales). In a float model that is allowed for every op.
   In a quantized model a FULLY_CONNECTED reading a DENSIFY output is retagged to
   version 8 (otherwise XNNPACK fails at prepare with "failed to delegate
   FULLY_CONNECTED"). In a full-int8 model the weights of CONV_2D,
@@ -133,7 +134,16 @@ def densify_model(model):
   graph.compact(model)
 
 
-def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_kernel):
+def _per_axis_dim(tensor):
+  """The tensor's per-axis quantization dimension, or None (float or per-tensor)."""
+  q = tensor.quantization
+  if q is None or q.scale is None or len(q.scale) <= 1:
+    return None
+  return int(q.quantizedDimension)
+
+
+def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_kernel,
+                per_axis_dim=None):
   """Possible encodings as (format, via_densify, Encoded) tuples.
 
   Args:
@@ -142,6 +152,7 @@ def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_ke
     int8_weight: every reader is an op of `INT8_DENSIFY_WEIGHT_OPS` reading it as weights.
     quantize: None, "dynamic" or "int8".
     target, micro_sparse_kernel: as in `encode_model`.
+    per_axis_dim: the tensor's per-axis quantization dimension (`_per_axis_dim`).
   """
   dtype = dense.dtype
   if target == "micro":
@@ -158,7 +169,12 @@ def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_ke
     out.append(("csr", True, sparse_encoding.encode_compressed(dense)))
     # Segmented CSR needs a RESHAPE each invoke: only where the reader runs outside
     # XNNPACK anyway (quantized); float DENSIFY weights are XNNPACK's fast static path.
-    segmented = sparse_encoding.encode_segmented(dense) if quantize else None
+    # Segmenting splits the last axis; when that axis carries per-axis scales
+    # (DEPTHWISE_CONV_2D: quantized_dimension 3) no quantization of the stored and
+    # DENSIFY tensors is valid (LiteRT: "num_scales must be 1 ... or <C/s>"), so not then.
+    segmented = None
+    if quantize and per_axis_dim != dense.ndim - 1:
+      segmented = sparse_encoding.encode_segmented(dense)
     if segmented is not None:
       out.append(("csr", True, segmented))
   return out
@@ -299,7 +315,7 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
       if (sparse != "off" and dense.size >= MIN_ELEMENTS
           and dense.dtype in (np.float32, np.int8)):
         cands = _candidates(dense, fc_weight, int8_weight, quantize, target,
-                            micro_sparse_kernel)
+                            micro_sparse_kernel, _per_axis_dim(t))
         pick = _choose(sparse, dense.nbytes, cands, bool(np.any(dense == 0)),
                        _densify_extra(t))
         if pick is not None:
