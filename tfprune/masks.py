@@ -62,6 +62,7 @@ def validate_scope(scope, block_size=4, n=2, m=4, allocation="layer"):
     raise ValueError(f"n:m scope needs 0 < n < m (e.g. n=2, m=4), got n={n!r}, m={m!r}.")
 
 
+@topk_lib.plain_ops
 def keep_count(size, sparsity):
   """Number of entries to keep: `ceil((1 - sparsity) * size)`, robust to float error.
 
@@ -116,6 +117,7 @@ def _from_groups(grouped, perm, length):
   return tf.transpose(moved, inverse)
 
 
+@topk_lib.plain_ops
 def block_scores(scores, block_size):
   """Mean score of each block of `block_size` along the input axis, and how to expand.
 
@@ -155,6 +157,7 @@ def _unit_scores(scores):
   return rms, expand
 
 
+@topk_lib.plain_ops
 def nm_mask(scores, n=2, m=4):
   """Keeps the `n` largest of every `m` consecutive entries along the input axis."""
   if scores.shape.rank < 2:
@@ -210,25 +213,65 @@ def validate_global_score(global_score, scope="global", allocation="global"):
   return global_score
 
 
-def _path_floor(scores):
-  """0/1 mask: the largest entry of every output unit (last axis) and every input row
-  (`input_axis`); the first index wins a tie."""
-  rank = scores.shape.rank
-  if rank == 0:
-    return tf.ones_like(scores)
-  if rank == 1:
-    return tf.one_hot(tf.argmax(scores), tf.size(scores), dtype=scores.dtype)
+def _tensor_of_entries(sizes, dtype=tf.int32):
+  """The index of the tensor of each entry of a `topk.concat_flat` vector (one pass)."""
+  sizes = tf.cast(tf.stack(sizes), dtype)
+  ends = tf.cumsum(sizes)
+  heads = tf.minimum((ends - sizes)[1:], ends[-1])[:, None]  # empty tensors at the end
+  bumps = tf.scatter_nd(heads, tf.ones_like(heads[:, 0]), [ends[-1] + 1])
+  return tf.cumsum(bumps)[:-1]
 
-  def best_of_each(last):  # top-1 along everything but `last` (moved last first)
-    perm = [d for d in range(rank) if d != last] + [last]
-    moved = tf.transpose(scores, perm)
-    flat = tf.reshape(moved, [-1, tf.shape(moved)[-1]])
-    top = tf.one_hot(tf.argmax(flat, axis=0), tf.shape(flat)[0], axis=0,
-                     dtype=scores.dtype)
-    inverse = [perm.index(d) for d in range(rank)]
-    return tf.transpose(tf.reshape(top, tf.shape(moved)), inverse)
 
-  return tf.maximum(best_of_each(rank - 1), best_of_each(input_axis(rank)))
+def _segment_sums(flat_mask, sizes):
+  """Number of true entries of each tensor of a bool `concat_flat` vector (one split,
+  one multithreaded sum per tensor: far faster on CPU than a cumsum over N)."""
+  parts = [flat_mask] if len(sizes) == 1 else tf.split(flat_mask, sizes)
+  return tf.stack([tf.reduce_sum(tf.cast(p, tf.int32)) for p in parts])
+
+
+def _segment_first_max(flat, segments, count, positions):
+  """Bool: the largest entry of each segment of `flat`; the lowest position wins a tie."""
+  best = tf.math.unsorted_segment_max(flat, segments, count)
+  at_best = tf.equal(flat, tf.gather(best, segments))
+  first = tf.math.unsorted_segment_min(
+      tf.where(at_best, positions, tf.size(flat, out_type=positions.dtype)), segments, count)
+  return tf.equal(positions, tf.gather(first, segments))
+
+
+def _path_floor(flat, shapes):
+  """Bool flat mask (`topk.concat_flat` order of tensors shaped `shapes`): the largest
+  entry of every output unit (last axis) and every input row (`input_axis`; rank <= 1:
+  the largest entry); the first flat index wins a tie. Vectorised over all the tensors
+  (segment ops), so the trace does not grow with their number."""
+  sizes, units, rows = [], [], []
+  for shape in shapes:
+    sizes.append(math.prod(shape))
+    rank = len(shape)
+    units.append(shape[-1] if rank >= 2 else 1)
+    rows.append(shape[input_axis(rank)] if rank >= 2 else 1)
+  index = tf.int64 if sum(sizes) >= 2**31 else tf.int32
+  tensor = _tensor_of_entries(sizes, index)
+  positions = tf.range(sum(sizes), dtype=index)
+
+  def per_entry(values):
+    return tf.gather(tf.constant(values, index), tensor)
+
+  local = positions - per_entry([sum(sizes[:i]) for i in range(len(sizes))])
+  n_units = per_entry(units)
+  unit = per_entry([sum(units[:i]) for i in range(len(units))]) + local % n_units
+  row = per_entry([sum(rows[:i]) for i in range(len(rows))]) + (
+      local // n_units) % per_entry(rows)
+  return tf.logical_or(_segment_first_max(flat, unit, sum(units), positions),
+                       _segment_first_max(flat, row, sum(rows), positions))
+
+
+def _flat_floor(scores, flat, max_pruning_ratio):
+  """The `layer_floor` masks of `scores`, as one bool vector (`topk.concat_flat` order)."""
+  if max_pruning_ratio is None:
+    return _path_floor(flat, [tuple(s.shape) for s in scores])
+  floors = [tf.reshape(topk_lib.topk_mask(s, keep_count(tf.size(s), max_pruning_ratio)),
+                       [-1]) > 0 for s in scores]
+  return floors[0] if len(floors) == 1 else tf.concat(floors, 0)
 
 
 def _path_trigger(shape):
@@ -245,6 +288,7 @@ def _path_trigger(shape):
   return min(fan_in, fan_out)
 
 
+@topk_lib.plain_ops
 def layer_floor(scores, max_pruning_ratio=None, masks=True):
   """THE layer floor of an allocation across layers: per tensor, `(floor mask, trigger)`.
 
@@ -272,13 +316,14 @@ def layer_floor(scores, max_pruning_ratio=None, masks=True):
   max_pruning_ratio = validate_max_pruning_ratio(max_pruning_ratio)
   scores = [tf.convert_to_tensor(s) for s in scores]
   if max_pruning_ratio is None:
-    return [(_path_floor(s) if masks else None, _path_trigger(tuple(s.shape)))
-            for s in scores]
-  out = []
-  for s in scores:
-    count = keep_count(tf.size(s), max_pruning_ratio)
-    out.append((topk_lib.topk_mask(s, count) if masks else None, count))
-  return out
+    triggers = [_path_trigger(tuple(s.shape)) for s in scores]
+  else:
+    triggers = [keep_count(tf.size(s), max_pruning_ratio) for s in scores]
+  if not masks or not scores:
+    return [(None, t) for t in triggers]
+  flat, sizes = topk_lib.concat_flat(scores)
+  floors = topk_lib.split_like(_flat_floor(scores, flat, max_pruning_ratio), sizes, scores)
+  return list(zip(floors, triggers))
 
 
 def floor_keep_counts(keeps, floors):
@@ -323,6 +368,7 @@ def floor_keep_counts(keeps, floors):
   return [r - c for r, c in zip(raised, cut)]
 
 
+@topk_lib.plain_ops
 def lamp_scores(scores):
   """LAMP scores (Lee et al., ICLR 2021): `w_u^2 / sum_{v >= u} w_v^2` per tensor, with
   the entries of the tensor sorted ascending (the largest entry of each tensor scores
@@ -348,6 +394,7 @@ def lamp_scores(scores):
   return out
 
 
+@topk_lib.plain_ops
 def global_masks(scores, k, max_pruning_ratio=None, global_score="magnitude"):
   """THE allocation across layers: the `k` best entries over all tensors, with the floor.
 
@@ -372,42 +419,44 @@ def global_masks(scores, k, max_pruning_ratio=None, global_score="magnitude"):
   scores = [tf.convert_to_tensor(s) for s in scores]
   if not scores:
     return []
-  dtypes = [s.dtype for s in scores]
+  originals = scores
   if global_score == "lamp":
     scores = lamp_scores(scores)
-  masks = topk_lib.global_topk_masks(scores, k)
-  if validate_max_pruning_ratio(max_pruning_ratio) == 1.0:
-    return [tf.cast(m, d) for m, d in zip(masks, dtypes)]
-  triggers = tf.stack([tf.cast(t, tf.int64) for _, t in
+  # One flat vector for all the tensors: one top-k / floor op chain, whatever their number.
+  flat, sizes = topk_lib.concat_flat(scores)
+  mask = topk_lib.flat_topk_mask(flat, k)
+  max_pruning_ratio = validate_max_pruning_ratio(max_pruning_ratio)
+  if max_pruning_ratio == 1.0:
+    return topk_lib.split_like(mask, sizes, originals)
+  n = len(scores)
+  triggers = tf.stack([tf.cast(t, tf.int32) for _, t in
                        layer_floor(scores, max_pruning_ratio, masks=False)])
-
-  def below(current):  # float32 sums of the 0/1 masks (no int64 copy of every mask):
-    # exact below 2**24 entries, where the path triggers (min(fan_in, fan_out)) lie
-    counts = tf.stack([tf.reduce_sum(tf.cast(m, tf.float32)) for m in current])
-    return counts < tf.cast(triggers, tf.float32)
+  def counts(current):  # entries kept per tensor
+    return _segment_sums(current, sizes)
 
   def forced(force):  # the floor masks are built only here, when a tensor needs them
-    floors = [f for f, _ in layer_floor(scores, max_pruning_ratio)]
-    floor_counts = tf.stack([tf.math.count_nonzero(f) for f in floors])
-    big = [tf.cast(s.dtype.max, s.dtype) for s in scores]
-    bumped = [tf.where(tf.logical_and(force[i], f > 0), big[i], s)
-              for i, (s, f) in enumerate(zip(scores, floors))]
-    need = tf.reduce_sum(tf.where(force, floor_counts, tf.zeros_like(floor_counts)))
-    return topk_lib.global_topk_masks(bumped, tf.maximum(tf.cast(k, tf.int64), need))
+    floor = _flat_floor(scores, flat, max_pruning_ratio)
+    tensor = _tensor_of_entries(sizes)
+    big = tf.gather(tf.constant([s.dtype.max for s in scores], flat.dtype), tensor)
+    bumped = tf.where(tf.logical_and(tf.gather(force, tensor), floor), big, flat)
+    need = tf.reduce_sum(tf.where(force, counts(floor), 0))
+    return topk_lib.flat_topk_mask(bumped, tf.maximum(tf.cast(k, tf.int64),
+                                                      tf.cast(need, tf.int64)))
 
   def refine(current, force):  # a new top-k only while some tensor is below its trigger
-    still_below = below(current)
+    still_below = counts(current) < triggers
     force = tf.logical_or(force, still_below)
     return tf.cond(tf.reduce_any(still_below), lambda: forced(force),
-                   lambda: list(current)), force
+                   lambda: tf.identity(current)), force
 
-  none = tf.zeros_like(triggers, tf.bool)
-  masks, force = refine(masks, none)  # the tensors below their trigger
-  masks, force = refine(masks, force)  # ... and those the first pass pushed below
-  masks, _ = refine(masks, tf.ones_like(force))  # still some: every tensor's floor
-  return [tf.cast(m, d) for m, d in zip(masks, dtypes)]
+  none = tf.zeros([n], tf.bool)
+  mask, force = refine(mask, none)  # the tensors below their trigger
+  mask, force = refine(mask, force)  # ... and those the first pass pushed below
+  mask, _ = refine(mask, tf.ones_like(force))  # still some: every tensor's floor
+  return topk_lib.split_like(mask, sizes, originals)
 
 
+@topk_lib.plain_ops
 def compute_masks(scores, sparsity, scope="layer", block_size=4, n=2, m=4,
                   allocation="layer", max_pruning_ratio=None, global_score="magnitude"):
   """Computes 0/1 masks for a list of score tensors.

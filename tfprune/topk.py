@@ -20,9 +20,11 @@ largest value plus a deterministic rule for ties, and that needs no sort:
     of the ties come for free from the second pass (they are in the threshold's bucket),
     so the mask is one `bits >= t` pass plus a tiny scatter that drops the excess ties.
 
-Cost: ~6 elementwise passes over N and no sort; the tensors are never concatenated
-(histograms of each tensor are summed), so the global threshold of a model costs about
-as much as reading its weights a few times. See bench/RESULTS_distribute.md.
+Cost: ~6 elementwise passes over N and no sort. The tensors of a global threshold are
+concatenated into one flat vector first (`concat_flat`, one copy), so a model with
+hundreds of small kernels traces ONE short op chain, not one per tensor; the global
+threshold of a model costs about as much as reading its weights a few times. See
+bench/RESULTS_distribute.md.
 
 Scores must be non-negative (e.g. `|W|`); negative entries, -0.0 and denormals (below
 2**-126, which TensorFlow's CPU kernels flush to zero) count as 0.
@@ -37,6 +39,10 @@ _LO_BINS = 1 << 16
 _LO_MASK = _LO_BINS - 1
 _MIN_NORMAL_BITS = 0x00800000  # bits of the smallest normal float32, 2**-126
 SUPPORTED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+# For this module's and tfprune.masks' public functions: TensorFlow ops whose Python
+# control flow only reads static values, so AutoGraph (which converts every function a
+# `tf.function` calls) would only add trace time (seconds on models of many layers).
+plain_ops = tf.autograph.experimental.do_not_convert
 
 
 def supports(dtype):
@@ -63,48 +69,91 @@ def _keys(scores):
   return tf.where(bits < _MIN_NORMAL_BITS, tf.zeros_like(bits), bits)
 
 
-def _select(keys, his, k):
-  """Radix select: the key of the k-th largest entry over all `keys` (1 <= k <= N).
+@plain_ops
+def concat_flat(scores):
+  """The flattened `scores` as ONE vector (float32, float64 if any is float64) + sizes.
 
   Returns:
-    (threshold key t, number of entries > t, per-tensor int64 flat positions of the
-    entries equal to `t`, in increasing order).
+    `(flat, sizes)`: sizes are Python ints where every shape is static (else int
+    tensors), ready for `tf.split(mask, sizes)`.
   """
-  hist = tf.add_n([_bincount(h, _HI_BINS) for h in his])
+  scores = [tf.convert_to_tensor(s) for s in scores]
+  dtype = tf.float32 if all(supports(s.dtype) for s in scores) else tf.float64
+  flats = [tf.reshape(s, [-1]) for s in scores]
+  flats = [f if f.dtype == dtype else tf.cast(f, dtype) for f in flats]
+  sizes = [s.shape.num_elements() for s in scores]
+  if any(n is None for n in sizes):
+    sizes = [tf.size(f) for f in flats]
+  flat = flats[0] if len(flats) == 1 else tf.concat(flats, 0)
+  return flat, sizes
+
+
+def _select(keys, k):
+  """Radix select: the key of the k-th largest entry of the flat `keys` (1 <= k <= N).
+
+  Returns:
+    (threshold key t, number of entries > t, int64 flat positions of the entries equal
+    to `t`, in increasing order).
+  """
+  his = tf.bitwise.right_shift(keys, _SHIFT)
+  hist = _bincount(his, _HI_BINS)
   at_least = tf.cumsum(hist, reverse=True)  # at_least[d] = #entries with digit >= d
   d1 = tf.reduce_sum(tf.cast(at_least >= k, tf.int32)) - 1
   above_bucket = at_least[d1] - hist[d1]
   # The few entries of the threshold's bucket, with their positions.
-  positions = [tf.where(tf.equal(h, d1))[:, 0] for h in his]
-  candidates = [tf.gather(key, pos) for key, pos in zip(keys, positions)]
-  hist2 = _bincount(tf.bitwise.bitwise_and(tf.concat(candidates, 0), _LO_MASK), _LO_BINS)
+  positions = tf.where(tf.equal(his, d1))[:, 0]
+  candidates = tf.gather(keys, positions)
+  hist2 = _bincount(tf.bitwise.bitwise_and(candidates, _LO_MASK), _LO_BINS)
   at_least2 = tf.cumsum(hist2, reverse=True)
   d2 = tf.reduce_sum(tf.cast(at_least2 >= k - above_bucket, tf.int32)) - 1
   t = tf.bitwise.bitwise_or(tf.bitwise.left_shift(d1, _SHIFT), d2)
-  ties = [tf.boolean_mask(pos, tf.equal(c, t)) for pos, c in zip(positions, candidates)]
+  ties = tf.boolean_mask(positions, tf.equal(candidates, t))
   return t, above_bucket + at_least2[d2] - hist2[d2], ties
 
 
-def _masks_from_threshold(keys, t, room, ties):
-  """Boolean flat masks: `key >= t`, minus the ties after the first `room` (flat order)."""
-  out, before = [], tf.constant(0, tf.int64)
-  for key, tie_pos in zip(keys, ties):
-    count = tf.size(tie_pos, out_type=tf.int64)
-    keep = tf.clip_by_value(room - before, 0, count)
-    dropped = tie_pos[keep:]
-    mask = tf.tensor_scatter_nd_update(key >= t, dropped[:, None],
+@plain_ops
+def flat_topk_mask(flat, k):
+  """Boolean mask of the flat vector `flat` keeping exactly its `k` largest entries.
+
+  THE exact top-k (ties keep the lower index; `k` clipped to [0, N]); float32 / float16 /
+  bfloat16 by radix select, other dtypes by a sorted `tf.math.top_k`. One op chain
+  whatever the number of tensors concatenated into `flat` (`concat_flat`).
+  """
+  flat = tf.reshape(tf.convert_to_tensor(flat), [-1])
+  if not supports(flat.dtype):
+    return tf.cast(_sorted_topk_mask(flat, k), tf.bool)
+  keys = _keys(flat)
+  total = tf.size(keys, out_type=tf.int64)
+  k = tf.clip_by_value(tf.cast(k, tf.int64), 0, total)
+
+  def select():
+    t, n_above, ties = _select(keys, k)
+    # `key >= t`, minus the ties after the first `k - n_above` (flat order).
+    dropped = ties[k - n_above:]
+    return tf.tensor_scatter_nd_update(keys >= t, dropped[:, None],
                                        tf.zeros_like(dropped, tf.bool))
-    out.append(mask)
-    before += count
-  return out
+
+  def trivial():
+    return tf.fill(tf.shape(keys), k > 0)
+
+  return tf.cond(tf.logical_and(k > 0, k < total), select, trivial)
 
 
+@plain_ops
+def split_like(flat, sizes, scores):
+  """Splits a flat vector (`concat_flat` order) back into tensors shaped and typed like
+  `scores`."""
+  parts = [flat] if len(scores) == 1 else tf.split(flat, sizes)
+  return [tf.reshape(tf.cast(p, s.dtype), tf.shape(s)) for p, s in zip(parts, scores)]
+
+
+@plain_ops
 def global_topk_masks(scores, k):
   """0/1 masks keeping exactly the `k` largest entries over ALL the tensors of `scores`.
 
-  Equivalent to concatenating the flattened tensors, keeping the top `k` with ties to
-  the lower flat index (so the earlier tensor wins a tie), and splitting back - without
-  the concatenation or a sort.
+  The flattened tensors are concatenated into one vector (`concat_flat`), its top `k`
+  kept with ties to the lower flat index (so the earlier tensor wins a tie) by ONE
+  radix select (`flat_topk_mask`), and the mask split back.
 
   Args:
     scores: list of non-negative float tensors (any shapes); float32 / float16 /
@@ -117,32 +166,11 @@ def global_topk_masks(scores, k):
   scores = [tf.convert_to_tensor(s) for s in scores]
   if not scores:
     return []
-  if not all(supports(s.dtype) for s in scores):
-    return _concatenated_topk_masks(scores, k)
-  keys = [_keys(s) for s in scores]
-  total = tf.add_n([tf.size(key, out_type=tf.int64) for key in keys])
-  k = tf.clip_by_value(tf.cast(k, tf.int64), 0, total)
-
-  def select():
-    his = [tf.bitwise.right_shift(key, _SHIFT) for key in keys]
-    t, n_above, ties = _select(keys, his, k)
-    return _masks_from_threshold(keys, t, k - n_above, ties)
-
-  def trivial():
-    return [tf.fill(tf.shape(key), k > 0) for key in keys]
-
-  flat = tf.cond(tf.logical_and(k > 0, k < total), select, trivial)
-  return [tf.reshape(tf.cast(m, s.dtype), tf.shape(s)) for m, s in zip(flat, scores)]
+  flat, sizes = concat_flat(scores)
+  return split_like(flat_topk_mask(flat, k), sizes, scores)
 
 
-def _concatenated_topk_masks(scores, k):
-  """Global top-k by concatenation and `tf.math.top_k` (dtypes radix select lacks)."""
-  flat = [tf.reshape(s, [-1]) for s in scores]
-  sizes = [f.shape[0] if f.shape[0] is not None else tf.size(f) for f in flat]
-  mask = _sorted_topk_mask(tf.concat(flat, 0), k)
-  return [tf.reshape(p, tf.shape(s)) for p, s in zip(tf.split(mask, sizes), scores)]
-
-
+@plain_ops
 def topk_mask(scores, k):
   """0/1 mask of `scores`' shape keeping exactly its `k` largest entries.
 
@@ -165,6 +193,7 @@ def _sorted_topk_mask(scores, k):
   return tf.reshape(mask, tf.shape(scores))
 
 
+@plain_ops
 def kth_largest(scores, k):
   """The exact k-th largest value over all the tensors of `scores` (1 <= k <= N).
 
@@ -175,7 +204,6 @@ def kth_largest(scores, k):
   Returns:
     A float32 scalar: the global magnitude threshold (entries above it are all kept).
   """
-  keys = [_keys(tf.convert_to_tensor(s)) for s in scores]
-  his = [tf.bitwise.right_shift(key, _SHIFT) for key in keys]
-  t, _, _ = _select(keys, his, tf.cast(k, tf.int64))
+  flat, _ = concat_flat(scores)
+  t, _, _ = _select(_keys(flat), tf.cast(k, tf.int64))
   return tf.bitcast(t, tf.float32)
