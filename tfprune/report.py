@@ -57,8 +57,8 @@ def sparsity_report(model, print_table: bool = True, p: float = 0.5,
     rows.append({"layer": name, "weight": w.path.split("/")[-1],
                  "shape": list(value.shape), "size": size, "nonzeros": nonzeros,
                  "sparsity": 1.0 - nonzeros / max(size, 1),
-                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask)),
-                 "dead": size > 0 and nonzeros == 0})
+                 "pq_index": float(pqi.pq_index(value, p, q, mask=mask))})
+    rows[-1]["dead"] = _is_dead(rows[-1])
   if print_table:
     print(format_report(rows))
   return rows
@@ -70,13 +70,18 @@ def total_sparsity(rows):
   return 1.0 - sum(r["nonzeros"] for r in rows) / max(size, 1)
 
 
+def _is_dead(row):
+  """A weight with entries, all of them zero: nothing flows through it."""
+  return row["size"] > 0 and row["nonzeros"] == 0
+
+
 def format_report(rows):
   """The text table `sparsity_report` prints."""
   header = f"{'layer':<28}{'weight':<18}{'shape':<20}{'nonzeros':>10}{'size':>10}" \
            f"{'sparsity':>10}{'PQI':>8}"
   lines = [header, "-" * len(header)]
   for r in rows:
-    dead = r.get("dead", r["size"] > 0 and r["nonzeros"] == 0)
+    dead = _is_dead(r)
     lines.append(f"{r['layer'][:27]:<28}{r['weight'][:17]:<18}{str(r['shape'])[:19]:<20}"
                  f"{r['nonzeros']:>10}{r['size']:>10}{r['sparsity']:>10.4f}"
                  f"{r['pq_index']:>8.4f}" + ("  DEAD" if dead else ""))
@@ -85,7 +90,7 @@ def format_report(rows):
   lines.append("-" * len(header))
   lines.append(f"{'total':<66}{nonzeros:>10}{size:>10}{total_sparsity(rows):>10.4f}")
   dead = [f"{r['layer']}/{r['weight']}" for r in rows
-          if r.get("dead", r["size"] > 0 and r["nonzeros"] == 0)]
+          if _is_dead(r)]
   if dead:
     lines.append(f"DEAD (100% sparse: nothing flows through these weights): "
                  f"{', '.join(dead)}")
