@@ -29,6 +29,7 @@ MODULES = (
     "tfprune.shrink",
     "tfprune.export",
     "tfprune.compat.tfmot.sparsity.keras",
+    "tfprune.compat.tfmot.clustering.keras",
 )
 
 

@@ -6,6 +6,7 @@ This is the *producer* side of the demos (it trains and exports); the demos them
     .venv/bin/python scripts/make_demo_assets.py            # all assets
     .venv/bin/python scripts/make_demo_assets.py --epochs=1 # faster, less accurate
     .venv/bin/python scripts/make_demo_assets.py --only=kws # only the keyword-spotting model
+    .venv/bin/python scripts/make_demo_assets.py --only=decode # only the DECODE DS-CNN
 
 Models (MNIST, 28x28 digits flattened to 784 inputs, logits out, full int8):
   dense   LeNet-300-100-like (784-304-112-10), dense int8 (the baseline)
@@ -27,6 +28,14 @@ Keyword spotting (micro only), 49 MFCC frames x 10 coefficients x 1, 12 classes:
           per class plus noise): the predictions mean nothing about speech; the file's
           sizes, ops, arena and TFLM-vs-LiteRT agreement are those of the real
           architecture.
+  decode  the same dense DS-CNN pruned unstructured (`magnitude`, `--decode_sparsity` of
+          every conv / depthwise / FC kernel, per layer), masked fine-tune, stripped, and
+          exported with `tfprune.export.convert(..., target="micro", quantize="int8",
+          compress="pruning")`: each pruned weight stored as a bitmask plus its kept values
+          and expanded by TFLM's DECODE operator right before its conv / FC. Its golden
+          outputs are LiteRT's for the uncompressed int8 file (LiteRT has no DECODE); the
+          exporter checked that TFLM's outputs for the compressed file are identical to
+          the uncompressed file's.
 
 Export: the `tfprune-export` binary (`--quantize=int8`; micro models
 `--target=micro [--micro_sparse_kernel]`, Android models `--target=litert
@@ -67,12 +76,17 @@ flags.DEFINE_float("block_sparsity", 0.9, "Fraction of the 1x16 blocks zeroed in
 flags.DEFINE_float("logits_sparsity", 0.5, "Fraction of the 1x16 blocks zeroed in the "
                    "small 10-way output layer.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_enum("only", "all", ["all", "mnist", "kws"], "Which assets to regenerate: "
-                  "everything, the MNIST models (micro + Android), or the keyword-spotting "
-                  "DS-CNN (micro kws_model_data / kws_data).")
+flags.DEFINE_enum("only", "all", ["all", "mnist", "kws", "decode"], "Which assets to "
+                  "regenerate: everything, the MNIST models (micro + Android), the shrunk "
+                  "keyword-spotting DS-CNN (micro kws_model_data / kws_data) or the pruned "
+                  "DS-CNN with DECODE-compressed weights (micro decode_model_data / "
+                  "decode_data).")
 flags.DEFINE_float("kws_target_macs", 0.5, "MAC budget of the shrunk DS-CNN (fraction of "
                    "the dense model's MACs).")
-flags.DEFINE_integer("kws_samples", 4, "Feature frames bundled in kws_data.cc.")
+flags.DEFINE_integer("kws_samples", 4, "Feature frames bundled in kws_data.cc (and "
+                     "decode_data.cc).")
+flags.DEFINE_float("decode_sparsity", 0.8, "Fraction of the weights zeroed (unstructured "
+                   "magnitude) in every kernel of the DECODE DS-CNN.")
 
 # LeNet-300-100 with its hidden widths rounded up to multiples of 16 (304, 112): 1x16
 # block-sparse FC weights need the input depth to be a multiple of 16 (tfprune-export
@@ -81,7 +95,7 @@ HIDDEN = {"dense": (304, 112), "sparse": (304, 112), "shrunk": (64, 32)}
 ASSET_NAMES = {"dense": "mnist_dense_int8.tflite", "sparse": "mnist_sparse_int8.tflite"}
 # C arrays (and file stems) written with tfprune.export.c_array into micro/.
 C_NAMES = {"sparse": "sparse_model_data", "shrunk": "shrunk_model_data",
-           "kws": "kws_model_data"}
+           "kws": "kws_model_data", "decode": "decode_model_data"}
 KWS_SHAPE = (49, 10, 1)  # MFCC frames x coefficients x 1 (MLPerf Tiny keyword spotting)
 KWS_CLASSES = 12
 
@@ -293,15 +307,14 @@ def synthetic_kws(n, seed):
   return x[..., None].astype(np.float32), y
 
 
-def train_kws(seed, target_macs):
-  """Dense DS-CNN trained 4 epochs, structured magnitude to `target_macs`, 2 masked
-  fine-tune epochs, shrunk; BatchNorm statistics re-estimated after each training.
+def train_dense_kws(seed):
+  """Dense DS-CNN trained 4 epochs on synthetic features, BatchNorm statistics
+  re-estimated.
 
   Returns:
-    (shrunk model, fraction of the MACs kept, (x_train, y_train), (x_test, y_test)).
+    (dense model, (x_train, y_train), (x_test, y_test)).
   """
   from tfprune import layerwise  # pylint: disable=g-import-not-at-top
-  from tfprune import structured  # pylint: disable=g-import-not-at-top
   x, y = synthetic_kws(1536, seed)
   xt, yt = synthetic_kws(256, seed + 1)
   keras.utils.set_random_seed(seed)
@@ -310,6 +323,19 @@ def train_kws(seed, target_macs):
   # A few hundred steps leave BatchNorm's moving statistics far from the data's (momentum
   # 0.99): re-estimate them, or inference-mode outputs are one class for every input.
   layerwise.recalibrate_batchnorm(dense, x, verbose=False)
+  return dense, (x, y), (xt, yt)
+
+
+def train_kws(seed, target_macs):
+  """`train_dense_kws`, structured magnitude to `target_macs`, 2 masked fine-tune
+  epochs, shrunk; BatchNorm statistics re-estimated after each training.
+
+  Returns:
+    (shrunk model, fraction of the MACs kept, (x_train, y_train), (x_test, y_test)).
+  """
+  from tfprune import layerwise  # pylint: disable=g-import-not-at-top
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  dense, (x, y), (xt, yt) = train_dense_kws(seed)
   pruned = tfprune.prune(dense, "magnitude", scope="structured", target_macs=target_macs,
                          schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
   tfprune.get_method(pruned).fit(pruned, x, y, epochs=2, batch_size=32, verbose=0)
@@ -348,35 +374,96 @@ def make_kws(micro_dir, seed, target_macs, n_samples):
                float(np.mean(off.argmax(1) == keras_pred)))
   write_c_arrays(micro_dir, {C_NAMES["kws"]: data})
   golden = off[:n_samples]
-  write_kws_c(os.path.join(micro_dir, "kws_data.cc"), os.path.join(micro_dir, "kws_data.h"),
-              q[:n_samples].reshape(n_samples, -1), [int(v) for v in yt[:n_samples]], golden)
+  write_frames_c(micro_dir, "kws", q[:n_samples].reshape(n_samples, -1),
+                 [int(v) for v in yt[:n_samples]], golden,
+                 "LiteRT's int8 outputs (reference kernels) for the same file and inputs (golden).")
 
 
-def write_kws_c(path_cc, path_h, inputs, labels, expected):
+def train_decode_kws(seed, sparsity):
+  """`train_dense_kws`, unstructured magnitude pruning of every kernel to `sparsity`
+  (per layer), 2 masked fine-tune epochs, stripped (same shapes, exact zeros); BatchNorm
+  statistics re-estimated.
+
+  Returns:
+    (pruned model, (x_train, y_train), (x_test, y_test)).
+  """
+  from tfprune import layerwise  # pylint: disable=g-import-not-at-top
+  dense, (x, y), (xt, yt) = train_dense_kws(seed)
+  pruned = tfprune.prune(dense, "magnitude", target_sparsity=sparsity,
+                         schedule=tfprune.ConstantSparsity(sparsity, 0, frequency=1))
+  tfprune.get_method(pruned).fit(pruned, x, y, epochs=2, batch_size=32, verbose=0)
+  model = _compiled(tfprune.strip(pruned))
+  layerwise.recalibrate_batchnorm(model, x, verbose=False)
+  logging.info("decode: synthetic test accuracy %.3f pruned (dense %.3f)",
+               model.evaluate(xt, yt, verbose=0)[1], dense.evaluate(xt, yt, verbose=0)[1])
+  return model, (x, y), (xt, yt)
+
+
+def make_decode(micro_dir, seed, sparsity, n_samples):
+  """Trains and prunes the DS-CNN, exports it with DECODE-compressed weights; writes
+  decode_model_data.* (with the alternate decompression memory it needs) and
+  decode_data.*."""
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  model, (x, _), (xt, yt) = train_decode_kws(seed, sparsity)
+  plain = export.convert(model, target="micro", quantize="int8", representative_data=x[:256],
+                         compress="off")
+  packed = export.convert(model, target="micro", quantize="int8",
+                          representative_data=x[:256], compress="pruning")
+  data = packed.model_bytes
+  if (len(data) >= len(plain.model_bytes)
+      or packed.memory.uncompressed_flash_bytes != len(plain.model_bytes)):
+    raise RuntimeError(f"decode: the compressed file ({len(data)} B) is not a smaller form of "
+                       f"the uncompressed one ({len(plain.model_bytes)} B)")
+  alt_bytes = packed.memory.alt_decompression_bytes
+  (in_scale, in_zero), _ = kws_io(plain.model_bytes)
+  q = np.clip(np.round(xt / in_scale) + in_zero, -128, 127).astype(np.int8)
+  # LiteRT has no DECODE kernel: the golden outputs are its outputs for the uncompressed
+  # file, which the exporter verified TFLM reproduces exactly from the compressed one.
+  off = litert_logits(plain.model_bytes, q[:200], xnnpack=False)
+  micro_out = tflm_logits(data, q[:200])
+  steps = int(np.abs(micro_out.astype(int) - off).max())
+  if steps > 1 or not np.array_equal(micro_out.argmax(1), off.argmax(1)):
+    raise RuntimeError(f"decode: TFLM (DECODE) differs from LiteRT by {steps} int8 steps")
+  logging.info("decode: %d bytes (uncompressed int8 %d), %d bytes of alternate decompression "
+               "memory, TFLM vs LiteRT max %d steps on 200 inputs\n%s", len(data),
+               len(plain.model_bytes), alt_bytes, steps, packed.memory.table())
+  # c_array writes decode_model_data_alt_decompression_bytes (the same figure) too.
+  write_c_arrays(micro_dir, {C_NAMES["decode"]: data})
+  write_frames_c(micro_dir, "decode", q[:n_samples].reshape(n_samples, -1),
+                 [int(v) for v in yt[:n_samples]], off[:n_samples],
+                 "LiteRT's int8 outputs (reference kernels) for the uncompressed int8 file of the "
+                 "same model (golden; LiteRT has no DECODE).")
+
+
+def write_frames_c(micro_dir, name, inputs, labels, expected, golden_comment):
+  """Writes `<name>_data.{cc,h}`: int8 feature frames, labels and golden int8 outputs."""
   n, size = inputs.shape
+  cap = name.capitalize()
+  guard = f"TFPRUNE_TFLITE_DEMO_MICRO_{name.upper()}_DATA_H_"
   h = ["// Generated by scripts/make_demo_assets.py. Do not edit.",
-       "#ifndef TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_",
-       "#define TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_", "", "#include <stdint.h>", "",
-       f"constexpr int kNumKwsSamples = {n};",
-       f"constexpr int kKwsInputSize = {size};  // 49 frames x 10 MFCCs x 1",
-       f"constexpr int kKwsClasses = {expected.shape[1]};",
+       f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
+       f"constexpr int kNum{cap}Samples = {n};",
+       f"constexpr int k{cap}InputSize = {size};  // 49 frames x 10 MFCCs x 1",
+       f"constexpr int k{cap}Classes = {expected.shape[1]};",
        "// SYNTHETIC feature frames (class template + noise; no speech data offline), already",
        "// quantized with the model's int8 input scale / zero point.",
-       "extern const int8_t g_kws_inputs[kNumKwsSamples][kKwsInputSize];",
-       "extern const uint8_t g_kws_labels[kNumKwsSamples];",
-       "// LiteRT's int8 outputs (reference kernels) for the same file and inputs (golden).",
-       "extern const int8_t g_kws_expected[kNumKwsSamples][kKwsClasses];", "",
-       "#endif  // TFPRUNE_TFLITE_DEMO_MICRO_KWS_DATA_H_", ""]
+       f"extern const int8_t g_{name}_inputs[kNum{cap}Samples][k{cap}InputSize];",
+       f"extern const uint8_t g_{name}_labels[kNum{cap}Samples];",
+       f"// {golden_comment}",
+       f"extern const int8_t g_{name}_expected[kNum{cap}Samples][k{cap}Classes];", "",
+       f"#endif  // {guard}", ""]
   def rows(a):
     return ",\n".join("  {" + ", ".join(str(int(v)) for v in r) + "}" for r in a)
-  cc = ["// Generated by scripts/make_demo_assets.py. Do not edit.", '#include "kws_data.h"', "",
-        f"const int8_t g_kws_inputs[kNumKwsSamples][kKwsInputSize] = {{\n{rows(inputs)}}};",
-        "const uint8_t g_kws_labels[kNumKwsSamples] = {" + ", ".join(map(str, labels)) + "};",
-        f"const int8_t g_kws_expected[kNumKwsSamples][kKwsClasses] = {{\n{rows(expected)}}};",
-        ""]
-  with open(path_h, "w") as f:
+  cc = ["// Generated by scripts/make_demo_assets.py. Do not edit.", f'#include "{name}_data.h"',
+        "",
+        f"const int8_t g_{name}_inputs[kNum{cap}Samples][k{cap}InputSize] = {{\n{rows(inputs)}}};",
+        f"const uint8_t g_{name}_labels[kNum{cap}Samples] = {{" + ", ".join(map(str, labels)) +
+        "};",
+        f"const int8_t g_{name}_expected[kNum{cap}Samples][k{cap}Classes] = "
+        f"{{\n{rows(expected)}}};", ""]
+  with open(os.path.join(micro_dir, f"{name}_data.h"), "w") as f:
     f.write("\n".join(h))
-  with open(path_cc, "w") as f:
+  with open(os.path.join(micro_dir, f"{name}_data.cc"), "w") as f:
     f.write("\n".join(cc))
 
 
@@ -384,7 +471,9 @@ def main(argv):
   del argv
   if FLAGS.only in ("all", "kws"):
     make_kws(FLAGS.micro_dir, FLAGS.seed, FLAGS.kws_target_macs, FLAGS.kws_samples)
-  if FLAGS.only == "kws":
+  if FLAGS.only in ("all", "decode"):
+    make_decode(FLAGS.micro_dir, FLAGS.seed, FLAGS.decode_sparsity, FLAGS.kws_samples)
+  if FLAGS.only in ("kws", "decode"):
     return
   data = load_mnist()
   (x, _), (xt, yt) = data

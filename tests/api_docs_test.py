@@ -57,12 +57,19 @@ def test_the_public_api_is_documented(pages):
   for name in ("prune_low_magnitude", "strip_pruning", "UpdatePruningStep",
                "PruningSummaries", "prune_scope"):
     assert re.search(rf"\b(def|class) {name}\b", compat), name
+  for name in ("cluster", "ClusterWrapper"):
+    assert re.search(rf"\b(def|class) {name}\b", top), name
+  clustering = pages["tfprune.compat.tfmot.clustering.keras"]
+  for name in ("cluster_weights", "strip_clustering", "CentroidInitialization",
+               "cluster_scope"):
+    assert re.search(rf"\b(def|class) {name}\b", clustering), name
   # Private names and third-party re-imports stay out.
   assert not re.search(r"\bdef _", top) and "def keras" not in top
 
 
 @pytest.mark.parametrize("module", ["tfprune", "tfprune.export",
-                                    "tfprune.compat.tfmot.sparsity.keras"])
+                                    "tfprune.compat.tfmot.sparsity.keras",
+                                    "tfprune.compat.tfmot.clustering.keras"])
 def test_public_names_have_docstrings(module):
   missing = gen_api_docs.undocumented(module)
   assert not missing, f"{module}: public names without a docstring: {missing}"

@@ -13,6 +13,8 @@ from tfprune import schedules
 from tfprune._liveness import DeadModelError
 from tfprune.callbacks import PruningCallback
 from tfprune.callbacks import PruningSummaries
+from tfprune.clustering import cluster
+from tfprune.clustering import ClusterWrapper
 from tfprune.gates import L0Gate
 from tfprune.methods import available_methods
 from tfprune.methods import PruningMethod
@@ -51,5 +53,6 @@ __all__ = [
     "pq_index", "pq_index_report", "model_pq_index", "shrink_model",
     "PruneWrapper", "PruningMethod", "PrunableLayer", "PruningCallback",
     "PruningSummaries", "ConstantSparsity", "PolynomialDecay", "L0Gate", "DeadModelError",
+    "cluster", "ClusterWrapper",
     "__version__",
 ]

@@ -68,8 +68,9 @@ def model_strategy(model):
   return next(iter(found.values()), None)
 
 
-def check_prune_scope(model):
-  """Raises a clear error if `tfprune.prune(model)` would mix strategies.
+def check_prune_scope(model, what="tfprune.prune"):
+  """Raises a clear error if `tfprune.prune(model)` (or `what`: `tfprune.cluster`) would
+  mix strategies.
 
   `tfprune.prune` clones the model: the wrapper's masks, step counter and slots are
   created where it is called. A model whose variables are mirrored must therefore be
@@ -85,8 +86,8 @@ def check_prune_scope(model):
   if current is not strategy:
     raise ValueError(
         f"Model {model.name!r} was built inside a {type(strategy).__name__}.scope(); "
-        f"call tfprune.prune(...) inside the same `with strategy.scope():` block so that "
-        f"the pruning masks and state are mirrored like the weights.")
+        f"call {what}(...) inside the same `with strategy.scope():` block so that "
+        f"the wrappers' masks and state are mirrored like the weights.")
 
 
 def check_method_strategy(method):

@@ -17,8 +17,8 @@ from tfprune.wrapper import PruneWrapper
 def _rows_for(layer):
   """(layer name, variable, effective value, mask) for each prunable weight of a layer."""
   if isinstance(layer, PruneWrapper):
-    for w, m in zip(layer.prunable_weights, layer.masks):
-      yield layer.layer.name, w, (w * m).numpy(), m.numpy()
+    for w, m, value in zip(layer.prunable_weights, layer.masks, layer.masked_weights()):
+      yield layer.layer.name, w, value.numpy(), m.numpy()
   elif registry.is_prunable(layer) and layer.built:
     for w in registry.get_prunable_weights(layer):
       value = w.numpy()

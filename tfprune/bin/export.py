@@ -49,6 +49,12 @@ _NSAMPLES = flags.DEFINE_integer("representative_samples", 200,
 _MICRO_SPARSE = flags.DEFINE_bool("micro_sparse_kernel", False,
                                   "--target=micro only: 1x16 sparse int8 FC weights for an "
                                   "application-registered sparse FC kernel.")
+_COMPRESS = flags.DEFINE_enum(
+    "compress", "off", ["off", "pruning", "lut", "auto"],
+    "--target=micro only: TFLite Micro DECODE compression of conv/FC weights and biases: "
+    "pruning = bitmask + kept values (sparse weights), lut = indices into <= 128 values per "
+    "channel (clustered weights), auto = per tensor the smallest; never larger than off. "
+    "The application registers TFLM's DECODE kernel.")
 _INPUT_SHAPES = flags.DEFINE_string(
     "input_shapes", None,
     "Fixed shapes (batch left out) for inputs with dynamic (None) dimensions: "
@@ -157,6 +163,12 @@ def _validate_flags():
     raise ValueError("--quantize=int8 needs --calibration_data=inputs.npz (representative inputs).")
   if _MICRO_SPARSE.value and _TARGET.value != "micro":
     raise ValueError("--micro_sparse_kernel is only valid with --target=micro.")
+  if _COMPRESS.value != "off" and _TARGET.value != "micro":
+    raise ValueError(f"--compress={_COMPRESS.value} is only valid with --target=micro "
+                     f"(TFLite Micro's DECODE op); use --sparse for LiteRT.")
+  if _COMPRESS.value != "off" and _MICRO_SPARSE.value:
+    raise ValueError(f"--compress={_COMPRESS.value} and --micro_sparse_kernel cannot be "
+                     f"combined: pick one.")
   if _TARGET.value == "micro" and quantize != "int8":
     raise ValueError(f"--target=micro needs --quantize=int8 (got --quantize={_QUANTIZE.value}).")
   if _C_ARRAY.value is not None:
@@ -223,7 +235,7 @@ def main(argv):
           model, target=_TARGET.value, quantize=quantize, representative_data=data,
           sparse=_SPARSE.value, micro_sparse_kernel=_MICRO_SPARSE.value,
           fc_quantization=_FC_QUANT.value, verbose=verbose,
-          input_shapes=_cli.parse_input_shapes(_INPUT_SHAPES.value))
+          input_shapes=_cli.parse_input_shapes(_INPUT_SHAPES.value), compress=_COMPRESS.value)
     except Exception as e:  # pylint: disable=broad-except
       failure = e
       trace = traceback.format_exc()
@@ -249,9 +261,14 @@ def main(argv):
     print(f"FULLY_CONNECTED weight scales: {result.fc_quantization.replace('_', '-')}")
   for r in result.verification:
     extra = "" if r.argmax_agreement is None else f", argmax agreement {r.argmax_agreement:.0%}"
-    print(f"verified {r.runtime:8s}: max abs diff {r.max_abs_diff:.3g} <= {r.tolerance:.3g}{extra}")
+    print(f"verified {r.runtime:11s}: max abs diff {r.max_abs_diff:.3g} <= {r.tolerance:.3g}{extra}")
     for o in r.outputs or []:
       print(f"  output {o.output}: max abs diff {o.max_abs_diff:.3g} <= {o.tolerance:.3g}")
+  if result.memory is not None and result.memory.alt_decompression_bytes:
+    print(f"verified tflm-decode: the written DECODE-compressed file gives exactly the int8 "
+          f"outputs of the uncompressed file (checked above in LiteRT and TFLM), with decoded "
+          f"tensors in the arena and in {result.memory.alt_decompression_bytes} bytes of "
+          f"alternate decompression memory")
   print(f"wrote {_OUTPUT.value} ({len(result.model_bytes)} bytes"
         f"{', dense: the sparse file was not smaller' if result.dense_fallback else ''})")
   if _C_ARRAY.value:

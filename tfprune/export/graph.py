@@ -28,9 +28,44 @@ def load(model_bytes):
   return flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
 
 
+# The schema's `Buffer.data` carries `force_align: 16`, which the C++ converter honours
+# and TFLM's kernels rely on (e.g. DECODE's LUT reads 64-bit words of indices, int32 and
+# int64 values are read in place); the generated Python `BufferT.Pack` aligns uint8 data
+# to 4 bytes only.
+BUFFER_ALIGNMENT = 16
+
+
+class _AlignedBufferT(schema.BufferT):
+  """A `BufferT` whose data starts on a `BUFFER_ALIGNMENT`-byte boundary of the file."""
+
+  def Pack(self, builder):  # pylint: disable=invalid-name  (the generated API's name)
+    if self.data is None or len(self.data) == 0:
+      return super().Pack(builder)
+    payload = np.asarray(self.data, np.uint8).tobytes()
+    builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+    builder.head -= len(payload)
+    builder.Bytes[builder.head:builder.head + len(payload)] = payload
+    data = builder.EndVector()
+    schema.BufferStart(builder)
+    schema.BufferAddData(builder, data)
+    schema.BufferAddOffset(builder, self.offset)
+    schema.BufferAddSize(builder, self.size)
+    return schema.BufferEnd(builder)
+
+
 def dump(model):
-  """Serialises a `schema.ModelT` to bytes."""
-  return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+  """Serialises a `schema.ModelT` to bytes, every buffer's data 16-byte aligned."""
+  original = model.buffers
+  aligned = []
+  for buf in original or []:
+    copy = _AlignedBufferT()
+    copy.__dict__.update(buf.__dict__)
+    aligned.append(copy)
+  model.buffers = aligned
+  try:
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+  finally:
+    model.buffers = original
 
 
 def builtin_code(opcode):

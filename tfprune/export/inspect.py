@@ -30,6 +30,7 @@ import numpy as np
 from tfprune.export import checksum as checksum_lib
 from tfprune.export import fbverify
 from tfprune.export import graph
+from tfprune.export import micro_compress
 from tfprune.export import sparse_encoding
 from tfprune.export import sparsify
 
@@ -58,7 +59,9 @@ class TensorInfo:
     op: ops reading it (via DENSIFY marked "DENSIFY>OP").
     shape: dense shape.
     dtype: TFLite type name.
-    format: "dense", "csr", "block1x4", "block1x16" or a generic description.
+    format: "dense", "csr", "block1x4", "block1x16", "decode:pruning" / "decode:lut<bits>"
+      (TFLite Micro DECODE compression: name, shape, dtype and op are the decoded
+      tensor's) or a generic description.
     nonzeros: nonzero values (None if undecodable).
     bytes: bytes stored (values + sparse indices).
   """
@@ -108,11 +111,11 @@ class Report:
   def format_table(self):
     """Human-readable report."""
     lines = [f"{self.path}: {self.file_bytes} bytes, {len(self.ops)} ops",
-             f"{'tensor':44s} {'op':22s} {'shape':16s} {'dtype':8s} {'format':10s} "
+             f"{'tensor':44s} {'op':22s} {'shape':16s} {'dtype':8s} {'format':14s} "
              f"{'nonzeros':>9s} {'bytes':>9s}"]
     for t in self.tensors:
       lines.append(f"{t.name[:44]:44s} {t.op[:22]:22s} {str(list(t.shape)):16s} {t.dtype:8s} "
-                   f"{t.format:10s} {str(t.nonzeros):>9s} {t.bytes:9d}")
+                   f"{t.format:14s} {str(t.nonzeros):>9s} {t.bytes:9d}")
     dense_count = sum(math.prod(t.shape) for t in self.tensors)
     lines.append(f"total: {len(self.tensors)} constant tensors, {self.total_nonzeros} nonzeros of "
                  f"{dense_count} ({self.total_nonzeros / max(1, dense_count):.1%}), "
@@ -308,6 +311,47 @@ def _tensor_info(model, sg, s, ti, t, users, meta, target, limit, warnings):
                     fmt, nonzeros, nbytes)
 
 
+def _decoded_info(model, sg, s, ti, decoded, users, limit, warnings):
+  """`TensorInfo` of the DECODE-compressed constant `ti`: `decoded` is (ancillary tensor
+  index, decoded tensor index); reported under the decoded tensor's name and shape."""
+  anc_index, out_index = decoded
+  enc = graph.buffer_bytes(model, sg.tensors[ti]) or b""
+  anc = graph.buffer_bytes(model, sg.tensors[anc_index]) or b""
+  out = sg.tensors[out_index]
+  name = graph.tensor_name(out)
+  shape = tuple(int(d) for d in (out.shape if out.shape is not None else []))
+  readers = sorted({graph.op_name(model, sg.operators[j]) for j, _ in users.get(out_index, [])})
+  nonzeros, fmt = None, "decode:?"
+  try:
+    fmt = "decode:" + micro_compress.describe(anc)
+    dtype = graph.NUMPY_TYPES.get(int(out.type))
+    if dtype is None or any(d < 0 for d in shape) or math.prod(shape) > limit:
+      raise ValueError(f"cannot be decoded here (dtype {graph.type_name(out)}, shape "
+                       f"{list(shape)})")
+    zero = micro_compress.zero_points(out, shape)
+    values = micro_compress.decode(enc, anc, shape, dtype, 0 if zero is None else zero,
+                                   micro_compress.channel_axis(out, shape))
+    nonzeros = int(np.count_nonzero(values != (0 if zero is None else zero)))
+  except (ValueError, IndexError) as e:
+    warnings.append(f"DECODE-compressed tensor '{name}': {e}.")
+  return TensorInfo((s, ti), name, "/".join(readers), shape, graph.type_name(out), fmt,
+                    nonzeros, len(enc) + len(anc))
+
+
+def _decode_inputs(model, sg):
+  """Maps each DECODE op's encoded input -> (ancillary input, decoded output)."""
+  out = {}
+  for op in sg.operators or []:
+    if not micro_compress.is_decode(model, op):
+      continue
+    ins, outs = list(op.inputs if op.inputs is not None else []), list(
+        op.outputs if op.outputs is not None else [])
+    for k, o in enumerate(outs):
+      if 2 * k + 1 < len(ins) and min(ins[2 * k], ins[2 * k + 1], o) >= 0:
+        out.setdefault(int(ins[2 * k]), (int(ins[2 * k + 1]), int(o)))
+  return out
+
+
 def _op_warnings(model, sg, users, quantized, target, warnings):
   """Appends the known-broken operator patterns of subgraph `sg`; returns its op names."""
   ops = []
@@ -338,6 +382,10 @@ def _op_warnings(model, sg, users, quantized, target, warnings):
         if user_q and not _safe_quantized_densify_reader(model, sg, user, pos):
           warnings.append(f"DENSIFY (op #{i}) feeds {uname} v{uver} (op #{j}) in a quantized "
                           "model: XNNPACK fails at prepare (\"failed to delegate\").")
+    if target == "litert" and micro_compress.is_decode(model, op):
+      warnings.append(f"{name} (op #{i}) is TFLite Micro's DECODE operator: LiteRT has no "
+                      "kernel for it; this file runs only in TFLM (register its DECODE "
+                      "kernel).")
     if code == DENSIFY and target == "micro":
       warnings.append(f"DENSIFY (op #{i}) in a model meant for TFLite Micro: TFLM has no "
                       "DENSIFY kernel.")
@@ -403,7 +451,14 @@ def _inspect_model(model, data, label, target):
   for s, sg in enumerate(model.subgraphs):
     users = graph.consumers(sg)
     ops += _op_warnings(model, sg, users, quantized, target, warnings)
+    decoded = _decode_inputs(model, sg)
+    ancillary = {a for a, _ in decoded.values()}
     for ti, t in enumerate(sg.tensors or []):
+      if ti in ancillary:
+        continue
+      if ti in decoded:
+        tensors.append(_decoded_info(model, sg, s, ti, decoded[ti], users, limit, warnings))
+        continue
       info = _tensor_info(model, sg, s, ti, t, users, meta, target, limit, warnings)
       if info is not None:
         tensors.append(info)

@@ -37,6 +37,7 @@ from tfprune.export import checksum
 from tfprune.export import errors
 from tfprune.export import graph
 from tfprune.export import inputs as inputs_lib
+from tfprune.export import micro_compress
 from tfprune.export import prepare as prepare_lib
 from tfprune.export import sparsify
 from tfprune.export import verify as verify_lib
@@ -68,6 +69,10 @@ class ExportResult:
     notes: one sentence per change the exporter made to get a correct file
       (fixed dynamic input dimensions, unrolled recurrent layers, float32 compute,
       augmentation layers as their inference identity, dense fallback).
+    memory: for target="micro", a `micro_compress.MemoryReport` (flash per tensor and
+      in all, TFLM arena with and without alternate decompression memory, host invoke
+      time vs the uncompressed file); None for LiteRT.
+    compress: the DECODE compression asked for ("off" for LiteRT).
     dense_fallback: True when sparse encoding was asked for but the sparse file
       was not smaller than the dense one, so the dense file was kept.
     converter_log: what the converter printed (captured unless `verbose=True`).
@@ -83,6 +88,8 @@ class ExportResult:
   notes: list = dataclasses.field(default_factory=list)
   dense_fallback: bool = False
   converter_log: str = ""
+  memory: micro_compress.MemoryReport = None
+  compress: str = "off"
 
   @property
   def flatbuffer(self):
@@ -99,22 +106,24 @@ class ExportResult:
     width = max([len("tensor")] + [len(t.name) for t in self.tensors])
     op_width = max([len("op")] + [len(t.op) for t in self.tensors])
     rows = [f"{'tensor':{width}s} {'op':{op_width}s} {'shape':14s} {'dtype':8s} "
-            f"{'format':10s} {'nonzeros':>9s} {'dense B':>9s} {'bytes':>9s}"]
+            f"{'format':14s} {'nonzeros':>9s} {'dense B':>9s} {'bytes':>9s}"]
     for t in self.tensors:
       rows.append(f"{t.name:{width}s} {t.op:{op_width}s} {str(list(t.shape)):14s} "
-                  f"{t.dtype:8s} {t.format:10s} {t.nonzeros:9d} {t.dense_bytes:9d} "
+                  f"{t.dtype:8s} {t.format:14s} {t.nonzeros:9d} {t.dense_bytes:9d} "
                   f"{t.bytes:9d}")
     rows.append(f"file: {len(self.model_bytes)} bytes (dense {self.dense_size} bytes, "
                 f"{self.dense_size / max(1, len(self.model_bytes)):.2f}x smaller)")
     return "\n".join(rows)
 
   def summary(self):
-    """`size_table()` followed by one `note:` line per change the exporter made."""
-    return "\n".join([self.size_table()] + [f"note: {n}" for n in self.notes])
+    """`size_table()`, the TFLite Micro memory report (target="micro") and one `note:`
+    line per change the exporter made."""
+    memory = [self.memory.summary()] if self.memory is not None else []
+    return "\n".join([self.size_table()] + memory + [f"note: {n}" for n in self.notes])
 
 
 def _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
-                fc_quantization, num_verify_samples):
+                fc_quantization, num_verify_samples, compress):
   if target not in TARGETS:
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
   if quantize not in QUANTIZE:
@@ -130,6 +139,16 @@ def _check_args(target, quantize, sparse, representative_data, micro_sparse_kern
         f"refuses dynamic-range ones), got quantize={quantize!r}.")
   if micro_sparse_kernel and target != "micro":
     raise ValueError("micro_sparse_kernel=True is only valid with target='micro'.")
+  if compress not in micro_compress.COMPRESS_MODES:
+    raise ValueError(f"compress must be one of {micro_compress.COMPRESS_MODES}, got "
+                     f"{compress!r}.")
+  if compress != "off" and target != "micro":
+    raise ValueError(f"compress={compress!r} is only valid with target='micro' (TFLite Micro's "
+                     f"DECODE op; LiteRT has none): use sparse= for LiteRT.")
+  if compress != "off" and micro_sparse_kernel:
+    raise ValueError(f"compress={compress!r} and micro_sparse_kernel=True cannot be combined: "
+                     f"the sparse FC kernel reads block-sparse weights in place, DECODE "
+                     f"compression replaces them; pick one.")
   if quantize == "int8" and representative_data is None:
     raise ValueError(
         "quantize='int8' needs representative_data: an array [n, ...] (a list of arrays "
@@ -297,7 +316,7 @@ def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verb
 def convert(model, target: str = "litert", quantize: str | None = None,
             representative_data=None, sparse: str = "auto", micro_sparse_kernel: bool = False,
             num_verify_samples: int = 8, seed: int = 0, fc_quantization: str = "auto",
-            verbose: bool = False, input_shapes=None) -> ExportResult:
+            verbose: bool = False, input_shapes=None, compress: str = "off") -> ExportResult:
   """Converts a Keras 3 model to a verified (sparse) .tflite file.
 
   The primary export entry point: `to_tflite` and `save_tflite` are aliases.
@@ -344,6 +363,16 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       dimensions, e.g. `{"token_ids": (128,), "padding_mask": (128,)}` (a dict by
       input name, a list per input, or one shape for a single input); default:
       the representative data's shape. `notes` says what was fixed.
+    compress: target="micro" only: TFLite Micro DECODE compression of conv and FC
+      weights and biases (docs/export.md, section 11): "off", "pruning" (a bitmask
+      and the kept values: pays on unstructured sparsity), "lut" (indices into at
+      most 128 values per channel or tensor: pays on clustered weights), "auto" (per
+      tensor the smallest of pruning, LUT and dense). A tensor is compressed only
+      where that is smaller, and the uncompressed file is kept when the whole
+      compressed one is not smaller. The compressed file must give exactly the
+      uncompressed file's TFLM outputs (with decoded tensors in the arena and in
+      alternate decompression memory); the application registers TFLM's DECODE
+      kernel. `memory` reports flash, arena and invoke time.
 
   Returns:
     An `ExportResult`: `.flatbuffer` (the bytes), `.save(path)`, the per-tensor
@@ -360,7 +389,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       inputs (docs/export.md, "Liveness check"); nothing is converted or written.
   """
   _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
-              fc_quantization, num_verify_samples)
+              fc_quantization, num_verify_samples, compress)
   _check_model(model)
   samples = None
   if representative_data is not None:
@@ -445,8 +474,61 @@ def convert(model, target: str = "litert", quantize: str | None = None,
           f"docs/export.md): export with quantize='dynamic' (int8 weights, float state) or "
           f"float.") from e
     raise
+  memory = None
+  if target == "micro" and not micro_sparse_kernel:   # TFLM cannot run the custom-kernel file
+    model_bytes, memory, more = _compress_micro(model_bytes, compress, meta, x, ref, names, outs,
+                                                notes)
+    results += more
+    decoded = {t.name: t for t in memory.tensors if t.encoding != "dense"}
+    reports = [dataclasses.replace(r, format=f"decode:{decoded[r.name].encoding}",
+                                   bytes=decoded[r.name].bytes) if r.name in decoded else r
+               for r in reports]
   return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
-                      "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log)
+                      "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log,
+                      memory, compress)
+
+
+def _compress_micro(model_bytes, compress, meta, x, ref, input_names, output_names, notes):
+  """DECODE-compresses a verified micro file; `(bytes, MemoryReport, extra results)`.
+
+  The compressed file is checked against the Keras model in TFLM and must equal the
+  uncompressed file's TFLM outputs bit for bit, with decoded tensors in the arena and
+  in alternate decompression memory; it is kept only when smaller (`notes` says so).
+  """
+  model = graph.load(model_bytes)
+  tensors, alt = micro_compress.compress_model(model, compress)
+  uncompressed, results, note = model_bytes, [], None
+  if any(t.encoding != "dense" for t in tensors):
+    packed = checksum.dump_with_metadata(model, METADATA_NAME, dict(meta, compress=compress))
+    if len(packed) < len(model_bytes):
+      results = [dataclasses.replace(r, runtime="tflm-decode") for r in verify_lib.verify(
+          packed, ref, x, "int8", ["tflm"], input_names=input_names, output_names=output_names)]
+      for offered in (0, alt):
+        verify_lib.check_identical_tflm(packed, model_bytes, x, offered)
+      model_bytes = packed
+    else:
+      note = (f"kept the uncompressed file: with compress={compress!r} it is {len(packed)} "
+              f"bytes, not smaller than {len(model_bytes)}")
+      tensors = [dataclasses.replace(t, encoding="dense", bytes=t.dense_bytes, decoded_bytes=0)
+                 for t in tensors]
+      alt = 0
+  elif compress != "off":
+    note = (f"compress={compress!r} compressed nothing: no conv/FC weight or bias has an "
+            f"encoding smaller than its dense bytes (pruning needs exact zeros, LUT at most "
+            f"128 distinct values per channel)")
+  if note:
+    notes.append(note)
+    _log.warning("tfprune.export: %s.", note)
+  arena = verify_lib.tflm_arena_bytes(model_bytes)["total"]
+  invoke = verify_lib.tflm_invoke_us(model_bytes, x)
+  compressed = model_bytes is not uncompressed
+  memory = micro_compress.MemoryReport(
+      len(model_bytes), len(uncompressed), tensors, arena,
+      verify_lib.tflm_arena_bytes(model_bytes, alt_decompression_bytes=alt)["total"] if alt
+      else arena, alt,
+      verify_lib.tflm_arena_bytes(uncompressed)["total"] if compressed else arena,
+      invoke, verify_lib.tflm_invoke_us(uncompressed, x) if compressed else invoke)
+  return model_bytes, memory, results
 
 
 def to_tflite(model, *args, **kwargs) -> bytes:

@@ -9,6 +9,7 @@ most likely at fault.
 """
 import dataclasses
 import re
+import time
 
 import numpy as np
 
@@ -202,7 +203,45 @@ def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
   return run_litert_outputs(model_bytes, inputs, xnnpack, input_names, positions=[0])[0]
 
 
-def run_tflm(model_bytes, inputs, arena_size=None, positions=None):
+# TFLM's int8 SOFTMAX Prepare computes a multiplier beta * input_scale * 2^(31 - 5) and
+# aborts the whole process (TFLITE_CHECK, no error status) unless it exceeds 1.
+_TFLM_SOFTMAX_MIN_SCALE_BETA = 2.0 ** -26
+
+
+def _check_tflm_can_prepare(model_bytes):
+  """Raises VerificationError for a file that TFLM would abort on instead of refusing."""
+  model = graph.load(model_bytes)
+  for sg in model.subgraphs:
+    for i, op in enumerate(sg.operators or []):
+      if graph.op_code(model, op) != graph.BuiltinOperator.SOFTMAX:
+        continue
+      t = sg.tensors[op.inputs[0]]
+      q = t.quantization
+      if t.type != graph.TensorType.INT8 or q is None or q.scale is None or not len(q.scale):
+        continue
+      beta = float(getattr(op.builtinOptions, "beta", 1.0) or 1.0)
+      if float(q.scale[0]) * beta <= _TFLM_SOFTMAX_MIN_SCALE_BETA:
+        raise VerificationError(
+            f"TFLite Micro cannot run int8 SOFTMAX (op #{i}): its input scale x beta "
+            f"({float(q.scale[0]) * beta:.3g}) is at most 2^-26, so its logits span less "
+            f"than ~4e-6 (an untrained or collapsed model); TFLM's kernel would abort the "
+            f"process. Train the model, or export the logits (no softmax).")
+
+
+def _tflm_interpreter(model_bytes, arena_size=None, alt_decompression_bytes=0):
+  _check_tflm_can_prepare(model_bytes)
+  try:
+    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "Verifying a target='micro' export runs it in TensorFlow Lite Micro, which is not "
+        "installed: pip install tflite-micro (or pip install 'tfprune[micro]').") from e
+  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
+  return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena,
+                                        alt_decompression_memory_size=alt_decompression_bytes)
+
+
+def run_tflm(model_bytes, inputs, arena_size=None, positions=None, alt_decompression_bytes=0):
   """Runs a model in the TensorFlow Lite Micro Python interpreter.
 
   Args:
@@ -212,19 +251,14 @@ def run_tflm(model_bytes, inputs, arena_size=None, positions=None):
     arena_size: tensor arena bytes (default: generous, from the model size).
     positions: None (the first output) or the file output positions to return
       (`output_positions`): then a list of `(float_outputs, raw_outputs)`.
+    alt_decompression_bytes: alternate decompression memory offered to DECODE ops
+      (0: decoded tensors live in the arena).
 
   Returns:
     `(float_outputs, raw_outputs)` (a list of them with `positions`).
   """
-  try:
-    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        "Verifying a target='micro' export runs it in TensorFlow Lite Micro, which is not "
-        "installed: pip install tflite-micro (or pip install 'tfprune[micro]').") from e
   arrays = as_input_list(inputs)
-  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
-  interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+  interp = _tflm_interpreter(model_bytes, arena_size, alt_decompression_bytes)
   details = [_tflm_detail(interp.get_input_details(k)) for k in range(len(arrays))]
   which = [0] if positions is None else list(positions)
   outs = [_tflm_detail(interp.get_output_details(p)) for p in which]
@@ -240,7 +274,7 @@ def run_tflm(model_bytes, inputs, arena_size=None, positions=None):
   return got[0] if positions is None else got
 
 
-def tflm_arena_bytes(model_bytes, arena_size=None):
+def tflm_arena_bytes(model_bytes, arena_size=None, alt_decompression_bytes=0):
   """Tensor-arena bytes TFLite Micro actually uses for a model.
 
   Allocates the model in the `tflite-micro` Python interpreter and reads its
@@ -252,6 +286,8 @@ def tflm_arena_bytes(model_bytes, arena_size=None):
   Args:
     model_bytes: the .tflite bytes (a target="micro" export).
     arena_size: the arena offered (default: generous, from the model size).
+    alt_decompression_bytes: alternate decompression memory offered to DECODE ops
+      (0: decoded tensors are planned in the arena like activations).
 
   Returns:
     A dict with int "total", "head" (non-persistent: activations, scratch) and
@@ -261,13 +297,7 @@ def tflm_arena_bytes(model_bytes, arena_size=None):
     ImportError: if tflite-micro is not installed.
     RuntimeError: if the interpreter's report cannot be read.
   """
-  try:
-    from tflite_micro.python.tflite_micro import runtime  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("tflm_arena_bytes needs TensorFlow Lite Micro: pip install "
-                      "tflite-micro (or pip install 'tfprune[micro]').") from e
-  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
-  interp = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+  interp = _tflm_interpreter(model_bytes, arena_size, alt_decompression_bytes)
   with capture.captured_output() as out:
     interp.print_allocations()
   found = dict(re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", out.text))
@@ -275,6 +305,49 @@ def tflm_arena_bytes(model_bytes, arena_size=None):
     raise RuntimeError("tflm_arena_bytes: the TFLM interpreter printed no arena report "
                        f"(got: {out.tail(5)!r}); is tflite-micro's recording allocator on?")
   return {k: int(v) for k, v in found.items()}
+
+
+def check_identical_tflm(model_bytes, reference_bytes, inputs, alt_decompression_bytes=0):
+  """Raises VerificationError unless `model_bytes` gives exactly the raw outputs of
+  `reference_bytes` in TFLite Micro (every output, every input sample).
+
+  Used for DECODE-compressed files, whose decoded weights must equal the uncompressed
+  file's bit for bit; `alt_decompression_bytes` runs them from alternate decompression
+  memory instead of the arena.
+  """
+  n_out = len(graph.load(reference_bytes).subgraphs[0].outputs)
+  positions = list(range(n_out))
+  want = run_tflm(reference_bytes, inputs, positions=positions)
+  try:
+    got = run_tflm(model_bytes, inputs, positions=positions,
+                   alt_decompression_bytes=alt_decompression_bytes)
+  except Exception as e:  # pylint: disable=broad-except
+    raise VerificationError(f"TFLite Micro failed to run the compressed file: {e}") from e
+  where = (f" with {alt_decompression_bytes} bytes of alternate decompression memory"
+           if alt_decompression_bytes else "")
+  for k, ((_, a), (_, b)) in enumerate(zip(got, want)):
+    if a.shape != b.shape or not np.array_equal(a, b):
+      diff = (np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))
+              if a.shape == b.shape else f"shape {a.shape} vs {b.shape}")
+      raise VerificationError(
+          f"TFLite Micro: the compressed file's output {k} differs from the uncompressed "
+          f"file's{where} (max diff {diff} quantized steps): a DECODE encoding is wrong.")
+
+
+def tflm_invoke_us(model_bytes, inputs, repeats=20, alt_decompression_bytes=0):
+  """Median host time of one TFLite Micro `invoke` (microseconds) over the first input
+  sample, `repeats` times after one warm-up; reference kernels on this CPU, not an MCU
+  figure."""
+  arrays = as_input_list(inputs)
+  interp = _tflm_interpreter(model_bytes, None, alt_decompression_bytes)
+  for k, arr in enumerate(arrays):
+    interp.set_input(_feed(arr[:1], _tflm_detail(interp.get_input_details(k))), k)
+  times = []
+  for _ in range(repeats + 1):
+    start = time.perf_counter()
+    interp.invoke()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times[1:]) * 1e6)
 
 
 def _tflm_detail(detail):
