@@ -290,3 +290,6 @@ def test_cli_compress(sparse_net, tmp_path):
   assert ok.returncode == 0, ok.stderr
   assert "decode:pruning" in ok.stdout and "alternate decompression memory" in ok.stdout
   assert "verified tflm-decode" in ok.stdout and out.exists()
+  shown = _cli("inspect", str(out))
+  assert shown.returncode == 0, shown.stderr
+  assert "decode:pruning" in shown.stdout and "checksum ok" in shown.stdout

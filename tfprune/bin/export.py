@@ -14,7 +14,11 @@ For a model with several inputs, --calibration_data holds one array per input,
 named like the Keras input; integer arrays (token ids) keep their dtype. Dynamic
 (None) input dimensions (a text model's sequence length) are fixed from
 --calibration_data or --input_shapes=token_ids:128,padding_mask:128. Every output
-of a multi-output model is verified.
+of a multi-output model is verified. --target=micro --compress=auto|pruning|lut writes
+TFLite Micro DECODE-compressed weights and prints the flash / arena / invoke-time report.
+
+`tfprune-export inspect FILE.tflite [...]` is `tfprune-inspect FILE.tflite [...]`: each
+constant tensor's encoding (dense, sparse, decode:pruning, decode:lut4, ...) and size.
 """
 import logging
 import os
@@ -284,7 +288,11 @@ def run():
   """Console entry point; TensorFlow's start-up lines are hidden unless --verbosity >= 1.
 
   Output before `main` (flag errors) is passed through unchanged; --help is answered first.
+  `tfprune-export inspect ...` runs `tfprune-inspect ...` (its own flags) instead.
   """
+  if len(sys.argv) > 1 and sys.argv[1] == "inspect":
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tfprune.bin.inspect"] + sys.argv[2:])
   _cli.answer_help(__name__)
   from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   redirect = capture.start_capture()

@@ -84,16 +84,16 @@ def channel_axis(tensor, shape):
 
 
 def zero_points(tensor, shape):
-  """Per-element zero point of a (quantized) constant, broadcastable to `shape`."""
+  """Per-element zero point of a (quantized) constant, broadcastable to `shape`, as
+  TFLM's pruning decoder fills the 0-bits; None when that decoder cannot (only int8
+  tensors with one zero point per channel may have nonzero zero points)."""
   q = tensor.quantization
   zp = None if q is None or q.zeroPoint is None else np.asarray(q.zeroPoint, np.int64)
-  if zp is None or zp.size == 0:
+  if zp is None or zp.size == 0 or not np.any(zp):
     return np.zeros((), np.int64)
-  if zp.size == 1:
-    return zp.reshape(())
   axis = channel_axis(tensor, shape)
-  if axis is None or zp.size != shape[axis]:
-    return np.zeros((), np.int64) if not np.any(zp) else None
+  if tensor.type != schema.TensorType.INT8 or axis is None or zp.size != shape[axis]:
+    return None
   view = [1] * len(shape)
   view[axis] = zp.size
   return zp.reshape(view)
@@ -178,16 +178,14 @@ class TensorEncoding:
   decoded_bytes: int  # arena bytes of the decoded tensor (0 when dense)
 
 
-def _decodable(model, sg):
+def _decodable(model, sg, shared):
   """Maps constant tensor index -> list of (op index, input position) reading it, for the
   constants that only decodable op inputs read.
 
-  A buffer that several tensors share (the converter merges identical constants, e.g.
-  zero biases) is left dense: its bytes stay in the file while any alias reads them.
+  A buffer that several tensors share (`shared`: buffer -> tensors, the converter merges
+  identical constants, e.g. zero biases) is left dense: its bytes stay in the file while
+  any alias reads them.
   """
-  shared = {}
-  for tensor in sg.tensors:
-    shared[tensor.buffer] = shared.get(tensor.buffer, 0) + 1
   out = {}
   for t, uses in graph.consumers(sg).items():
     if graph.buffer_bytes(model, sg.tensors[t]) is None or shared[sg.tensors[t].buffer] > 1:
@@ -252,9 +250,13 @@ def compress_model(model, mode):
     raise ValueError(f"compress must be one of {COMPRESS_MODES}, got {mode!r}.")
   reports = []
   opcode = None
+  shared = {}
+  for sg in model.subgraphs:
+    for tensor in sg.tensors:
+      shared[tensor.buffer] = shared.get(tensor.buffer, 0) + 1
   for sg in model.subgraphs:
     chosen = {}
-    for t, uses in sorted(_decodable(model, sg).items()):
+    for t, uses in sorted(_decodable(model, sg, shared).items()):
       tensor = sg.tensors[t]
       shape = tuple(int(d) for d in tensor.shape)
       values = graph.constant_array(model, tensor)
