@@ -69,6 +69,14 @@ def sparse_net():
   return _prune(_conv_net(), 0.8)
 
 
+@pytest.fixture(scope="module")
+def exports(sparse_net):
+  """The 80%-sparse net exported for TFLM uncompressed and with compress="pruning"."""
+  x = _data()
+  return x, {c: tflite.convert(sparse_net, target="micro", quantize="int8",
+                               representative_data=x, compress=c) for c in ("off", "pruning")}
+
+
 # --- encoders ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float32])
@@ -112,11 +120,9 @@ def test_lut_limits():
 
 # --- the verified export -----------------------------------------------------------------
 
-def test_pruning_export_is_smaller_and_bit_identical(sparse_net):
-  x = _data()
-  off = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x)
-  res = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x,
-                       compress="pruning")
+def test_pruning_export_is_smaller_and_bit_identical(exports):
+  x, by_mode = exports
+  off, res = by_mode["off"], by_mode["pruning"]
   mem = res.memory
   assert mem.uncompressed_flash_bytes == len(off.model_bytes)
   assert mem.flash_bytes == len(res.model_bytes)
@@ -134,17 +140,15 @@ def test_pruning_export_is_smaller_and_bit_identical(sparse_net):
   assert res.compress == "pruning" and not res.notes
 
 
-def test_memory_report_alt_size_is_what_tflm_needs(sparse_net):
-  x = _data()
-  mem = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x,
-                       compress="pruning").memory
+def test_memory_report_alt_size_is_what_tflm_needs(exports):
+  _, by_mode = exports
+  mem = by_mode["pruning"].memory
   assert mem.alt_decompression_bytes > 0 and mem.alt_decompression_bytes % 16 == 0
   assert mem.arena_bytes_alt < mem.arena_bytes
   assert mem.invoke_us > 0 and mem.uncompressed_invoke_us > 0
   # The largest decoded FC/conv weights (+ bias) of one op: with half of it TFLM puts
   # that op's decoded weights back into the arena.
-  model = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x,
-                         compress="pruning").model_bytes
+  model = by_mode["pruning"].model_bytes
   short = verify.tflm_arena_bytes(model, alt_decompression_bytes=mem.alt_decompression_bytes // 2)
   assert short["total"] > mem.arena_bytes_alt
   text = mem.table()
@@ -247,10 +251,9 @@ def test_argument_errors(sparse_net):
 
 # --- inspect, c_array, CLI ---------------------------------------------------------------
 
-def test_inspect_and_c_array(sparse_net, tmp_path):
-  x = _data()
-  res = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x,
-                       compress="pruning")
+def test_inspect_and_c_array(exports, tmp_path):
+  _, by_mode = exports
+  res = by_mode["pruning"]
   path = res.save(str(tmp_path / "m.tflite"))
   rep = inspect_tflite(path)
   assert rep.checksum == "ok" and not rep.warnings
@@ -266,7 +269,7 @@ def test_inspect_and_c_array(sparse_net, tmp_path):
   alt = res.memory.alt_decompression_bytes
   assert f"g_model_alt_decompression_bytes = {alt};" in open(cc).read()
   assert "g_model_alt_decompression_bytes" in open(h).read()
-  plain = tflite.convert(sparse_net, target="micro", quantize="int8", representative_data=x)
+  plain = by_mode["off"]
   cc, _ = c_array(plain.save(str(tmp_path / "p.tflite")), "g_plain", output_dir=str(tmp_path))
   assert "alt_decompression" not in open(cc).read()
 
