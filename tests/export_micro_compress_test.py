@@ -181,6 +181,20 @@ def test_auto_takes_the_smallest_per_tensor():
     assert t.bytes <= t.dense_bytes
 
 
+def test_transpose_conv_and_separable_conv():
+  keras.utils.set_random_seed(7)
+  inp = keras.Input((12, 12, 4))
+  x = keras.layers.SeparableConv2D(32, 3, activation="relu")(inp)
+  x = keras.layers.Conv2DTranspose(32, 3, strides=2, activation="relu")(x)
+  model = _prune(keras.Model(inp, keras.layers.Conv2D(8, 1)(x)), 0.85)
+  x = _data((12, 12, 4), n=8)
+  res = tflite.convert(model, target="micro", quantize="int8", representative_data=x,
+                       compress="pruning")
+  ops = {t.op for t in res.memory.tensors if t.encoding == "pruning"}
+  assert "TRANSPOSE_CONV" in ops, res.memory.table()
+  assert res.memory.flash_bytes < res.memory.uncompressed_flash_bytes
+
+
 def test_dense_model_is_left_alone_with_a_note():
   model = _conv_net(seed=6)
   for layer in model.layers:   # no zero biases either

@@ -37,6 +37,7 @@ import tensorflow as tf
 import tfprune
 from tfprune import _io
 from tfprune import _layers
+from tfprune import masks as masks_lib
 from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import layerwise
@@ -319,9 +320,8 @@ def _scope_units(shape, scope, block_size):
 
 
 def _keep_count(units, sparsity):
-  """`tfprune.masks.keep_count` in Python: ceil(round6(1 - s) * n)."""
-  density = round((1.0 - float(sparsity)) * 1e6) / 1e6
-  return int(min(max(math.ceil(density * units - 1e-9), 0), units))
+  """How many of `units` a density keeps: the one rule, `tfprune.masks.keep_count`."""
+  return int(masks_lib.keep_count(units, float(sparsity)))
 
 
 def dead_layers(method):

@@ -45,12 +45,14 @@ DECODE_READER_OVERHEAD_BYTES = 132
 ALIGN = 16                # TFLM aligns every tensor buffer it allocates to 16 bytes
 
 B = schema.BuiltinOperator
-# The operator inputs a DECODE output may feed: TFLM's kernels read these only in Eval
-# (weights and bias of the conv and FC kernels), never at Prepare time as constants.
+# The operator inputs a DECODE output may feed: TFLM's reference kernels read these only
+# in Eval (weights and bias of the conv and FC kernels), never at Prepare time as
+# constants (TRANSPOSE_CONV's input 0, the output shape, must stay constant).
 DECODABLE_INPUTS = {
     B.CONV_2D: (1, 2),
     B.DEPTHWISE_CONV_2D: (1, 2),
     B.FULLY_CONNECTED: (1, 2),
+    B.TRANSPOSE_CONV: (1, 3),
 }
 
 

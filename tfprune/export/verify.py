@@ -203,6 +203,10 @@ def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
   return run_litert_outputs(model_bytes, inputs, xnnpack, input_names, positions=[0])[0]
 
 
+# The arena offered to TFLM on the host (or 4x the file): large enough for any model a
+# microcontroller could hold; `tflm_arena_bytes` reports what is actually used.
+TFLM_HOST_ARENA_BYTES = 1 << 20
+
 # TFLM's int8 SOFTMAX Prepare computes a multiplier beta * input_scale * 2^(31 - 5) and
 # aborts the whole process (TFLITE_CHECK, no error status) unless it exceeds 1.
 _TFLM_SOFTMAX_MIN_SCALE_BETA = 2.0 ** -26
@@ -236,9 +240,21 @@ def _tflm_interpreter(model_bytes, arena_size=None, alt_decompression_bytes=0):
     raise ImportError(
         "Verifying a target='micro' export runs it in TensorFlow Lite Micro, which is not "
         "installed: pip install tflite-micro (or pip install 'tfprune[micro]').") from e
-  arena = arena_size or max(64 * 1024, 4 * len(model_bytes))
-  return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena,
-                                        alt_decompression_memory_size=alt_decompression_bytes)
+  arena = arena_size or max(TFLM_HOST_ARENA_BYTES, 4 * len(model_bytes))
+  try:
+    return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena,
+                                          alt_decompression_memory_size=alt_decompression_bytes)
+  except RuntimeError as e:
+    if arena_size or "allocate" not in str(e):
+      raise
+    # Activations larger than any microcontroller's RAM: still verify, and say so.
+    try:
+      return runtime.Interpreter.from_bytes(
+          bytes(model_bytes), arena_size=TFLM_HOST_ARENA_BYTES * 64,
+          alt_decompression_memory_size=alt_decompression_bytes)
+    except RuntimeError:
+      raise RuntimeError(f"{e} (offered {arena} and {TFLM_HOST_ARENA_BYTES * 64} bytes of "
+                         f"arena: an op is unsupported or the activations do not fit)") from e
 
 
 def run_tflm(model_bytes, inputs, arena_size=None, positions=None, alt_decompression_bytes=0):
