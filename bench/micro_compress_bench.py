@@ -79,6 +79,9 @@ def parse(argv):
                  help="training inputs used as representative data")
   p.add_argument("--tflm_check", type=int, default=32,
                  help="test inputs the compressed file runs in TFLM vs the uncompressed")
+  p.add_argument("--invoke_rounds", type=int, default=3,
+                 help="alternating rounds of the invoke timing (compressed, uncompressed; "
+                      "least median of 20 invokes); 0: the exporter's single measurement")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads")
   p.add_argument("--quick", action="store_true",
@@ -270,6 +273,17 @@ def export_row(model, compress, calib, xt, args):
   return row, res.model_bytes
 
 
+def invoke_us(files, x, rounds):
+  """Least median host TFLM invoke time (us) of each file over `rounds` alternating
+  rounds (the machine is shared: alternating and taking the least damps the noise)."""
+  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
+  best = [float("inf")] * len(files)
+  for _ in range(rounds):
+    for i, data in enumerate(files):
+      best[i] = min(best[i], verify.tflm_invoke_us(data, x))
+  return best
+
+
 def tflm_same(compressed, uncompressed, xt):
   """Whether the two files give identical raw TFLM outputs on `xt`."""
   from tfprune.export import verify  # pylint: disable=g-import-not-at-top
@@ -444,6 +458,9 @@ def run_model(name, args, state, paths, start):
         if variant == "dense" and c == "off":
           info["dense_flash"] = e["flash"]
       same = True if data is base[0] else tflm_same(data, base[0], check)
+      if args.invoke_rounds:
+        e["invoke_us"], e["uncompressed_invoke_us"] = invoke_us(
+            [data, base[0]], check, args.invoke_rounds)
       row = {"model": name, "variant": variant, "sparsity": sparsity, "distinct": distinct,
              "params": params, "keras_acc": k_acc, "int8_acc": base[1] if same else None,
              "tflm_same": same, "train_seconds": train_seconds, "export": e}
@@ -527,8 +544,9 @@ def main(argv=None):
       f"Stock: tf.lite.TFLiteConverter full-int8 (TFLITE_BUILTINS_INT8, int8 in/out) of "
       f"the dense model, same representative data. Arena: TFLM Python interpreter's "
       f"recording allocator (a slight upper bound, docs/export.md); alt = alternate "
-      f"decompression memory. Invoke: host median of one TFLM invoke, reference kernels, "
-      f"on a shared 2-core machine ({args.threads} TF threads for training).")
+      f"decompression memory. Invoke: host median of 20 TFLM invokes (reference kernels; "
+      f"least over {args.invoke_rounds} alternating rounds of the compressed and "
+      f"uncompressed file) on a shared 2-core machine ({args.threads} TF threads for training).")
   state = {"command": "python bench/micro_compress_bench.py " + " ".join(
       argv if argv is not None else sys.argv[1:]), "protocol": protocol, "models": {},
       "rows": [], "wall_seconds": 0.0, "args": {k: v for k, v in vars(args).items()}}

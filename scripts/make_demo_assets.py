@@ -7,6 +7,7 @@ This is the *producer* side of the demos (it trains and exports); the demos them
     .venv/bin/python scripts/make_demo_assets.py --epochs=1 # faster, less accurate
     .venv/bin/python scripts/make_demo_assets.py --only=kws # only the keyword-spotting model
     .venv/bin/python scripts/make_demo_assets.py --only=decode # only the DECODE DS-CNN
+    .venv/bin/python scripts/make_demo_assets.py --only=web   # only tflite_demo/web/models
 
 Models (MNIST, 28x28 digits flattened to 784 inputs, logits out, full int8):
   dense   LeNet-300-100-like (784-304-112-10), dense int8 (the baseline)
@@ -36,6 +37,16 @@ Keyword spotting (micro only), 49 MFCC frames x 10 coefficients x 1, 12 classes:
           outputs are LiteRT's for the uncompressed int8 file (LiteRT has no DECODE); the
           exporter checked that TFLM's outputs for the compressed file are identical to
           the uncompressed file's.
+
+Web (tflite_demo/web/models, LiteRT.js in a browser), float32 in/out (LiteRT.js has no
+int8 tensors: `tfprune.export.litertjs.float_io` adds QUANTIZE / DEQUANTIZE around the int8
+graph):
+  mnist_dense / mnist_sparse  the Android assets above, wrapped (same int8 graph)
+  cnn_shrunk  a small MNIST CNN (conv 16-32, dense 64) pruned with `scope="structured"`
+          magnitude to `--web_target_macs` of its MACs, masked fine-tune,
+          `tfprune.strip(shrink=True)`, exported full int8 with `tfprune.export.convert`
+          (verified against Keras), wrapped; its Keras logits on the bundled digits go to
+          models.json (tests/demo_web_test.py compares the browser's outputs with them).
 
 Export: the `tfprune-export` binary (`--quantize=int8`; micro models
 `--target=micro [--micro_sparse_kernel]`, Android models `--target=litert
@@ -76,8 +87,9 @@ flags.DEFINE_float("block_sparsity", 0.9, "Fraction of the 1x16 blocks zeroed in
 flags.DEFINE_float("logits_sparsity", 0.5, "Fraction of the 1x16 blocks zeroed in the "
                    "small 10-way output layer.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_enum("only", "all", ["all", "mnist", "kws", "decode"], "Which assets to "
-                  "regenerate: everything, the MNIST models (micro + Android), the shrunk "
+flags.DEFINE_enum("only", "all", ["all", "mnist", "kws", "decode", "web"], "Which assets to "
+                  "regenerate: everything, the MNIST models (micro + Android), web (the "
+                  "LiteRT.js demo's models, from the Android assets and a shrunk CNN), the shrunk "
                   "keyword-spotting DS-CNN (micro kws_model_data / kws_data) or the pruned "
                   "DS-CNN with DECODE-compressed weights (micro decode_model_data / "
                   "decode_data).")
@@ -85,6 +97,10 @@ flags.DEFINE_float("kws_target_macs", 0.5, "MAC budget of the shrunk DS-CNN (fra
                    "the dense model's MACs).")
 flags.DEFINE_integer("kws_samples", 4, "Feature frames bundled in kws_data.cc (and "
                      "decode_data.cc).")
+flags.DEFINE_string("web_dir", os.path.join(DEMO_DIR, "web", "models"), "Where the web "
+                    "demo's models and models.json go.")
+flags.DEFINE_float("web_target_macs", 0.4, "MAC budget of the web demo's shrunk CNN "
+                   "(fraction of the dense CNN's MACs).")
 flags.DEFINE_float("decode_sparsity", 0.8, "Fraction of the weights zeroed (unstructured "
                    "magnitude) in every kernel of the DECODE DS-CNN.")
 
@@ -467,13 +483,95 @@ def write_frames_c(micro_dir, name, inputs, labels, expected, golden_comment):
     f.write("\n".join(cc))
 
 
+WEB_FILES = {"dense": "mnist_dense.tflite", "sparse": "mnist_sparse.tflite",
+             "shrunk_cnn": "cnn_shrunk.tflite"}
+
+
+def train_web_cnn(data, seed, target_macs):
+  """A small MNIST CNN, structured magnitude pruning to `target_macs`, masked fine-tune,
+  shrunk. Returns (dense CNN, shrunk CNN)."""
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  (x, y), (xt, yt) = data
+  x, xt = x[:20000].reshape(-1, 28, 28, 1), xt.reshape(-1, 28, 28, 1)
+  y = y[:20000]
+  keras.utils.set_random_seed(seed)
+  dense = _compiled(keras.Sequential([
+      keras.Input((28, 28, 1), name="image"),
+      keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+      keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"),
+      keras.layers.Dense(10, name="logits")]))
+  dense.fit(x, y, epochs=1, batch_size=64, verbose=0)
+  pruned = tfprune.prune(dense, "magnitude", scope="structured", target_macs=target_macs,
+                         schedule=tfprune.ConstantSparsity(0.5, 0, frequency=1))
+  tfprune.get_method(pruned).fit(pruned, x, y, epochs=1, batch_size=64, verbose=0)
+  small = _compiled(tfprune.strip(pruned, shrink=True))
+  total = structured.shrink_report(dense, small)[-1]
+  logging.info("web cnn: %d -> %d params, %.1f%% of the MACs, test accuracy %.4f (dense "
+               "%.4f)", dense.count_params(), small.count_params(),
+               100 * total["macs_after"] / total["macs_before"],
+               small.evaluate(xt, yt, verbose=0)[1], dense.evaluate(xt, yt, verbose=0)[1])
+  return dense, small
+
+
+def make_web(web_dir, android_assets, seed, target_macs):
+  """Writes the web demo's models (float interface) and models.json."""
+  from tfprune import export  # pylint: disable=g-import-not-at-top
+  from tfprune.export import litertjs  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(android_assets, "model_spec.json")) as f:
+    spec = json.load(f)
+  digits_rel = os.path.relpath(os.path.join(android_assets, spec["digits"]["file"]),
+                               os.path.dirname(web_dir))
+  pixels = np.fromfile(os.path.join(android_assets, spec["digits"]["file"]), np.uint8)
+  images = pixels.reshape(-1, 28, 28, 1).astype(np.float32) / 255
+  data = load_mnist()
+  _, cnn = train_web_cnn(data, seed, target_macs)
+  calibration = data[0][0][:256].reshape(-1, 28, 28, 1)
+  result = export.convert(cnn, target="litert", quantize="int8",
+                          representative_data=calibration)
+  files = {"dense": open(os.path.join(android_assets, ASSET_NAMES["dense"]), "rb").read(),
+           "sparse": open(os.path.join(android_assets, ASSET_NAMES["sparse"]), "rb").read(),
+           "shrunk_cnn": result.flatbuffer}
+  os.makedirs(web_dir, exist_ok=True)
+  out = {"digits": {"file": digits_rel, "count": int(images.shape[0]),
+                    "labels": spec["digits"]["labels"]}, "models": []}
+  titles = {"dense": "dense MLP 784-304-112-10 (Android asset)",
+            "sparse": "90% 1x16 block-sparse MLP (Android asset)",
+            "shrunk_cnn": "structurally shrunk CNN (tfprune.strip(shrink=True))"}
+  for name, int8_bytes in files.items():
+    web_bytes = litertjs.float_io(int8_bytes)
+    with open(os.path.join(web_dir, WEB_FILES[name]), "wb") as f:
+      f.write(web_bytes)
+    _, out_spec = io_spec(int8_bytes)
+    entry = {"name": name, "title": titles[name], "file": f"models/{WEB_FILES[name]}",
+             "int8_source": (os.path.relpath(os.path.join(android_assets, ASSET_NAMES[name]),
+                                             os.path.dirname(web_dir))
+                             if name in ASSET_NAMES else None),
+             "input_shape": [1, 28, 28, 1] if name == "shrunk_cnn" else [1, 784],
+             "output_scale": out_spec["scale"]}
+    if name == "shrunk_cnn":
+      logits = cnn.predict(images, verbose=0)
+      entry["keras_outputs"] = [[round(float(v), 6) for v in row] for row in logits]
+      entry["keras_predictions"] = [int(v) for v in logits.argmax(1)]
+    else:
+      entry["keras_predictions"] = spec["models"][name]["keras_predictions"]
+    out["models"].append(entry)
+    logging.info("web %s: %d bytes (int8 file %d bytes)", name, len(web_bytes),
+                 len(int8_bytes))
+  with open(os.path.join(web_dir, "models.json"), "w") as f:
+    json.dump(out, f, indent=1)
+    f.write("\n")
+
+
 def main(argv):
   del argv
   if FLAGS.only in ("all", "kws"):
     make_kws(FLAGS.micro_dir, FLAGS.seed, FLAGS.kws_target_macs, FLAGS.kws_samples)
   if FLAGS.only in ("all", "decode"):
     make_decode(FLAGS.micro_dir, FLAGS.seed, FLAGS.decode_sparsity, FLAGS.kws_samples)
-  if FLAGS.only in ("kws", "decode"):
+  if FLAGS.only == "web":
+    make_web(FLAGS.web_dir, FLAGS.android_assets, FLAGS.seed, FLAGS.web_target_macs)
+  if FLAGS.only in ("kws", "decode", "web"):
     return
   data = load_mnist()
   (x, _), (xt, yt) = data
@@ -521,6 +619,7 @@ def main(argv):
     json.dump(spec, f, indent=2)
     f.write("\n")
   logging.info("wrote %s and %s", micro, assets)
+  make_web(FLAGS.web_dir, assets, FLAGS.seed, FLAGS.web_target_macs)  # from the new assets
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import keras
 
 import tfprune
 from tfprune import clustering
+from tfprune.compat.tfmot import _pruning
 
 
 class CentroidInitialization(str, enum.Enum):
@@ -100,17 +101,11 @@ def strip_clustering(
     For a model, a copy without wrappers (`tfprune.strip`); for a wrapped layer, its
     inner layer with the clustered weights (trainable again).
   """
-  if isinstance(to_strip, keras.Model):
-    return tfprune.strip(to_strip)
+  stripped = _pruning.strip_pruning(to_strip)   # a ClusterWrapper is a PruneWrapper
   if isinstance(to_strip, clustering.ClusterWrapper):
-    to_strip.layer.set_weights(to_strip.stripped_weights())
-    for w in to_strip.prunable_weights:
+    for w in to_strip.prunable_weights:   # frozen while the centroids trained
       w.trainable = True
-    return to_strip.layer
-  if isinstance(to_strip, keras.layers.Layer):
-    return to_strip
-  raise ValueError(f"Expected `to_strip` to be a keras.Model or keras.layers.Layer, got "
-                   f"{type(to_strip).__name__}.")
+  return stripped
 
 
 def cluster_scope() -> keras.utils.CustomObjectScope:
