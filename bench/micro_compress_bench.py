@@ -2,7 +2,7 @@ r"""TFLite Micro flash, arena and time of DECODE-compressed int8 models (issue 2
 
 ResNet-8 on Fashion-MNIST 32x32x1 and DS-CNN on synthetic keyword features, full-int8
 `target="micro"` exports of: dense; structurally shrunk (`scope="structured"` magnitude
-to --target_macs of the MACs, `strip(shrink=True)`); unstructured global magnitude
+to each of --target_macs of the MACs, `strip(shrink=True)`); unstructured global magnitude
 pruned to each of --sparsities (exported with compress "off", "pruning" and "auto");
 clustered (`tfprune.cluster(n_clusters=--clusters)`, exported "off", "lut", "auto");
 pruned + clustered with `preserve_sparsity=True` ("auto"); shrunk + pruned + clustered
@@ -30,8 +30,10 @@ part way leaves every finished row.
 
 Full run (bench/RESULTS_micro.md):
   nohup .venv/bin/python bench/micro_compress_bench.py > bench/out/micro_compress.log 2>&1 &
-Smoke run (~2 minutes, writes to bench/out/micro_compress_quick):
+Smoke run (~4 minutes, writes to bench/out/micro_compress_quick):
   .venv/bin/python bench/micro_compress_bench.py --quick
+Markdown and plot again from the saved rows:
+  .venv/bin/python bench/micro_compress_bench.py --from_json=bench/results/micro_compress.json
 """
 import argparse
 import json
@@ -62,7 +64,8 @@ def parse(argv):
                  help="epochs of every compression stage (prune, shrink, cluster)")
   p.add_argument("--train_samples", type=int, default=3000,
                  help="first N Fashion-MNIST training images")
-  p.add_argument("--test_samples", type=int, default=2000, help="first N test images")
+  p.add_argument("--test_samples", type=int, default=10000,
+                 help="first N test images (10000: the whole test set)")
   p.add_argument("--kws_train", type=int, default=1536, help="synthetic KWS train samples")
   p.add_argument("--kws_test", type=int, default=512, help="synthetic KWS test samples")
   p.add_argument("--sparsities", default="0.5,0.75,0.8,0.9",
@@ -70,7 +73,9 @@ def parse(argv):
   p.add_argument("--combo_sparsities", default="0.75,0.8,0.9",
                  help="sparsities of the pruned + clustered and shrunk + pruned + "
                       "clustered rows")
-  p.add_argument("--target_macs", type=float, default=0.5)
+  p.add_argument("--target_macs", default="0.5,0.35",
+                 help="MAC budgets of the structured shrink (one shrunk row each, and "
+                      "shrunk + pruned + clustered rows from each)")
   p.add_argument("--clusters", type=int, default=16)
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--learning_rate", type=float, default=1e-3)
@@ -86,7 +91,10 @@ def parse(argv):
   p.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads")
   p.add_argument("--quick", action="store_true",
                  help="smoke run: 512/256 images, 1 + 1 epochs, sparsities 0.8, combo "
-                      "0.8, output in bench/out/micro_compress_quick")
+                      "0.8, target_macs 0.5, output in bench/out/micro_compress_quick")
+  p.add_argument("--from_json", default=None,
+                 help="only rewrite the markdown and the plot from a saved JSON (e.g. "
+                      "bench/results/micro_compress.json)")
   p.add_argument("--output_dir", default=None,
                  help="JSON/markdown/plot directory (default bench/results and bench/)")
   args = p.parse_args(argv)
@@ -94,9 +102,14 @@ def parse(argv):
     args.train_samples, args.test_samples, args.kws_train, args.kws_test = 512, 256, 256, 128
     args.epochs, args.finetune_epochs = 1, 1
     args.sparsities, args.combo_sparsities = "0.8", "0.8"
+    args.target_macs = "0.5"
     args.bn_samples, args.calibration = 256, 64
   args.sparsities = [float(s) for s in args.sparsities.split(",") if s]
   args.combo_sparsities = [float(s) for s in args.combo_sparsities.split(",") if s]
+  args.target_macs = [float(m) for m in args.target_macs.split(",") if m]
+  for m in args.target_macs:
+    if not 0.0 < m < 1.0:
+      p.error(f"--target_macs: {m} is not a MAC fraction in (0, 1)")
   for s in args.sparsities + args.combo_sparsities:
     if not 0.0 < s < 1.0:
       p.error(f"sparsity {s} is not in (0, 1)")
@@ -174,10 +187,10 @@ def prune_unstructured(model, sparsity, x, y, args):
   return tfprune.strip(pruned)
 
 
-def shrink(model, x, y, args):
-  """Structured (channel) magnitude pruning to --target_macs, fine-tuned, shrunk."""
+def shrink(model, target_macs, x, y, args):
+  """Structured (channel) magnitude pruning to `target_macs`, fine-tuned, shrunk."""
   import tfprune  # pylint: disable=g-import-not-at-top
-  pruned = tfprune.prune(model, "magnitude", scope="structured", target_macs=args.target_macs,
+  pruned = tfprune.prune(model, "magnitude", scope="structured", target_macs=target_macs,
                          allocation="global", target_sparsity=0.5)
   fit_method(pruned, x, y, args)
   return tfprune.strip(pruned, shrink=True)
@@ -248,14 +261,14 @@ def litert_accuracy(model_bytes, x, y, batch=250):
       q = np.concatenate([q, np.zeros((batch - len(q),) + q.shape[1:], np.int8)])
     interp.set_tensor(inp["index"], q)
     interp.invoke()
-    hits += int(np.sum(interp.get_tensor(out["index"])[:len(chunk)].argmax(-1) == y[i:i + len(chunk)]))
+    pred = interp.get_tensor(out["index"])[:len(chunk)].argmax(-1)
+    hits += int(np.sum(pred == y[i:i + len(chunk)]))
   return hits / len(x)
 
 
-def export_row(model, compress, calib, xt, args):
-  """Exports `model` with `compress`; flash / arena / time and the TFLM equality check."""
+def export_row(model, compress, calib):
+  """Exports `model` with `compress`: (row of flash / arena / time, file bytes)."""
   from tfprune import export  # pylint: disable=g-import-not-at-top
-  from tfprune.export import verify  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   res = export.convert(model, target="micro", quantize="int8", representative_data=calib,
                        compress=compress)
@@ -293,10 +306,6 @@ def tflm_same(compressed, uncompressed, xt):
 
 
 # ---------------------------------------------------------------------- reporting
-def fmt_kb(n):
-  return f"{n:,}"
-
-
 def table(rows, stock_bytes, dense_flash):
   head = ("| model | variant | compress | kernel sparsity | max distinct / kernel | "
           "params | flash B | vs dense int8 | vs stock | arena B (decoded in arena) | "
@@ -305,15 +314,15 @@ def table(rows, stock_bytes, dense_flash):
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     e = r["export"]
-    alt = (f"{fmt_kb(e['arena_alt'])} + {fmt_kb(e['alt_bytes'])}" if e["alt_bytes"]
+    alt = (f"{e['arena_alt']:,} + {e['alt_bytes']:,}" if e["alt_bytes"]
            else "-")
     acc = lambda v: "-" if v is None else f"{100 * v:.2f}"
     lines.append(
         f"| {r['model']} | {r['variant']} | {e['compress']} | {r['sparsity']:.1%} | "
-        f"{r['distinct']} | {r['params']:,} | {fmt_kb(e['flash'])} | "
+        f"{r['distinct']} | {r['params']:,} | {e['flash']:,} | "
         f"{e['flash'] / dense_flash[r['model']]:.3f} | "
-        f"{e['flash'] / stock_bytes[r['model']]:.3f} | {fmt_kb(e['arena'])} | {alt} | "
-        f"{fmt_kb(e['uncompressed_arena'])} | {e['invoke_us']:,.0f} "
+        f"{e['flash'] / stock_bytes[r['model']]:.3f} | {e['arena']:,} | {alt} | "
+        f"{e['uncompressed_arena']:,} | {e['invoke_us']:,.0f} "
         f"({e['uncompressed_invoke_us']:,.0f}) | {acc(r['keras_acc'])} | "
         f"{acc(r['int8_acc'])} | {r['tflm_same']} | {r['train_seconds']:.0f} | "
         f"{e['export_seconds']:.0f} |")
@@ -360,8 +369,14 @@ def targets(rows, dense_flash):
   return "\n".join(out)
 
 
+def family(variant):
+  """'pruned 75% + clustered 16' -> 'pruned + clustered' (the plot's colours)."""
+  return " + ".join(part.split(" ")[0] for part in variant.split(" + "))
+
+
 def plot(rows, dense_flash, path):
-  """Flash (x, KB) vs int8 accuracy (y) for ResNet-8, one marker per export."""
+  """ResNet-8 flash (x, KiB) vs int8 accuracy (y): per variant its uncompressed file
+  (hollow) joined to its smallest compressed file (filled, labelled)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -369,32 +384,39 @@ def plot(rows, dense_flash, path):
   pts = [r for r in rows if r["model"] == "resnet8" and r["int8_acc"] is not None]
   if not pts:
     return
-  fig, ax = plt.subplots(figsize=(8.5, 5.2))
-  markers = {"off": "o", "pruning": "s", "lut": "^", "auto": "D"}
-  families = sorted({r["variant"].split(" ")[0] for r in pts})
+  fig, ax = plt.subplots(figsize=(9, 5.4))
+  families = list(dict.fromkeys(family(r["variant"]) for r in pts))
   cmap = plt.get_cmap("tab10")
-  for r in pts:
-    fam = r["variant"].split(" ")[0]
-    ax.scatter(r["export"]["flash"] / 1024, 100 * r["int8_acc"],
-               marker=markers[r["export"]["compress"]],
-               color=cmap(families.index(fam) % 10), s=40, zorder=3)
-    if r["export"]["compress"] != "off" or r["variant"] == "dense":
-      ax.annotate(f"{r['variant']} [{r['export']['compress']}]",
-                  (r["export"]["flash"] / 1024, 100 * r["int8_acc"]), fontsize=6,
-                  xytext=(3, 3), textcoords="offset points")
+  for variant in dict.fromkeys(r["variant"] for r in pts):
+    mine = [r for r in pts if r["variant"] == variant]
+    color = cmap(families.index(family(variant)) % 10)
+    off = [r for r in mine if r["export"]["compress"] == "off"]
+    best = min(mine, key=lambda r: r["export"]["flash"])
+    modes = "=".join(r["export"]["compress"] for r in mine
+                     if r["export"]["flash"] == best["export"]["flash"])
+    acc = 100 * best["int8_acc"]
+    if off and off[0] is not best:
+      ax.plot([off[0]["export"]["flash"] / 1024, best["export"]["flash"] / 1024],
+              [100 * off[0]["int8_acc"], acc], color=color, lw=0.8, alpha=0.5)
+      ax.scatter(off[0]["export"]["flash"] / 1024, 100 * off[0]["int8_acc"],
+                 facecolors="none", edgecolors=[color], s=30)
+    ax.scatter(best["export"]["flash"] / 1024, acc, color=color, s=40, zorder=3)
+    ax.annotate(f"{variant} [{modes}]", (best["export"]["flash"] / 1024, acc),
+                fontsize=6, xytext=(4, 2), textcoords="offset points")
   d = [r for r in pts if r["variant"] == "dense"][0]
   ax.axhline(100 * d["int8_acc"] - TARGET_B_POINTS, color="grey", ls=":", lw=1,
-             label=f"dense int8 accuracy - {TARGET_B_POINTS:g} pt")
+             label=f"dense int8 accuracy - {TARGET_B_POINTS:g} point")
   ax.axvline(TARGET_B_RATIO * dense_flash["resnet8"] / 1024, color="red", ls="--", lw=1,
-             label=f"{TARGET_B_RATIO}x dense int8 flash")
-  for m, mk in markers.items():
-    ax.scatter([], [], marker=mk, color="k", label=f"compress={m}")
-  ax.set_xlabel("flash (KiB, whole .tflite)")
+             label=f"{TARGET_B_RATIO}x the dense int8 file")
+  for i, fam in enumerate(families):
+    ax.scatter([], [], color=cmap(i % 10), label=fam)
+  ax.scatter([], [], facecolors="none", edgecolors="k", label="compress=off (same model)")
+  ax.set_xlabel("flash (KiB, whole .tflite; filled: smallest DECODE-compressed file)")
   ax.set_ylabel("int8 test accuracy (%)")
   ax.set_title("ResNet-8 / Fashion-MNIST 32x32x1, int8 TFLite Micro: flash vs accuracy",
                fontsize=10)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="lower right")
+  ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
   plots.save_figure(fig, path)
 
@@ -407,7 +429,8 @@ def write(state, paths):
         "Dense / stock files:", ""]
   for m, info in state["models"].items():
     md.append(f"* {m}: {info['data']}; dense trained {info['dense_seconds']:.0f} s; "
-              f"stock converter file {info['stock_bytes']:,} B, tfprune dense int8 micro "
+              f"stock converter file {info['stock_bytes']:,} B (int8 accuracy "
+              f"{100 * info['stock_int8_acc']:.2f}%), tfprune dense int8 micro "
               f"file {info['dense_flash']:,} B")
   md += ["", table(rows, {m: i["stock_bytes"] for m, i in state["models"].items()},
                    {m: i["dense_flash"] for m, i in state["models"].items()}), "",
@@ -452,7 +475,7 @@ def run_model(name, args, state, paths, start):
     k_acc = keras_accuracy(model, xt, yt)
     base = None
     for c in compresses:
-      e, data = export_row(model, c, calib, xt, args)
+      e, data = export_row(model, c, calib)
       if base is None:   # "off" first: the uncompressed file, its accuracy
         base = (data, litert_accuracy(data, xt, yt))
         if variant == "dense" and c == "off":
@@ -467,7 +490,8 @@ def run_model(name, args, state, paths, start):
       if name == "ds_cnn":
         row["int8_acc_note"] = "synthetic KWS"
       state["rows"].append(row)
-      print(f"  {variant:34s} {c:8s} flash {e['flash']:>7,} B ({e['flash'] / info['dense_flash']:.3f}x dense, "
+      print(f"  {variant:34s} {c:8s} flash {e['flash']:>7,} B "
+            f"({e['flash'] / info['dense_flash']:.3f}x dense, "
             f"{e['flash'] / len(stock):.3f}x stock) arena {e['arena']:,}/{e['arena_alt']:,}+"
             f"{e['alt_bytes']:,} invoke {e['invoke_us']:.0f}/{e['uncompressed_invoke_us']:.0f} us "
             f"keras {100 * k_acc:.2f}% int8 {100 * base[1]:.2f}% same={same} "
@@ -484,8 +508,13 @@ def run_model(name, args, state, paths, start):
   print("--- dense", flush=True)
   record("dense", dense, ["off"], dense_seconds)
   print("--- structured shrink", flush=True)
-  shrunk, s_sec = timed(shrink, fresh(), x, y, args)
-  record(f"shrunk {macs_fraction(shrunk, dense):.0%} MACs", shrunk, ["off"], s_sec)
+  shrunk = {}
+  for macs in args.target_macs:
+    print(f"--- structured shrink to {macs:.0%} of the MACs", flush=True)
+    model, sec = timed(shrink, fresh(), macs, x, y, args)
+    label = f"shrunk {macs_fraction(model, dense):.0%} MACs"
+    shrunk[label] = (model, sec)
+    record(label, model, ["off"], sec)
   pruned = {}
   for s in args.sparsities:
     print(f"--- unstructured magnitude {s:.0%}", flush=True)
@@ -500,12 +529,13 @@ def run_model(name, args, state, paths, start):
         prune_unstructured, fresh(), s, x, y, args)
     both, sec = timed(cluster, base, x, y, args)
     record(f"pruned {s:.0%} + clustered {args.clusters}", both, ["off", "auto"], sec0 + sec)
-  for s in args.combo_sparsities:
-    print(f"--- shrunk + pruned {s:.0%} + clustered {args.clusters}", flush=True)
-    p, sec1 = timed(prune_unstructured, shrunk, s, x, y, args)
-    c, sec2 = timed(cluster, p, x, y, args)
-    record(f"shrunk + pruned {s:.0%} + clustered {args.clusters}", c, ["off", "auto"],
-           s_sec + sec1 + sec2)
+  for label, (small, s_sec) in shrunk.items():
+    for s in args.combo_sparsities:
+      name_ = f"{label} + pruned {s:.0%} + clustered {args.clusters}"
+      print(f"--- {name_}", flush=True)
+      p, sec1 = timed(prune_unstructured, small, s, x, y, args)
+      c, sec2 = timed(cluster, p, x, y, args)
+      record(name_, c, ["off", "auto"], s_sec + sec1 + sec2)
 
 
 def main(argv=None):
@@ -524,13 +554,19 @@ def main(argv=None):
     paths = {"json": os.path.join(HERE, "results", "micro_compress.json"),
              "md": os.path.join(HERE, "results", "micro_compress.md"),
              "png": os.path.join(HERE, "micro_compress.png")}
+  if args.from_json:
+    with open(args.from_json) as f:
+      write(json.load(f), paths)
+    print(open(paths["md"]).read())
+    return
   protocol = (
       f"int8 TFLite Micro exports (`tfprune.export.convert(target='micro', "
       f"quantize='int8', compress=...)`, {args.calibration} training inputs as "
       f"representative data). Dense: {args.epochs} epochs, Adam {args.learning_rate}, "
       f"batch {args.batch_size}, seed {args.seed}. Every variant starts from the dense "
       f"weights; each compression stage trains {args.finetune_epochs} epochs: structured "
-      f"magnitude (global allocation) to {args.target_macs:.0%} of the MACs + "
+      f"magnitude (global allocation) to {', '.join(f'{m:.0%}' for m in args.target_macs)} "
+      f"of the MACs + "
       f"strip(shrink=True); unstructured global magnitude pruning (0 -> s over 60% of "
       f"the stage's steps) + strip; tfprune.cluster(n_clusters={args.clusters}, "
       f"preserve_sparsity=True, per-layer centroids, kmeans++) + strip. Combinations "
@@ -546,7 +582,8 @@ def main(argv=None):
       f"recording allocator (a slight upper bound, docs/export.md); alt = alternate "
       f"decompression memory. Invoke: host median of 20 TFLM invokes (reference kernels; "
       f"least over {args.invoke_rounds} alternating rounds of the compressed and "
-      f"uncompressed file) on a shared 2-core machine ({args.threads} TF threads for training).")
+      f"uncompressed file) on a shared 2-core machine ({args.threads} TF threads for "
+      f"training).")
   state = {"command": "python bench/micro_compress_bench.py " + " ".join(
       argv if argv is not None else sys.argv[1:]), "protocol": protocol, "models": {},
       "rows": [], "wall_seconds": 0.0, "args": {k: v for k, v in vars(args).items()}}

@@ -313,7 +313,9 @@ def _files_under(directory):
   """Every file below `directory` (sorted, relative to ROOT), caches and builds skipped."""
   found = []
   for dirpath, dirs, files in os.walk(os.path.join(ROOT, directory)):
-    dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "build", ".gradle"))
+    # node_modules (npm ci, the web demo) is in .bazelignore: Bazel cannot see it.
+    dirs[:] = sorted(d for d in dirs
+                     if d not in ("__pycache__", "build", ".gradle", "node_modules"))
     found += [_rel(os.path.join(dirpath, f)) for f in files
               if not f.endswith((".pyc", ".o", ".so"))]
   return sorted(found)

@@ -514,8 +514,13 @@ def train_web_cnn(data, seed, target_macs):
   return dense, small
 
 
-def make_web(web_dir, android_assets, seed, target_macs):
-  """Writes the web demo's models (float interface) and models.json."""
+def make_web(web_dir, android_assets, seed, target_macs, mlps=None):
+  """Writes the web demo's models (float interface) and models.json.
+
+  `mlps`: the Keras models the Android assets were exported from ({"dense", "sparse"}),
+  when they were just trained: their logits on the digits go to models.json too (with
+  --only=web only their recorded predictions do).
+  """
   from tfprune import export  # pylint: disable=g-import-not-at-top
   from tfprune.export import litertjs  # pylint: disable=g-import-not-at-top
   with open(os.path.join(android_assets, "model_spec.json")) as f:
@@ -549,8 +554,9 @@ def make_web(web_dir, android_assets, seed, target_macs):
                              if name in ASSET_NAMES else None),
              "input_shape": [1, 28, 28, 1] if name == "shrunk_cnn" else [1, 784],
              "output_scale": out_spec["scale"]}
-    if name == "shrunk_cnn":
-      logits = cnn.predict(images, verbose=0)
+    keras_model = cnn if name == "shrunk_cnn" else (mlps or {}).get(name)
+    if keras_model is not None:
+      logits = keras_model.predict(images.reshape([-1] + entry["input_shape"][1:]), verbose=0)
       entry["keras_outputs"] = [[round(float(v), 6) for v in row] for row in logits]
       entry["keras_predictions"] = [int(v) for v in logits.argmax(1)]
     else:
@@ -619,7 +625,7 @@ def main(argv):
     json.dump(spec, f, indent=2)
     f.write("\n")
   logging.info("wrote %s and %s", micro, assets)
-  make_web(FLAGS.web_dir, assets, FLAGS.seed, FLAGS.web_target_macs)  # from the new assets
+  make_web(FLAGS.web_dir, assets, FLAGS.seed, FLAGS.web_target_macs, models)  # new assets
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@
 #   3. ${TFPRUNE_VENV:-.venv}: `python3 -m venv` if missing, then
 #      `pip install -e ".[test,EXTRAS]"` (skipped when setup.cfg and EXTRAS are unchanged
 #      since the last successful install).
+#   4. The web demo (tflite_demo/web, tests/demo_web_test.py): Debian's `chromium`
+#      (apt, as root) if /usr/bin/chromium is missing, and `npm ci` in
+#      tflite_demo/web (skipped when package-lock.json is unchanged since the last one).
+#      Failures here only warn: that test then skips, saying what is missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -118,5 +122,32 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] \
   log "pip install -e .[$EXTRAS] into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
+fi
+# --- 4. Web demo: Chromium (Debian package) and the npm packages --------------------
+WEB=tflite_demo/web
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing chromium (apt) for the web demo's test"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq chromium >/dev/null 2>&1; then
+      apt-get update -qq && apt-get install -y -qq chromium >/dev/null \
+        || log "warning: could not install chromium: tests/demo_web_test.py will skip"
+    fi
+  else
+    log "skipping Chromium: /usr/bin/chromium is missing and apt-get needs root" \
+        "(tests/demo_web_test.py will skip). Install it with: sudo apt-get install chromium"
+  fi
+fi
+web_stamp="$WEB/node_modules/.tfprune-setup"
+web_want="$(sha256sum "$WEB/package-lock.json" | cut -c1-16)"
+if [[ "$(cat "$web_stamp" 2>/dev/null)" != "$web_want" ]]; then
+  if command -v npm >/dev/null \
+      && (cd "$WEB" && npm ci --prefer-offline --no-audit --no-fund --silent >/dev/null 2>&1); then
+    log "npm ci in $WEB (LiteRT.js, puppeteer-core)"
+    echo "$web_want" > "$web_stamp"
+  else
+    log "warning: 'npm ci' in $WEB failed (no npm or no network?): tests/demo_web_test.py" \
+        "will skip"
+  fi
 fi
 log "ok"

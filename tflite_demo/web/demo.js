@@ -109,8 +109,8 @@ function showTable(results, labels) {
     const tr = document.createElement('tr');
     tr.innerHTML = `<td class="l" title="${r.title}">${r.name}<br><small>${r.title}</small></td>` +
         `<td>${(r.bytes / 1024).toFixed(1)}</td><td>${r.load_ms.toFixed(1)}</td>` +
-        `<td>${r.latency_ms.toFixed(4)}</td><td>${correct} / ${labels.length}</td>` +
-        `<td class="l">${r.predictions.join(' ')}</td>`;
+        `<td>${(1000 * r.latency_ms).toFixed(0)}</td><td>${correct} / ${labels.length}</td>` +
+        `<td class="l p">${r.predictions.join(' ')}</td>`;
     body.appendChild(tr);
   }
 }
@@ -131,7 +131,7 @@ async function main() {
     results.push(await runModel(m, images));
   }
   showTable(results, spec.digits.labels);
-  barChart('chart-latency', results, 'latency_ms', 4);
+  barChart('chart-latency', results.map((r) => ({...r, us: 1000 * r.latency_ms})), 'us', 0);
   barChart('chart-size', results.map((r) => ({...r, kb: r.bytes / 1024})), 'kb', 1);
   showDigits(images, spec.digits.labels, results);
   setStatus(`LiteRT.js runtime loaded in ${runtimeMs.toFixed(0)} ms; ${REPEATS} x ` +

@@ -31,8 +31,10 @@ const browser = await puppeteer.launch({
 let status = 2;
 try {
   const page = await browser.newPage();
-  await page.setViewport({width: 1000, height: 860});
+  await page.setViewport({width: 1000, height: 640});
   const errors = [];
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()}`));
   page.on('response', (r) => {
@@ -42,6 +44,7 @@ try {
   await page.waitForFunction('window.demoResults !== undefined', {timeout});
   const results = await page.evaluate(() => window.demoResults);
   results.page_errors = errors;
+  results.requests = requests;  // everything the page fetched (the test checks: local only)
   const shot = opt('screenshot');
   if (shot) await page.screenshot({path: shot, fullPage: true});
   process.stdout.write(JSON.stringify(results) + '\n');

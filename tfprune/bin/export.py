@@ -30,10 +30,13 @@ from absl import app
 from absl import flags
 
 from tfprune.bin import _cli
+from tfprune.export import targets
 
 _MODEL = flags.DEFINE_string("model", None, "Input Keras model (.keras), e.g. tfprune.strip output.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .tflite path.")
-_TARGET = flags.DEFINE_enum("target", "litert", ["litert", "micro"], "Runtime to target.")
+_TARGET = flags.DEFINE_enum("target", "litert", list(targets.TARGETS),
+                            "Runtime to target: " + ", ".join(
+                                f"{t.name} ({t.runtime})" for t in targets.TARGETS.values()))
 _QUANTIZE = flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "int8"],
                               "Quantisation: none (float), dynamic (dynamic-range), int8 (full).")
 _SPARSE = flags.DEFINE_enum(
@@ -54,7 +57,7 @@ _MICRO_SPARSE = flags.DEFINE_bool("micro_sparse_kernel", False,
                                   "--target=micro only: 1x16 sparse int8 FC weights for an "
                                   "application-registered sparse FC kernel.")
 _COMPRESS = flags.DEFINE_enum(
-    "compress", "off", ["off", "pruning", "lut", "auto"],
+    "compress", "off", list(targets.MICRO.compress_modes),
     "--target=micro only: TFLite Micro DECODE compression of conv/FC weights and biases: "
     "pruning = bitmask + kept values (sparse weights), lut = indices into <= 128 values per "
     "channel (clustered weights), auto = per tensor the smallest; never larger than off. "
@@ -165,16 +168,8 @@ def _validate_flags():
   quantize = None if _QUANTIZE.value == "none" else _QUANTIZE.value
   if quantize == "int8" and not _CALIB.value:
     raise ValueError("--quantize=int8 needs --calibration_data=inputs.npz (representative inputs).")
-  if _MICRO_SPARSE.value and _TARGET.value != "micro":
-    raise ValueError("--micro_sparse_kernel is only valid with --target=micro.")
-  if _COMPRESS.value != "off" and _TARGET.value != "micro":
-    raise ValueError(f"--compress={_COMPRESS.value} is only valid with --target=micro "
-                     f"(TFLite Micro's DECODE op); use --sparse for LiteRT.")
-  if _COMPRESS.value != "off" and _MICRO_SPARSE.value:
-    raise ValueError(f"--compress={_COMPRESS.value} and --micro_sparse_kernel cannot be "
-                     f"combined: pick one.")
-  if _TARGET.value == "micro" and quantize != "int8":
-    raise ValueError(f"--target=micro needs --quantize=int8 (got --quantize={_QUANTIZE.value}).")
+  targets.get(_TARGET.value).check(quantize, _SPARSE.value, _MICRO_SPARSE.value,
+                                   _COMPRESS.value, cli=True)
   if _C_ARRAY.value is not None:
     from tfprune.export.c_array import is_c_identifier  # pylint: disable=g-import-not-at-top
     if not is_c_identifier(_C_ARRAY.value):

@@ -13,8 +13,9 @@ from absl import flags
 
 from tfprune import export
 from tfprune.bin import _cli
+from tfprune.export import targets
 
-_TARGET = flags.DEFINE_enum("target", None, ["litert", "micro"],
+_TARGET = flags.DEFINE_enum("target", None, list(targets.TARGETS),
                             "Runtime the file is meant for (default: from its tfprune metadata).")
 _STRICT = flags.DEFINE_bool("strict", False, "Exit with status 2 when any warning is found.")
 

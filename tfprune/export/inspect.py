@@ -33,6 +33,7 @@ from tfprune.export import graph
 from tfprune.export import micro_compress
 from tfprune.export import sparse_encoding
 from tfprune.export import sparsify
+from tfprune.export import targets
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
@@ -299,10 +300,11 @@ def _tensor_info(model, sg, s, ti, t, users, meta, target, limit, warnings):
     if nbytes > dense:
       warnings.append(f"sparse tensor '{name}' ({fmt}) takes {nbytes} bytes, "
                       f"more than dense ({dense} bytes).")
-    if target == "micro" and not meta.get("micro_sparse_kernel"):
-      warnings.append(f"sparse tensor '{name}' in a model meant for TFLite "
-                      "Micro: TFLM ignores sparsity (NaN/garbage) unless the application "
-                      "registers a sparse kernel.")
+    if target is not None and not target.sparse_tensors and not meta.get(
+        "micro_sparse_kernel"):
+      warnings.append(f"sparse tensor '{name}' in a model meant for {target.runtime}: it "
+                      "ignores sparsity (NaN/garbage) unless the application registers a "
+                      "sparse kernel.")
   else:
     fmt = "dense"
     nonzeros = int(np.count_nonzero(values))
@@ -382,17 +384,19 @@ def _op_warnings(model, sg, users, quantized, target, warnings):
         if user_q and not _safe_quantized_densify_reader(model, sg, user, pos):
           warnings.append(f"DENSIFY (op #{i}) feeds {uname} v{uver} (op #{j}) in a quantized "
                           "model: XNNPACK fails at prepare (\"failed to delegate\").")
-    if target == "litert" and micro_compress.is_decode(model, op):
-      warnings.append(f"{name} (op #{i}) is TFLite Micro's DECODE operator: LiteRT has no "
-                      "kernel for it; this file runs only in TFLM (register its DECODE "
-                      "kernel).")
-    if code == DENSIFY and target == "micro":
-      warnings.append(f"DENSIFY (op #{i}) in a model meant for TFLite Micro: TFLM has no "
+    if target is None:
+      continue
+    if not target.decode_op and micro_compress.is_decode(model, op):
+      warnings.append(f"{name} (op #{i}) is TFLite Micro's DECODE operator: "
+                      f"{target.runtime} has no kernel for it; this file runs only in TFLM "
+                      "(register its DECODE kernel).")
+    if code == DENSIFY and not target.sparse_tensors:
+      warnings.append(f"DENSIFY (op #{i}) in a model meant for {target.runtime}: it has no "
                       "DENSIFY kernel.")
-    if (target == "micro" and code == FC and len(ins) > 1 and ins[0].type == FLOAT32
+    if (not target.hybrid_ops and code == FC and len(ins) > 1 and ins[0].type == FLOAT32
         and ins[1].type == INT8):
       warnings.append(f"FULLY_CONNECTED (op #{i}) is dynamic-range (float input, int8 "
-                      "weights): TFLite Micro refuses hybrid ops.")
+                      f"weights): {target.runtime} refuses hybrid ops.")
   return ops
 
 
@@ -416,8 +420,8 @@ def inspect(path, target=None):
 
   Args:
     path: .tflite path or the file's bytes.
-    target: None (use the file's tfprune metadata if any), "litert" or "micro"
-      (adds TFLite Micro checks).
+    target: None (use the file's tfprune metadata if any) or a target name
+      (`targets.TARGETS`: "litert", "micro"), which adds that runtime's checks.
 
   Returns:
     A `Report`; for files exported by tfprune, `Report.checksum` says whether
@@ -427,8 +431,9 @@ def inspect(path, target=None):
     InvalidTFLiteError: if the file is missing, truncated, corrupt or not TFLite.
     ValueError: on an unknown `target`.
   """
-  if target not in (None, "litert", "micro"):
-    raise ValueError(f"target must be None, 'litert' or 'micro', got {target!r}.")
+  if target is not None and target not in targets.TARGETS:
+    raise ValueError(f"target must be None or one of {tuple(targets.TARGETS)}, got "
+                     f"{target!r}.")
   data, label = _read(path)
   model = parse(data, label)
   try:
@@ -442,8 +447,8 @@ def inspect(path, target=None):
 
 def _inspect_model(model, data, label, target):
   meta = _metadata(model)
-  meta_target = meta.get("target")
-  target = target or (meta_target if meta_target in ("litert", "micro") else None)
+  target = target or meta.get("target")
+  target = targets.TARGETS.get(target) if isinstance(target, str) else None
   status, corruption = checksum_lib.check(data, METADATA_NAME)
   warnings, tensors, ops = [], [], []
   limit = max(MAX_DECODE_ELEMENTS, 16 * len(data))

@@ -35,6 +35,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from tfprune.export import graph
 from tfprune.export import sparse_encoding
+from tfprune.export import targets
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
@@ -155,7 +156,7 @@ def _candidates(dense, fc_weight, int8_weight, quantize, target, micro_sparse_ke
     per_axis_dim: the tensor's per-axis quantization dimension (`_per_axis_dim`).
   """
   dtype = dense.dtype
-  if target == "micro":
+  if not target.sparse_tensors:
     if micro_sparse_kernel and fc_weight and dtype == np.int8 and dense.shape[-1] % 16 == 0:
       return [("block1x16", False, sparse_encoding.encode_block(dense, 16))]
     return []
@@ -283,7 +284,8 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
       smaller), "csr", "block" (1x4 / 1x16 blocks wherever a FULLY_CONNECTED reads
       them directly, every other tensor as in "auto"), or "off".
     quantize: None (float model), "dynamic" (dynamic-range) or "int8" (full integer).
-    target: "litert" or "micro".
+    target: the `targets.Target` (or its name): a target that reads no sparse tensors
+      gets none, except 1x16 int8 FC weights for an application's sparse FC kernel.
     micro_sparse_kernel: allow 1x16 int8 FC weights for a custom TFLM kernel.
 
   Returns:
@@ -294,6 +296,7 @@ def encode_model(model, sparse="auto", quantize=None, target="litert",
   """
   if sparse not in SPARSE_MODES:
     raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {sparse!r}.")
+  target = targets.get(target) if isinstance(target, str) else target
   reports = []
   for sg in model.subgraphs:
     users_of = graph.consumers(sg)

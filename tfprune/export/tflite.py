@@ -40,11 +40,10 @@ from tfprune.export import inputs as inputs_lib
 from tfprune.export import micro_compress
 from tfprune.export import prepare as prepare_lib
 from tfprune.export import sparsify
+from tfprune.export import targets
 from tfprune.export import verify as verify_lib
 from tfprune.export.errors import ExportError
 
-TARGETS = ("litert", "micro")
-QUANTIZE = (None, "dynamic", "int8")
 FC_QUANTIZATION = ("auto", "per_channel", "per_tensor")
 # `fc_quantization="auto"` keeps per-channel FC weights unless per-tensor int8
 # rounding costs at most this relative RMS error on every Dense kernel's nonzeros.
@@ -124,42 +123,24 @@ class ExportResult:
 
 def _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
                 fc_quantization, num_verify_samples, compress):
-  if target not in TARGETS:
-    raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
-  if quantize not in QUANTIZE:
-    raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}.")
+  """Raises ValueError naming the first bad argument; returns the `targets.Target`."""
+  tgt = targets.get(target)
+  if quantize not in targets.QUANTIZE:
+    raise ValueError(f"quantize must be one of {targets.QUANTIZE}, got {quantize!r}.")
   if sparse not in sparsify.SPARSE_MODES:
     raise ValueError(f"sparse must be one of {sparsify.SPARSE_MODES}, got {sparse!r}.")
   if fc_quantization not in FC_QUANTIZATION:
     raise ValueError(
         f"fc_quantization must be one of {FC_QUANTIZATION}, got {fc_quantization!r}.")
-  if target == "micro" and quantize != "int8":
-    raise ValueError(
-        f"target='micro' needs quantize='int8' (TFLite Micro runs full-int8 models and "
-        f"refuses dynamic-range ones), got quantize={quantize!r}.")
-  if micro_sparse_kernel and target != "micro":
-    raise ValueError("micro_sparse_kernel=True is only valid with target='micro'.")
-  if compress not in micro_compress.COMPRESS_MODES:
-    raise ValueError(f"compress must be one of {micro_compress.COMPRESS_MODES}, got "
-                     f"{compress!r}.")
-  if compress != "off" and target != "micro":
-    raise ValueError(f"compress={compress!r} is only valid with target='micro' (TFLite Micro's "
-                     f"DECODE op; LiteRT has none): use sparse= for LiteRT.")
-  if compress != "off" and micro_sparse_kernel:
-    raise ValueError(f"compress={compress!r} and micro_sparse_kernel=True cannot be combined: "
-                     f"the sparse FC kernel reads block-sparse weights in place, DECODE "
-                     f"compression replaces them; pick one.")
+  tgt.check(quantize, sparse, micro_sparse_kernel, compress)
   if quantize == "int8" and representative_data is None:
     raise ValueError(
         "quantize='int8' needs representative_data: an array [n, ...] (a list of arrays "
         "or a dict by input name for several inputs) of typical model inputs used to "
         "calibrate activation ranges.")
-  if sparse == "csr" and quantize is not None:
-    raise ValueError(
-        f"sparse='csr' is not valid with quantize={quantize!r}: quantized ops cannot "
-        "read CSR weights directly; use sparse='auto' or 'block'.")
   if not isinstance(num_verify_samples, int) or num_verify_samples < 1:
     raise ValueError(f"num_verify_samples must be an int >= 1, got {num_verify_samples!r}.")
+  return tgt
 
 
 def _check_model(model):
@@ -388,8 +369,8 @@ def convert(model, target: str = "litert", quantize: str | None = None,
     tfprune.DeadModelError (a ValueError): the model's outputs do not depend on its
       inputs (docs/export.md, "Liveness check"); nothing is converted or written.
   """
-  _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
-              fc_quantization, num_verify_samples, compress)
+  tgt = _check_args(target, quantize, sparse, representative_data, micro_sparse_kernel,
+                    fc_quantization, num_verify_samples, compress)
   _check_model(model)
   samples = None
   if representative_data is not None:
@@ -412,7 +393,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   if float32:
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_predict(model, x), ref))
     notes[-1] += f" (max abs diff to the mixed-precision model: {diff:.3g})"
-  use_sparsity = target == "litert" and sparse != "off"
+  use_sparsity = tgt.sparse_tensors and sparse != "off"
   fc_per_tensor = _fc_per_tensor(prepared, fc_quantization, quantize, sparse_output=use_sparsity)
   raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
                             fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes)
@@ -435,8 +416,8 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   # also records CRC32s of every buffer and of the file (checksum.py).
   dense_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
   reports = sparsify.encode_model(
-      tfl, sparse=sparse if (target == "litert" or micro_sparse_kernel) else "off",
-      quantize=quantize, target=target, micro_sparse_kernel=micro_sparse_kernel)
+      tfl, sparse=tgt.sparse_mode(sparse, micro_sparse_kernel), quantize=quantize,
+      target=tgt, micro_sparse_kernel=micro_sparse_kernel)
   model_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
   any_sparse = any(t.format != "dense" for t in reports)
   fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
@@ -449,9 +430,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
     reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
   for note in notes:
     _log.warning("tfprune.export: %s.", note)
-  runtimes = ["xnnpack", "builtin"]
-  if target == "micro" and not micro_sparse_kernel:
-    runtimes.append("tflm")
+  runtimes, twin_runtimes = tgt.runtimes(micro_sparse_kernel)
   names = [t.name for t in model.inputs]
   outs = output_names(model)   # every output is verified, matched by signature name
   outs = outs if len(outs) > 1 else None
@@ -460,10 +439,10 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
                                   reference_bytes=dense_bytes,
                                   input_names=names, output_names=outs)
-      if target == "micro" and micro_sparse_kernel:
+      if twin_runtimes:
         # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
-        results += verify_lib.verify(dense_bytes, ref, x, quantize, ["tflm"], input_names=names,
-                                     output_names=outs)
+        results += verify_lib.verify(dense_bytes, ref, x, quantize, twin_runtimes,
+                                     input_names=names, output_names=outs)
   except verify_lib.VerificationError as e:
     rnns = prepare_lib.recurrent_layers(model)
     if quantize == "int8" and rnns:
@@ -475,7 +454,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
           f"float.") from e
     raise
   memory = None
-  if target == "micro" and not micro_sparse_kernel:   # TFLM cannot run the custom-kernel file
+  if tgt.memory_report and not micro_sparse_kernel:   # TFLM cannot run the custom-kernel file
     model_bytes, memory, more = _compress_micro(model_bytes, compress, meta, x, ref, names, outs,
                                                 notes)
     results += more

@@ -330,8 +330,12 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
   nb, _, m = unit.w0.shape
   k = min(k_target, int(problem.live.sum()) * nb * m)
   w, info = solver.solve(problem, k)
-  keep = topk.topk_mask(solvers.support_scores(problem, tf.convert_to_tensor(
-      w, tf.float32)), k).numpy().astype(bool)
+  if solver.refit:
+    keep = topk.topk_mask(solvers.support_scores(problem, tf.convert_to_tensor(
+        w, tf.float32)), k).numpy().astype(bool)
+  else:  # the solver's weights are final (LayerSolver.refit): its nonzeros are kept
+    w = np.asarray(w)
+    keep = w != 0
   support = np.zeros(unit.w0.shape, bool)
   support[:, problem.live] = keep
   w_full = np.zeros(unit.w0.shape)
@@ -344,9 +348,16 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
     return solvers.refit(gram, cross + ridge * unit.w0 if ridge else cross, support,
                          refit_ridge, factor=factor, factor_ridge=ridge)
 
-  w_refit, used = fit(stats.cross, support)
-  if used > refit_ridge:
-    notes.append(f"singular G_SS: refit ridge raised to {used:g}*mean(diag G)")
+  if solver.refit:
+    w_refit, used = fit(stats.cross, support)
+    if used > refit_ridge:
+      notes.append(f"singular G_SS: refit ridge raised to {used:g}*mean(diag G)")
+  else:  # entries the solver left as trained are written back exactly (no unit round trip)
+    w_refit = w_full * support
+    same = w == np.asarray(problem.w0)
+    w_refit[:, problem.live] = np.where(same & keep, unit.w0[:, problem.live],
+                                        w_refit[:, problem.live])
+    notes.append(f"{type(solver).__name__}: no refit, no mean correction")
   if relu_on:
     w_refit, support = relu_lib.refine(unit, pairs, fit, w_refit, support, solver,
                                        problem, k, relu_passes)
@@ -362,7 +373,7 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
                  f"padding): {int(kept.sum())} of their weights kept by magnitude")
   err_after = solvers.relative_error(stats, w_refit, unit.bias)
   shift = None
-  if mean_correction and not relu_on and stats.x_colsum is not None:
+  if mean_correction and solver.refit and not relu_on and stats.x_colsum is not None:
     # Mean of the residual X W - (Y - b) per output: what a bias shift removes.
     shift = np.einsum("bd,bdm->bm", stats.x_colsum, w_refit) - stats.y_colsum
   err_shifted = err_after if shift is None else solvers.relative_error(
@@ -551,7 +562,8 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       wrapped by `tfprune.prune` (then kernels AND masks are set).
     calibration_data: unlabelled inputs: an array, `(x, y)` tuple or `tf.data.Dataset`
       (multi-input models: a dict by input name or a list, see `calibration_batches`).
-    solver: a `LayerSolver`.
+    solver: a `LayerSolver` (with `refit=False` its weights are written as it returns
+      them: no refit, no mean correction, `relu_model` must be False).
     sparsity: fraction of zeros, a float or `{layer_name: float}`.
     allocation: `layer` (every layer at `sparsity`) or `global` (`sparsity` over all the
       pruned layers; the solver's `allocate` splits it, each layer keeping at least its
@@ -578,7 +590,8 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
     mean_correction: after the refit, remove each output's mean residual on the
       calibration data (bias correction): from the layer's bias, or from the moving mean
       of the BatchNorm that follows a bias-free layer (MobileNet, ResNet). Not with the
-      ReLU model. Lowers the layer's error by exactly that mean's square.
+      ReLU model, nor with a solver whose `refit` is False. Lowers the layer's error by
+      exactly that mean's square.
     bn_recalibration: re-estimate the moving mean / variance of every BatchNormalization
       downstream of a pruned kernel on the calibration inputs run through the pruned
       network (`tfprune.layerwise.batchnorm`; label-free, no weight training): True,
@@ -605,6 +618,10 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
   """
   _check_arguments(mode, allocation, stats_dtype, relu_model, relu_passes,
                    bn_recalibration)
+  if relu_model is not False and not solver.refit:
+    raise ValueError(f"relu_model={relu_model!r} needs a solver that refits; "
+                     f"{type(solver).__name__} keeps its own weights (refit=False): use "
+                     f"relu_model=False.")
   if bn_recalibration == "auto" and not isinstance(bn_recalibration, bool):
     bn_recalibration = mode == "parallel"
   batches = lambda: calibration.calibration_batches(calibration_data, model, batch_size,

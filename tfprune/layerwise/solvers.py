@@ -288,7 +288,17 @@ class LayerSolver:
   `solves`, `lambda`). `allocate(problems, k_total)` returns per-layer keep counts for
   the global allocation. The engine then keeps the top `k` of `support_scores` (nonzero
   entries first, by magnitude) and refits.
+
+  Attributes:
+    refit: True (default): the engine keeps the top `k` of the solver's `w` and refits
+      them by least squares (then removes the mean output shift). False: the solver's
+      `w` is final (Wanda keeps the trained weights, SparseGPT its own updates): its
+      nonzeros are the support (their count may differ from `k`), entries equal to
+      `problem.w0` are written as the trained weights exactly, and there is no refit,
+      mean correction or ReLU model.
   """
+
+  refit = True
 
   def solve(self, problem, k, w_init=None):
     raise NotImplementedError

@@ -10,6 +10,8 @@ from tfprune.methods import logsum  # registers "logsum"
 from tfprune.methods import magnitude  # registers "magnitude"
 from tfprune.methods import movement  # registers "movement"
 from tfprune.methods import sap  # registers "sap"
+from tfprune.methods import sparsegpt  # registers "sparsegpt"
+from tfprune.methods import wanda  # registers "wanda"
 from tfprune.methods.base import available_methods
 from tfprune.methods.base import get_method_class
 from tfprune.methods.base import PruningMethod
