@@ -7,10 +7,14 @@ Both run the same files (tflite_demo/web/models, float32 in/out around the int8 
 batch 1, one thread, XNNPACK, on the bundled MNIST digits:
   * browser: tflite_demo/web/index.html in headless Chromium (run_headless.mjs,
     puppeteer-core), served from 127.0.0.1; per inference = Tensor from a Float32Array,
-    `model.run`, `toTypedArray`, deletes (the page's own loop); mean over `repeats` x 10
-    digits, the fastest of `passes` page loads. Load = fetch + `loadAndCompile`.
+    `model.run`, `toTypedArray`, deletes (the page's own loop), and `model.run` alone
+    (inputs made beforehand, outputs not read): `repeats` timed passes over the 10
+    digits, the mean of the faster half of the passes (a busy machine only adds time);
+    the median of `passes` page loads.
+    Load = fetch + `loadAndCompile`, the median of the page loads.
   * Python: `ai_edge_litert` Interpreter, 1 thread: invoke only (median, the protocol of
-    bench/litert_timing.py) and set_tensor + invoke + get_tensor (mean over the digits).
+    bench/litert_timing.py) and set_tensor + invoke + get_tensor (timed passes over the
+    digits, the mean of the faster half, as in the browser).
 Prints a markdown table (bench/RESULTS_demo.md, "Browser (LiteRT.js)").
 """
 import functools
@@ -38,7 +42,7 @@ WEB = os.path.join(DEMO, "web")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 200, "Inferences per digit per page load (browser).")
-flags.DEFINE_integer("passes", 3, "Page loads; the fastest per model is reported.")
+flags.DEFINE_integer("passes", 3, "Page loads; the median per model is reported.")
 flags.DEFINE_string("screenshot", None, "Also save the page's screenshot here (the README "
                     "image is tflite_demo/web/screenshot.png).")
 flags.DEFINE_string("chromium", "/usr/bin/chromium", "Chromium executable.")
@@ -80,16 +84,15 @@ def python_us(model_bytes, images, input_shape, repeats):
   interp = verify.make_litert_interpreter(model_bytes, True, num_threads=1)
   inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
   x = images.reshape([-1] + input_shape[1:])
-  best = float("inf")
-  for _ in range(3):
+  times = []
+  for _ in range(repeats):
     start = time.perf_counter()
-    for _ in range(repeats):
-      for row in x:
-        interp.set_tensor(inp["index"], row[None])
-        interp.invoke()
-        interp.get_tensor(out["index"])
-    best = min(best, (time.perf_counter() - start) / (repeats * len(x)))
-  return invoke, best * 1e6
+    for row in x:
+      interp.set_tensor(inp["index"], row[None])
+      interp.invoke()
+      interp.get_tensor(out["index"])
+    times.append((time.perf_counter() - start) / len(x))
+  return invoke, float(np.mean(np.sort(times)[:max(1, repeats // 2)])) * 1e6
 
 
 def main(argv):
@@ -103,17 +106,19 @@ def main(argv):
   print(f"Chromium: {agent}\nPython {platform.python_version()}, "
         f"{FLAGS.passes} page loads x {FLAGS.repeats} x {len(images)} inferences per model\n")
   print("| model | file (bytes) | browser load + compile (ms) | browser (us / inference) | "
-        "Python set + invoke + get (us) | Python invoke only (us, median) | browser / Python |")
+        "browser model.run only (us) | Python set + invoke + get (us) | "
+        "Python invoke only (us, median) |")
   print("|---|---|---|---|---|---|---|")
   for m in spec["models"]:
     rows = [next(r for r in run["models"] if r["name"] == m["name"]) for run in runs]
-    web_us = min(r["latency_ms"] for r in rows) * 1000
-    load_ms = min(r["load_ms"] for r in rows)
+    web_us = float(np.median([r["latency_ms"] for r in rows])) * 1000
+    run_us = float(np.median([r["run_ms"] for r in rows])) * 1000
+    load_ms = float(np.median([r["load_ms"] for r in rows]))
     with open(os.path.join(WEB, m["file"]), "rb") as f:
       data = f.read()
-    invoke, call = python_us(data, images, m["input_shape"], max(1, FLAGS.repeats // 4))
-    print(f"| {m['name']} | {len(data):,} | {load_ms:.1f} | {web_us:.1f} | {call:.1f} | "
-          f"{invoke:.1f} | {web_us / call:.1f}x |")
+    invoke, call = python_us(data, images, m["input_shape"], FLAGS.repeats)
+    print(f"| {m['name']} | {len(data):,} | {load_ms:.1f} | {web_us:.1f} | {run_us:.1f} | "
+          f"{call:.1f} | {invoke:.1f} |")
 
 
 if __name__ == "__main__":

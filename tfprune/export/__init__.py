@@ -12,14 +12,14 @@ submodules' other names as `from tfprune.export.inspect import ...`.
 from tfprune.export.c_array import c_array
 from tfprune.export.c_array import c_array as write_c_array
 from tfprune.export.errors import ExportError
-from tfprune.export.inspect import InvalidTFLiteError
+from tfprune.export.errors import InvalidTFLiteError
+from tfprune.export.errors import VerificationError
 from tfprune.export.inspect import inspect
 from tfprune.export.inspect import inspect as inspect_tflite
 from tfprune.export.tflite import ExportResult
 from tfprune.export.tflite import convert
 from tfprune.export.tflite import save_tflite
 from tfprune.export.tflite import to_tflite
-from tfprune.export.verify import VerificationError
 
 __all__ = [
     "convert", "to_tflite", "save_tflite", "ExportResult", "inspect", "inspect_tflite",

@@ -11,6 +11,7 @@ import os
 import re
 
 from tfprune import _io
+from tfprune.export import errors
 from tfprune.export import fbverify
 from tfprune.export import graph
 from tfprune.export import micro_compress
@@ -69,7 +70,7 @@ def c_array(path, name, output_dir=None):
     raise ValueError(f"{path}: file is empty.")
   try:
     fbverify.verify(data, path)
-  except fbverify.VerificationError:
+  except errors.MalformedFlatbufferError:
     alt = 0   # not a TFLite file: written as plain bytes
   else:
     alt = micro_compress.alt_decompression_bytes(graph.load(data))

@@ -1,4 +1,13 @@
-"""Named exporter errors, and turning TFLite converter failures into them.
+"""Named exporter errors (every error class of `tfprune.export`), and turning TFLite
+converter failures into them.
+
+* `ExportError`: the model or data cannot be exported as asked (raised before
+  conversion where possible).
+* `VerificationError`: a converted file disagrees with the Keras model, or fails to run,
+  under a targeted runtime.
+* `InvalidTFLiteError`: bytes that are not a readable TFLite file (`inspect`), and its
+  subclass `MalformedFlatbufferError`: an offset or length out of bounds (`fbverify`).
+* `UndecodableSparseTensor`: the converter wrote a sparse layout that does not decode.
 
 The TFLite converter reports an unsupported op as an MLIR diagnostic such as
 
@@ -27,6 +36,27 @@ _HINTS = {
 
 class ExportError(ValueError):
   """The model cannot be exported as asked; the message says why and what to do."""
+
+
+class VerificationError(RuntimeError):
+  """A converted model disagrees with the Keras model (or fails to run)."""
+
+
+class InvalidTFLiteError(ValueError):
+  """The bytes are not a readable TFLite flatbuffer."""
+
+
+class MalformedFlatbufferError(InvalidTFLiteError):
+  """The bytes are not a well-formed TFLite flatbuffer; the message says where."""
+
+
+class UndecodableSparseTensor(ValueError):
+  """A sparse constant in the converter's output whose layout does not decode.
+
+  Seen: with EXPERIMENTAL_SPARSITY the full-int8 converter stores the weights of a
+  FULLY_CONNECTED narrower than 16 inputs in 1x16 blocks; that file computes wrong
+  outputs (docs/export.md, "Correctness traps").
+  """
 
 
 def _layer_names(model):

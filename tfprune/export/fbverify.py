@@ -20,6 +20,7 @@ import struct
 
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import number_types
+from tfprune.export import errors
 
 MAX_DEPTH = 64  # as flatbuffers::Verifier's default max_depth
 MAX_BUFFER_SIZE = 2**31 - 1  # flatbuffers' limit (FLATBUFFERS_MAX_BUFFER_SIZE)
@@ -28,10 +29,6 @@ ROOT_TABLE = "Model"
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
-
-
-class VerificationError(ValueError):
-  """The bytes are not a well-formed TFLite flatbuffer; the message says where."""
 
 
 _layout_cache = None
@@ -137,7 +134,7 @@ class _Verifier:
 
   def fail(self, what):
     where = "/".join(self.path) or ROOT_TABLE
-    raise VerificationError(f"{self.label}: corrupt TFLite flatbuffer at {where}: {what}")
+    raise errors.MalformedFlatbufferError(f"{self.label}: corrupt TFLite flatbuffer at {where}: {what}")
 
   def check(self, pos, n, what):
     if pos < 0 or n < 0 or pos + n > self.size:
@@ -243,7 +240,7 @@ def verify(data, label="<bytes>"):
     label: file name used in error messages.
 
   Raises:
-    VerificationError: naming the table path and the offending offset or length.
+    errors.MalformedFlatbufferError: naming the table path and the offending offset or length.
   """
   data = bytes(data)
   v = _Verifier(data, label)

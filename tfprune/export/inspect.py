@@ -34,6 +34,8 @@ from tfprune.export import micro_compress
 from tfprune.export import sparse_encoding
 from tfprune.export import sparsify
 from tfprune.export import targets
+from tfprune.export.errors import InvalidTFLiteError
+from tfprune.export.errors import MalformedFlatbufferError
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
@@ -44,10 +46,6 @@ METADATA_NAME = "tfprune_export"  # as written by tflite.py
 # A sparse tensor is decoded (to count nonzeros) only when its dense form and every
 # intermediate index array stay below this many elements, or 16 per file byte.
 MAX_DECODE_ELEMENTS = 1 << 22
-
-
-class InvalidTFLiteError(ValueError):
-  """The bytes are not a readable TFLite flatbuffer."""
 
 
 @dataclasses.dataclass
@@ -175,7 +173,7 @@ def parse(data, label="<bytes>"):
                              f"beyond file size {len(data)}).")
   try:
     fbverify.verify(data, label)
-  except fbverify.VerificationError as e:
+  except MalformedFlatbufferError as e:
     raise InvalidTFLiteError(f"{e} (truncated or corrupt file).") from e
   try:
     model = graph.load(data)

@@ -36,6 +36,7 @@ from ai_edge_litert import schema_py_generated as schema
 from tfprune.export import graph
 from tfprune.export import sparse_encoding
 from tfprune.export import targets
+from tfprune.export.errors import UndecodableSparseTensor
 
 FC = graph.BuiltinOperator.FULLY_CONNECTED
 DENSIFY = graph.BuiltinOperator.DENSIFY
@@ -50,15 +51,6 @@ DENSIFY_OVERHEAD = 160
 RESHAPE_OVERHEAD = 240
 MIN_ELEMENTS = 64
 SPARSE_MODES = ("auto", "csr", "block", "off")
-
-
-class UndecodableSparseTensor(ValueError):
-  """A sparse constant in the converter's output whose layout does not decode.
-
-  Seen: with EXPERIMENTAL_SPARSITY the full-int8 converter stores the weights of a
-  FULLY_CONNECTED narrower than 16 inputs in 1x16 blocks; that file computes wrong
-  outputs (docs/export.md, "Correctness traps").
-  """
 
 
 @dataclasses.dataclass

@@ -400,7 +400,7 @@ def convert(model, target: str = "litert", quantize: str | None = None,
   tfl = graph.load(raw)
   try:
     sparsify.densify_model(tfl)
-  except sparsify.UndecodableSparseTensor as e:
+  except errors.UndecodableSparseTensor as e:
     # The converter's sparsity pass wrote a layout that does not decode (and its file
     # computes wrong outputs): convert dense and let encode_model choose the encodings.
     notes.append(f"converted again without the converter's sparsity pass, whose output "

@@ -15,12 +15,9 @@ import numpy as np
 
 from tfprune import _capture as capture
 from tfprune.export import graph
+from tfprune.export.errors import VerificationError
 
 RUNTIMES = ("xnnpack", "builtin", "tflm")
-
-
-class VerificationError(RuntimeError):
-  """A converted model disagrees with the Keras model (or fails to run)."""
 
 
 @dataclasses.dataclass

@@ -79,17 +79,18 @@ method_flag("sap_min_accuracy", None, "[method] SAP: stop (keeping the previous 
             "validation accuracy falls below this.", kwarg="min_accuracy")
 
 
-# Layer-wise, retrain-free methods (logsum, l0); --finetune_epochs fine-tunes after them.
-method_flag("calibration_samples", None, "[method] logsum/l0: unlabelled training inputs used as "
-            "calibration data (default 10000; >= 1; clamped, with a message, to the training "
-            "set size).", "int", kwarg="calibration_samples",
+# Layer-wise, retrain-free methods (logsum, l0, wanda, sparsegpt); --finetune_epochs
+# fine-tunes after them. sparsegpt's target: --method_arg=target='"dense_outputs"'.
+method_flag("calibration_samples", None, "[method] layer-wise methods: unlabelled training "
+            "inputs used as calibration data (default 10000; >= 1; clamped, with a message, "
+            "to the training set size).", "int", kwarg="calibration_samples",
             lower_bound=1)
 method_flag("eta", None, "[method] logsum/l0: early-termination tolerance of each layer's solve "
             "(default 1e-3).", kwarg="eta")
 method_flag("eps", None, "[method] logsum: epsilon of the log-sum penalty (default 0.1).",
             kwarg="eps")
-method_flag("layerwise_mode", None, "[method] logsum/l0: 'cascade' (inputs from the pruned layers "
-            "before, default) or 'parallel' (from the original network).", "string",
-            kwarg="mode")
+method_flag("layerwise_mode", None, "[method] layer-wise methods: 'cascade' (inputs from the "
+            "pruned layers before, default) or 'parallel' (from the original network).",
+            "string", kwarg="mode")
 method_flag("relu_model", None, "[method] logsum/l0: fit only where the original ReLU output is "
             "positive.", "bool", kwarg="relu_model")
