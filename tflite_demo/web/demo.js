@@ -161,8 +161,9 @@ async function main() {
   barChart('chart-latency', results.map((r) => ({...r, us: 1000 * r.latency_ms})), 'us', 0);
   barChart('chart-size', results.map((r) => ({...r, kb: r.bytes / 1024})), 'kb', 1);
   showDigits(images, spec.digits.labels, results);
+  const browser = navigator.userAgent.match(/Chrom\S+/)?.[0] || '';
   setStatus(`LiteRT.js runtime loaded in ${runtimeMs.toFixed(0)} ms; ${REPEATS} x ` +
-            `${images.length} inferences per model (${navigator.userAgent.match(/Chrom\S+/)?.[0] || ''})`);
+            `${images.length} inferences per model (${browser})`);
   window.demoResults = {ok: true, repeats: REPEATS, runtime_load_ms: runtimeMs,
                         user_agent: navigator.userAgent, models: results};
 }
