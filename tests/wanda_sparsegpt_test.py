@@ -129,6 +129,15 @@ def test_sparsegpt_blocks_match_the_straightforward_reference():
   assert [c for _, _, c in sparsegpt.block_counts(29, 16, 5)] == [9, 9, 9, 2]
 
 
+def test_sparsegpt_damping_rises_until_the_hessian_factors():
+  gram = np.diag([1.0, 1.0, -0.05])[None]  # float rounding of a rank-deficient G
+  factor, hessian, damp = sparsegpt.inverse_hessian_factor(gram, 0.01)
+  assert damp[0] == pytest.approx(0.065)  # 0.0065 did not factor
+  np.testing.assert_allclose(factor[0].T @ factor[0] @ hessian[0], np.eye(3), atol=1e-12)
+  with pytest.raises(ValueError, match="percdamp"):
+    sparsegpt.inverse_hessian_factor(-np.eye(3)[None], 0.01)
+
+
 def test_sparsegpt_layer_matches_reference_and_beats_magnitude():
   keras.utils.set_random_seed(2)
   inp = keras.Input((16,))
@@ -229,6 +238,7 @@ def test_config_round_trip(name, extra):
     ("sparsegpt", {"target": "outputs"}, "target"),
     ("sparsegpt", {"blocksize": 0}, "blocksize"),
     ("sparsegpt", {"blocksize": 2.5}, "blocksize"),
+    ("sparsegpt", {"blocksize": "big"}, "blocksize"),
     ("sparsegpt", {"percdamp": -0.1}, "percdamp"),
     ("wanda", {"scope": "block"}, "scope"),
     ("wanda", {"mode": "serial"}, "mode"),

@@ -20,7 +20,8 @@ Targets (`target=`):
     cascade of tfprune's other layer-wise methods fits): first the unpruned least
     squares `W* = H^-1 (C + damp W0)` (the damping pulls toward the trained weights),
     then SparseGPT on `W*` (`||X W - Y||^2 = ||X (W - W*)||^2 + const` for that
-    `W*`). In parallel mode the two coincide up to the damping.
+    `W*`). In parallel mode (and for the first layer) `C = G W0`, so `W* = W0`: the
+    two coincide up to rounding.
 
 There is no engine refit after SparseGPT (`LayerSolver.refit = False`): its updates are
 its own reconstruction.
@@ -28,10 +29,12 @@ its own reconstruction.
 Where this fills gaps in the paper: each block prunes its share of the layer's exact
 count (`round(P * i2 / d) - round(P * i1 / d)` of the `P` pruned weights) instead of
 `int(numel * sparsity) + 1` ties included; the damping is per problem of the batch
-(depthwise channels), raised 10x while `H` does not factor. Computed in
-float64 NumPy. The maths is in docs/algorithms.md section 11.
+(depthwise channels), raised 10x while `H` does not factor. Computed in float64
+(TensorFlow's Cholesky and triangular solve, the column loop in NumPy). The maths is in
+docs/algorithms.md section 11.
 """
 import numpy as np
+import tensorflow as tf
 
 from tfprune import layerwise
 from tfprune.methods.base import register_method
@@ -44,20 +47,24 @@ TARGETS = ("published", "dense_outputs")
 def inverse_hessian_factor(gram, percdamp):
   """`(U, H, damp)` for a `[B, d, d]` batch of Gram matrices: `H = G + damp I` with
   `damp = percdamp * mean(diag G)` per problem (floored so that an all-zero problem is
-  positive definite, raised 10x, at most 4 times, while `H` or `H^-1` does not factor),
-  and `U` the upper Cholesky factor of `H^-1` (`H^-1 = U^T U`)."""
+  positive definite, raised 10x, at most 4 times, while `H` does not factor), and `U`
+  the upper Cholesky factor of `H^-1` (`H^-1 = U^T U`): one Cholesky factorisation of
+  the reversed `H` and one triangular solve, in float64."""
   gram = np.asarray(gram, np.float64)
   mean = np.mean(np.diagonal(gram, axis1=1, axis2=2), axis=1)
   damp = percdamp * np.maximum(mean, 1e-6 * max(float(mean.max()), 1e-30))
   eye = np.eye(gram.shape[1])[None]
   for _ in range(5):
     hessian = gram + damp[:, None, None] * eye
-    try:
-      inv = np.linalg.inv(np.linalg.cholesky(hessian))  # L^-1, H^-1 = L^-T L^-1
-      factor = np.swapaxes(np.linalg.cholesky(np.swapaxes(inv, 1, 2) @ inv), 1, 2)
-      return factor, hessian, damp
-    except np.linalg.LinAlgError:
-      damp = damp * 10.0
+    try:  # J H J = L L^T (J reverses the order) => H^-1 = U^T U with U = J L^-1 J
+      chol = tf.linalg.cholesky(np.ascontiguousarray(hessian[:, ::-1, ::-1]))
+      inv = tf.linalg.triangular_solve(chol, tf.eye(gram.shape[1], batch_shape=[len(gram)],
+                                                    dtype=tf.float64)).numpy()
+      if np.all(np.isfinite(inv)):
+        return inv[:, ::-1, ::-1], hessian, damp
+    except tf.errors.InvalidArgumentError:
+      pass
+    damp = damp * 10.0
   raise ValueError(f"SparseGPT: the damped Hessian does not factor even with "
                    f"damp={float(damp.max()):g}: raise percdamp or use more calibration "
                    f"samples.")
@@ -124,7 +131,8 @@ class SparseGPTSolver(layerwise.LayerSolver):
   def __init__(self, target="published", blocksize=128, percdamp=0.01):
     if target not in TARGETS:
       raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
-    if isinstance(blocksize, bool) or int(blocksize) != blocksize or int(blocksize) < 1:
+    if not isinstance(blocksize, (int, np.integer)) or isinstance(blocksize, bool) or (
+        blocksize < 1):
       raise ValueError(f"blocksize must be an integer >= 1, got {blocksize!r}.")
     self.target = target
     self.blocksize = int(blocksize)
@@ -134,9 +142,9 @@ class SparseGPTSolver(layerwise.LayerSolver):
     del w_init
     factor, hessian, damp = inverse_hessian_factor(problem.gram, self.percdamp)
     w0 = np.asarray(problem.w0, np.float64)
-    if self.target == "dense_outputs":  # W* = H^-1 (C + damp W0)
-      w = np.linalg.solve(hessian, np.asarray(problem.cross, np.float64)
-                          + damp[:, None, None] * w0)
+    if self.target == "dense_outputs":  # W* = H^-1 (C + damp W0), H^-1 = U^T U
+      rhs = np.asarray(problem.cross, np.float64) + damp[:, None, None] * w0
+      w = np.swapaxes(factor, 1, 2) @ (factor @ rhs)
     else:
       w = w0
     w = sparsegpt_prune(w, factor, w0.size - int(k), self.blocksize)
