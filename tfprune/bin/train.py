@@ -55,9 +55,6 @@ for _group in train_flags.GROUPS:
 
 # Phases, in order; each has its own data-order stream and checkpoint directory.
 PHASES = ("dense", "pruning", "fine-tune", "strip", "export", "report")
-# Methods whose `fit` is a single `model.fit`: an epoch checkpoint resumes them exactly.
-# Methods with several fits (sap rounds, l0_gates gate + tune) restart the pruning phase.
-_MULTI_FIT_METHODS = ("sap", "l0_gates")
 # Flags that may differ between a killed run and its --resume.
 _RESUME_FREE_FLAGS = ("resume", "overwrite", "tf_log_level", "testonly_epoch_delay_s",
                       "tensorboard_dir")
@@ -550,7 +547,9 @@ def run_pruning(run, dense, data, kwargs, timings, log):
   else:
     _phase("pruning", f"{FLAGS.method}, {FLAGS.prune_epochs} epochs to "
            f"{format_sparsity(FLAGS.target_sparsity)} (scope {method.scope})")
-    exact = FLAGS.method not in _MULTI_FIT_METHODS
+    # A single `model.fit` resumes exactly from an epoch checkpoint; a method with several
+    # fits (`multi_fit`: sap rounds, l0_gates gate + tune) restarts the pruning phase.
+    exact = not method.multi_fit
     if exact:
       order = EpochData(x_train, y_train, FLAGS.batch_size, FLAGS.seed, 1)
       x, y, batch_size = order.dataset, None, None

@@ -170,7 +170,9 @@ class PruningMethod:
   Class attributes a subclass may set: `scopes` (the valid `scope` values; default the
   mask scopes of `tfprune.masks`), `post_training`, `phased`, `uses_gradients`,
   `compile_update` (see the module docstring), `structured_graph` (False: the
-  `structured` scope keeps the per-layer output-unit masks of `tfprune.masks`).
+  `structured` scope keeps the per-layer output-unit masks of `tfprune.masks`),
+  `multi_fit` (True: `fit` calls `model.fit` more than once, so it needs re-iterable
+  inputs such as arrays, not a one-pass epoch order).
   """
 
   name = None
@@ -180,6 +182,7 @@ class PruningMethod:
   uses_gradients = False
   compile_update = True
   structured_graph = True
+  multi_fit = False
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)

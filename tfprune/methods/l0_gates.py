@@ -244,6 +244,7 @@ class L0Gates(PruningMethod):
   """
 
   phased = True
+  multi_fit = True   # gate training, then the fine-tune: two model.fit calls
   structured_graph = False  # per instance: True with grouping="graph" (or "auto")
 
   def __init__(self, target_sparsity=0.5, target_units=None, allocation="layer",

@@ -205,6 +205,7 @@ class SAP(PruningMethod):
 
   scopes = SCOPES
   phased = True
+  multi_fit = True   # one model.fit per pruning round
   structured_graph = True  # scope="structured": the channel graph's groups
 
   def __init__(self, rounds=10, epochs_per_round=None, p=0.5, q=1.0, gamma=1.0, beta=0.9,
