@@ -347,7 +347,7 @@ def check_identical_tflm(model_bytes, reference_bytes, inputs, alt_decompression
           f"file's{where} (max diff {diff} quantized steps): a DECODE encoding is wrong.")
 
 
-def tflm_invoke_us(model_bytes, inputs, repeats=20, alt_decompression_bytes=0):
+def tflm_invoke_us(model_bytes, inputs, repeats=10, alt_decompression_bytes=0):
   """Median host time of one TFLite Micro `invoke` (microseconds) over the first input
   sample, `repeats` times after one warm-up; reference kernels on this CPU, not an MCU
   figure."""
