@@ -10,7 +10,8 @@ pruned + clustered with `preserve_sparsity=True` ("auto"); shrunk + pruned + clu
 (structured prune, unstructured prune, cluster) trains --finetune_epochs epochs (so a
 two-stage combination has trained twice as long as a one-stage variant: the seconds
 column says so); BatchNormalization statistics are re-estimated on --bn_samples
-training images before every evaluation and export (admm_ratio_bench.recalibrate_bn).
+training images before every evaluation and export
+(`tfprune.layerwise.recalibrate_batchnorm`).
 
 Per export: flash (file bytes), ratios vs the dense int8 micro file and vs the stock
 converter's file (`tf.lite.TFLiteConverter` full-int8 of the dense model, no tfprune,
@@ -282,6 +283,10 @@ def export_row(model, compress, calib):
          "encodings": {}, "notes": list(res.notes)}
   for t in mem.tensors:
     row["encodings"][t.encoding] = row["encodings"].get(t.encoding, 0) + 1
+  # conv/FC weight and bias bytes as stored (encoded + ancillary) vs dense: the share of
+  # the file DECODE acts on (the rest: quantization parameters, names, graph)
+  row["tensor_bytes"] = sum(t.bytes for t in mem.tensors)
+  row["tensor_dense_bytes"] = sum(t.dense_bytes for t in mem.tensors)
   row["export_seconds"] = time.time() - t0
   return row, res.model_bytes
 
@@ -342,7 +347,11 @@ def targets(rows, dense_flash):
                f"compress={e['compress']}: flash {e['flash']:,} / {e['uncompressed_flash']:,} "
                f"= {ratio:.3f}x of the uncompressed micro file (target <= {TARGET_A_RATIO}), "
                f"TFLM outputs identical: {r['tflm_same']} -> "
-               f"**{'MET' if ratio <= TARGET_A_RATIO and r['tflm_same'] else 'MISSED'}**")
+               f"**{'MET' if ratio <= TARGET_A_RATIO and r['tflm_same'] else 'MISSED'}**"
+               + (f"; its conv/FC weights and biases alone: {e['tensor_bytes']:,} / "
+                  f"{e['tensor_dense_bytes']:,} = "
+                  f"{e['tensor_bytes'] / e['tensor_dense_bytes']:.3f}x" if "tensor_bytes" in e
+                  else ""))
   for model in sorted({r["model"] for r in rows if r["model"] == "resnet8"}):
     dense = [r for r in rows if r["model"] == model and r["variant"] == "dense"]
     if not dense or dense[0]["int8_acc"] is None:
@@ -359,7 +368,12 @@ def targets(rows, dense_flash):
                f"compress={best['export']['compress']}, {best['export']['flash']:,} B = "
                f"{ratio:.3f}x of the dense int8 file, int8 accuracy "
                f"{100 * best['int8_acc']:.2f}% (target <= {TARGET_B_RATIO}x, combining "
-               f"shrink + pruning + clustering) -> **{'MET' if met else 'MISSED'}**")
+               f"shrink + pruning + clustering) -> **{'MET' if met else 'MISSED'}**; its "
+               f"conv/FC tensors' encodings: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(best["export"]["encodings"].items()))
+               + ("" if any(k.startswith("lut") for k in best["export"]["encodings"]) else
+                  " (no LUT: clustering saved no flash here, the pruning bitmask was smaller "
+                  "for every tensor; it added fine-tuning epochs)"))
     combos = [r for r in rows if r["model"] == model and "shrunk" in r["variant"]
               and "cluster" in r["variant"]]
     for r in combos:
@@ -401,7 +415,9 @@ def plot(rows, dense_flash, path):
       ax.scatter(off[0]["export"]["flash"] / 1024, 100 * off[0]["int8_acc"],
                  facecolors="none", edgecolors=[color], s=30)
     ax.scatter(best["export"]["flash"] / 1024, acc, color=color, s=40, zorder=3)
-    ax.annotate(f"{variant} [{modes}]", (best["export"]["flash"] / 1024, acc),
+    short = (variant.replace(" MACs", "").replace("shrunk ", "S").replace("pruned ", "P")
+             .replace("clustered ", "C").replace(" + ", "+"))
+    ax.annotate(f"{short} [{modes}]", (best["export"]["flash"] / 1024, acc),
                 fontsize=6, xytext=(4, 2), textcoords="offset points")
   d = [r for r in pts if r["variant"] == "dense"][0]
   ax.axhline(100 * d["int8_acc"] - TARGET_B_POINTS, color="grey", ls=":", lw=1,
@@ -413,8 +429,9 @@ def plot(rows, dense_flash, path):
   ax.scatter([], [], facecolors="none", edgecolors="k", label="compress=off (same model)")
   ax.set_xlabel("flash (KiB, whole .tflite; filled: smallest DECODE-compressed file)")
   ax.set_ylabel("int8 test accuracy (%)")
-  ax.set_title("ResNet-8 / Fashion-MNIST 32x32x1, int8 TFLite Micro: flash vs accuracy",
-               fontsize=10)
+  ax.set_title("ResNet-8 / Fashion-MNIST 32x32x1, int8 TFLite Micro: flash vs accuracy\n"
+               "(S50% = shrunk to 50% of the MACs, P80% = 80% unstructured sparsity, "
+               "C16 = 16 clusters; [compress])", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
@@ -433,8 +450,13 @@ def write(state, paths):
               f"{100 * info['stock_int8_acc']:.2f}%), tfprune dense int8 micro "
               f"file {info['dense_flash']:,} B")
   md += ["", table(rows, {m: i["stock_bytes"] for m, i in state["models"].items()},
-                   {m: i["dense_flash"] for m, i in state["models"].items()}), "",
-         "Targets:", "", targets(rows, {m: i["dense_flash"] for m, i in state["models"].items()}),
+                   {m: i["dense_flash"] for m, i in state["models"].items()}), ""]
+  if state.get("failures"):
+    md += ["Exports that `convert` refused (no file, so no row above):", ""]
+    md += [f"* {f['model']} {f['variant']} (compress={f['compress']}, Keras accuracy "
+           f"{100 * f['keras_acc']:.2f}%): {f['error']}" for f in state["failures"]]
+    md.append("")
+  md += ["Targets:", "", targets(rows, {m: i["dense_flash"] for m, i in state["models"].items()}),
          "", f"Wall time so far {state['wall_seconds']:.0f} s."]
   _io.atomic_write(paths["md"], "\n".join(md) + "\n")
   plot(rows, {m: i["dense_flash"] for m, i in state["models"].items()}, paths["png"])
@@ -470,12 +492,24 @@ def run_model(name, args, state, paths, start):
     return m
 
   def record(variant, model, compresses, train_seconds):
+    from tfprune.export import errors as export_errors  # pylint: disable=g-import-not-at-top
     recalibrate_bn(model, x[:args.bn_samples])
     sparsity, distinct, params = kernel_stats(model)
     k_acc = keras_accuracy(model, xt, yt)
     base = None
     for c in compresses:
-      e, data = export_row(model, c, calib)
+      try:
+        e, data = export_row(model, c, calib)
+      except (export_errors.ExportError, export_errors.VerificationError) as err:
+        # e.g. the int8 file of a badly damaged model refused by the verification
+        first = str(err).strip().splitlines()
+        state.setdefault("failures", []).append(
+            {"model": name, "variant": variant, "compress": c, "keras_acc": k_acc,
+             "sparsity": sparsity, "train_seconds": train_seconds,
+             "error": f"{type(err).__name__}: " + " / ".join(first[:3])})
+        print(f"  {variant:34s} {c:8s} export refused: {type(err).__name__}: "
+              f"{first[:2]}", flush=True)
+        break  # the uncompressed file comes first: nothing to compare the others with
       if base is None:   # "off" first: the uncompressed file, its accuracy
         base = (data, litert_accuracy(data, xt, yt))
         if variant == "dense" and c == "off":
@@ -507,7 +541,6 @@ def run_model(name, args, state, paths, start):
 
   print("--- dense", flush=True)
   record("dense", dense, ["off"], dense_seconds)
-  print("--- structured shrink", flush=True)
   shrunk = {}
   for macs in args.target_macs:
     print(f"--- structured shrink to {macs:.0%} of the MACs", flush=True)
