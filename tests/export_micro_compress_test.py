@@ -227,18 +227,18 @@ def test_a_wrong_encoding_fails_verification(sparse_net, monkeypatch):
                    compress="pruning")
 
 
-def test_keras_applications_mobilenet_v2():
+def test_keras_applications_mobilenet():
   keras.utils.set_random_seed(0)
-  # classifier_activation=None: the pip TFLM interpreter aborts the process at Prepare
-  # of an int8 SOFTMAX whose input scale is as tiny as an untrained net's logits.
-  model = _prune(keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
-                                                weights=None, classes=10,
-                                                classifier_activation=None), 0.75)
-  x = _data((32, 32, 3), n=8)
+  # classifier_activation=None: an untrained softmax head has logits too flat for TFLM
+  # (refused, see the next test).
+  model = _prune(keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25,
+                                              weights=None, classes=10,
+                                              classifier_activation=None), 0.75)
+  x = _data((32, 32, 3), n=4)
   res = tflite.convert(model, target="micro", quantize="int8", representative_data=x,
-                       compress="auto", num_verify_samples=4)
+                       compress="auto", num_verify_samples=2)
   assert res.memory.flash_bytes < 0.75 * res.memory.uncompressed_flash_bytes
-  assert sum(t.encoding != "dense" for t in res.memory.tensors) >= 20
+  assert sum(t.encoding != "dense" for t in res.memory.tensors) >= 10
 
 
 def test_untrained_softmax_head_is_refused_not_aborted():
@@ -315,6 +315,18 @@ def test_cli_compress(sparse_net, tmp_path):
   assert ok.returncode == 0, ok.stderr
   assert "decode:pruning" in ok.stdout and "alternate decompression memory" in ok.stdout
   assert "verified tflm-decode" in ok.stdout and out.exists()
-  shown = _cli("inspect", str(out))
-  assert shown.returncode == 0, shown.stderr
-  assert "decode:pruning" in shown.stdout and "checksum ok" in shown.stdout
+
+
+def test_export_inspect_runs_the_inspect_binary(monkeypatch):
+  """`tfprune-export inspect FILE` is `tfprune-inspect FILE` (its own process and flags)."""
+  from tfprune.bin import export as export_bin  # pylint: disable=g-import-not-at-top
+  called = []
+  monkeypatch.setattr(sys, "argv", ["tfprune-export", "inspect", "m.tflite", "--strict"])
+  def execv(path, args):   # exec never returns
+    called.append(args)
+    raise SystemExit(0)
+
+  monkeypatch.setattr(os, "execv", execv)
+  with pytest.raises(SystemExit):
+    export_bin.run()
+  assert called == [[sys.executable, "-m", "tfprune.bin.inspect", "m.tflite", "--strict"]]
