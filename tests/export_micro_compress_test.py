@@ -317,16 +317,12 @@ def test_cli_compress(sparse_net, tmp_path):
   assert "verified tflm-decode" in ok.stdout and out.exists()
 
 
-def test_export_inspect_runs_the_inspect_binary(monkeypatch):
+def test_export_inspect_runs_the_inspect_binary():
   """`tfprune-export inspect FILE` is `tfprune-inspect FILE` (its own process and flags)."""
-  from tfprune.bin import export as export_bin  # pylint: disable=g-import-not-at-top
-  called = []
-  monkeypatch.setattr(sys, "argv", ["tfprune-export", "inspect", "m.tflite", "--strict"])
-  def execv(path, args):   # exec never returns
-    called.append(args)
-    raise SystemExit(0)
-
-  monkeypatch.setattr(os, "execv", execv)
-  with pytest.raises(SystemExit):
-    export_bin.run()
-  assert called == [[sys.executable, "-m", "tfprune.bin.inspect", "m.tflite", "--strict"]]
+  from tfprune.bin import _cli  # pylint: disable=g-import-not-at-top
+  assert _cli.subcommand_argv(["tfprune-export", "inspect", "m.tflite", "--strict"], "inspect",
+                              "tfprune.bin.inspect") == [
+                                  sys.executable, "-m", "tfprune.bin.inspect", "m.tflite",
+                                  "--strict"]
+  assert _cli.subcommand_argv(["tfprune-export", "--model=m.keras"], "inspect",
+                              "tfprune.bin.inspect") is None

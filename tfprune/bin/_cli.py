@@ -122,6 +122,14 @@ def answer_help(module_name: str) -> None:
     sys.exit(0)
 
 
+def subcommand_argv(argv, name, module):
+  """The command line that runs `module` for `argv` = [prog, name, *rest], else None
+  (e.g. `tfprune-export inspect f.tflite` -> `python -m tfprune.bin.inspect f.tflite`)."""
+  if len(argv) > 1 and argv[1] == name:
+    return [sys.executable, "-m", module] + list(argv[2:])
+  return None
+
+
 def run(main: Callable[[list[str]], Any], module_name: str) -> None:
   """Runs `main` like `absl.app.run`, answering --help/--helpfull itself (exit 0).
 

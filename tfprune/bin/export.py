@@ -285,9 +285,10 @@ def run():
   Output before `main` (flag errors) is passed through unchanged; --help is answered first.
   `tfprune-export inspect ...` runs `tfprune-inspect ...` (its own flags) instead.
   """
-  if len(sys.argv) > 1 and sys.argv[1] == "inspect":
+  delegated = _cli.subcommand_argv(sys.argv, "inspect", "tfprune.bin.inspect")
+  if delegated:
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "tfprune.bin.inspect"] + sys.argv[2:])
+    os.execv(sys.executable, delegated)
   _cli.answer_help(__name__)
   from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   redirect = capture.start_capture()
