@@ -178,29 +178,6 @@ def _validate_flags():
   return quantize
 
 
-def _import_exporter_quietly(verbose):
-  """Imports tfprune.export with fds 1/2 on /dev/null (LiteRT / CUDA probing lines).
-
-  `tfprune._capture` cannot do this for its own package's import.
-  """
-  if verbose:
-    import tfprune.export  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  null = os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    import tfprune.export  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
-  finally:
-    os.dup2(saved[0], 1)
-    os.dup2(saved[1], 2)
-    for fd in saved + [null]:
-      os.close(fd)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -212,7 +189,6 @@ def main(argv):
     return _fail(str(e))
   if not verbose:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  _import_exporter_quietly(verbose)
   from tfprune import _capture as capture  # pylint: disable=g-import-not-at-top
   from tfprune.export import errors  # pylint: disable=g-import-not-at-top
   from tfprune.export import tflite  # pylint: disable=g-import-not-at-top
