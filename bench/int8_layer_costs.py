@@ -24,11 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _row_data(model):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tfprune.structured import allocate  # pylint: disable=g-import-not-at-top
+  from tfprune import _layers  # pylint: disable=g-import-not-at-top
+  from tfprune.structured import costs as costs_lib  # pylint: disable=g-import-not-at-top
   from tfprune.structured import depgraph  # pylint: disable=g-import-not-at-top
   from tfprune.structured import latency  # pylint: disable=g-import-not-at-top
   graph = depgraph.ChannelGraph(model)
-  macs = allocate.MacModel(graph.model, graph)
+  macs = costs_lib.MacModel(graph.model, graph)
   costs = {p: latency.LatencyModel(graph.model, graph, precision=p, widths=(1.0,))
            for p in ("float", "int8")}
   ops = {op.name: op for op in graph.model.operations}
@@ -38,7 +39,7 @@ def _row_data(model):
       continue
     out = ops[name].output.shape
     elements = int(np.prod([d for d in out[1:]]))
-    rows.append(dict(layer=name, cls=type(allocate.inner_layer(ops[name])).__name__,
+    rows.append(dict(layer=name, cls=type(_layers.inner_layer(ops[name])).__name__,
                      channels=int(out[-1]), macs=macs.layer_macs(name)
                      if name in macs.layers else 0, elements=elements,
                      float_us=costs["float"].layer_macs(name),

@@ -69,10 +69,11 @@ def shrink(model, x, target_macs=None, table=None, estimate=None, **budget):
   method.update(0)
   if table is not None:  # the allocation's estimate: latency kept, by the table
     from tfprune.structured import latency  # pylint: disable=g-import-not-at-top
-    costs = latency.LatencyModel(method.graph.model, method.graph, table=table)
+    graph = method.channels.graph
+    costs = latency.LatencyModel(graph.model, graph, table=table)
     dense = costs.total()
-    for g, u in method.structured_units:
-      costs.apply(method.graph.groups[g].units[u])
+    for g, u in method.channels.units:
+      costs.apply(graph.groups[g].units[u])
     estimate.append(costs.total() / dense)
   return shrunk_and_checked(pruned, model, x)
 

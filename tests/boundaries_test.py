@@ -31,7 +31,7 @@ def _tfprune_modules(path):
 
 
 EXPORT_OK = ("tfprune.export", "tfprune._io", "tfprune._layers", "tfprune._capture",
-             "tfprune._liveness")
+             "tfprune._liveness", "tfprune._litert")
 
 
 @pytest.mark.parametrize("path", sorted((PKG / "export").glob("*.py")), ids=lambda p: p.name)

@@ -19,14 +19,19 @@ DRIVER = ("on_train_begin", "on_train_step", "on_train_end", "check_training")
 @pytest.mark.parametrize("name", tfprune.available_methods())
 def test_every_method_fits_the_contract_without_private_overrides(name):
   cls = tfprune.methods.get_method_class(name)
-  private = {k for k in vars(base.PruningMethod) if k.startswith("_") and
+  bases = (base.PruningMethod, base.PostTrainingMethod, base.MethodCore)
+  private = {k for b in bases for k in vars(b) if k.startswith("_") and
              not k.startswith("__")}
-  for klass in cls.__mro__[:cls.__mro__.index(base.PruningMethod)]:
+  for klass in cls.__mro__:
+    if klass in bases:
+      break
     overridden = private & set(vars(klass))
     assert not overridden, f"{klass.__name__} overrides private {sorted(overridden)}"
     assert "on_train_step" not in vars(klass), f"{klass.__name__} overrides the driver"
-  assert cls.post_training == ("apply" in {k for c in cls.__mro__[:-2] for k in vars(c)}
-                               and cls.apply is not base.PruningMethod.apply)
+  assert cls.post_training == issubclass(cls, base.PostTrainingMethod)
+  assert cls.post_training != issubclass(cls, base.PruningMethod)
+  if cls.post_training:
+    assert cls.apply is not base.PostTrainingMethod.apply
 
 
 def _compiled(mlp, method, **kwargs):

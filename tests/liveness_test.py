@@ -144,7 +144,7 @@ def test_structured_groups_never_remove_a_whole_layer():
   method = tfprune.get_method(pruned)
   for wrapper in tfprune.model.find_wrappers(pruned):
     kernel = (wrapper.prunable_weights[0] * wrapper.masks[0]).numpy()
-    assert np.any(kernel, axis=0).sum() >= method.min_units, wrapper.name
+    assert np.any(kernel, axis=0).sum() >= method.channels.min_units, wrapper.name
   assert _output_depends_on_input(tfprune.strip(pruned, shrink=True))
 
 

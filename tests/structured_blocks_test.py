@@ -17,9 +17,11 @@ import pytest
 import tensorflow as tf
 
 import tfprune  # pylint: disable=g-import-not-at-top
-from tfprune.structured import allocate
 from tfprune.structured import blocks
 from tfprune.structured import ChannelGraph
+from tfprune.structured import costs
+from tfprune.structured import members
+from tfprune.structured import selection
 from tfprune.structured import slicing
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -106,8 +108,8 @@ def test_bert_masked_heads_are_reported_by_shrink():
   roles = _block_groups(graph)
   heads, ffn = roles["block:heads:self_attention_layer"], roles["block:ffn"]
   units = [(heads, 0), (ffn, 3), (ffn, 7)]
-  for (layer, name), mask in allocate.unit_masks(plain, graph, units).items():
-    variable = allocate.weights_by_name(plain.get_layer(layer))[name]
+  for (layer, name), mask in selection.unit_masks(plain, graph, units).items():
+    variable = members.weights_by_name(plain.get_layer(layer))[name]
     variable.assign(variable.numpy() * mask)
   with pytest.warns(UserWarning, match="attention heads of 'transformer_layer_0' stay "
                                        "zeroed .masked. but unshrunk"):
@@ -134,8 +136,8 @@ def test_gemma_ffn_and_grouped_heads(query_heads, kv_heads):
   assert graph.groups[roles["block:ffn"]].size == 16  # Gemma: intermediate_dim // 2
   # Remove the FIRST head unit and two FFN units exactly (the head-to-group mapping).
   units = [(roles[head_role], 0), (roles["block:ffn"], 0), (roles["block:ffn"], 5)]
-  for (layer, name), mask in allocate.unit_masks(plain, graph, units).items():
-    variable = allocate.weights_by_name(plain.get_layer(layer))[name]
+  for (layer, name), mask in selection.unit_masks(plain, graph, units).items():
+    variable = members.weights_by_name(plain.get_layer(layer))[name]
     variable.assign(variable.numpy() * mask)
   small = slicing.remove_units(plain, graph, units)
   block = small.get_layer("decoder_block_0")
@@ -258,16 +260,16 @@ def test_block_units_count_in_the_macs_budget():
                                           name="encoder")(inp)
   model = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
   graph = ChannelGraph(model)
-  macs = allocate.MacModel(model, graph)
+  macs = costs.MacModel(model, graph)
   full = macs.total()
   # q, k, v, output (16 x 16 each) and the FFN (16 x 32 twice) per token, plus the head.
   assert full == SEQ * (4 * 16 * 16 + 2 * 16 * 32) + SEQ * 16 * 2
   ffn = _block_groups(graph)["block:ffn"]
   macs.apply(graph.groups[ffn].units[0])
   assert macs.total() == full - SEQ * (16 + 16)
-  masks, units = allocate.structured_masks(model, target_macs=0.8, graph=graph)
+  masks, units = selection.structured_masks(model, target=0.8, graph=graph)
   assert units and masks
-  after = allocate.MacModel(model, graph)
+  after = costs.MacModel(model, graph)
   for g, u in units:
     after.apply(graph.groups[g].units[u])
   assert after.total() <= 0.8 * full

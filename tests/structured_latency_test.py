@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune.structured import allocate
+from tfprune.structured import costs as costs_lib
+from tfprune.structured import importance
+from tfprune.structured import selection
 from tfprune.structured import ChannelGraph
 from tfprune.structured import latency
 
@@ -70,19 +72,20 @@ def test_select_units_meets_the_latency_budget_and_table_round_trips(costs, tmp_
   lm.reset()
   graph = lm.graph
   dense = lm.total()
-  scores = allocate.unit_scores(model, graph)
-  units = allocate.select_units(graph, scores, target_latency=0.5, latency_model=lm)
+  scores = importance.unit_scores(model, graph)
+  units = selection.select_units(graph, scores, target=0.5, cost_model=lm)
   assert units and lm.total() <= 0.5 * dense
   lm.reset()
-  layer = allocate.select_units(graph, scores, target_latency=0.5, latency_model=lm,
-                                allocation="layer", round_to=4)
+  layer = selection.select_units(graph, scores, target=0.5, cost_model=lm,
+                                 allocation="layer", round_to=4)
   assert layer and lm.total() <= 0.5 * dense
   lm.reset()
   for g, u in units:
     lm.apply(graph.groups[g].units[u])
   # The allocation differs from a MACs budget's (the point of measuring).
-  macs = allocate.MacModel(model, graph)
-  assert allocate.select_units(graph, scores, target_macs=0.5, mac_model=macs) != units
+  macs = costs_lib.MacModel(model, graph)
+  assert isinstance(lm, costs_lib.CostModel) and isinstance(macs, costs_lib.CostModel)
+  assert selection.select_units(graph, scores, target=0.5, cost_model=macs) != units
   # A table written to JSON gives the same estimates without measuring.
   path = tmp_path / "table.json"
   lm.save(path)
@@ -92,11 +95,10 @@ def test_select_units_meets_the_latency_budget_and_table_round_trips(costs, tmp_
     again.apply(graph.groups[g].units[u])
   assert again.total() == pytest.approx(lm.total())
   lm.reset()
-  with pytest.raises(ValueError, match="target_latency needs latency_model"):
-    allocate.select_units(graph, scores, target_latency=0.5)
+  with pytest.raises(ValueError, match="target needs cost_model"):
+    selection.select_units(graph, scores, target=0.5)
   with pytest.raises(ValueError, match="exactly one of"):
-    allocate.select_units(graph, scores, target_latency=0.5, target_macs=0.5,
-                          latency_model=lm, mac_model=macs)
+    selection.select_units(graph, scores, fraction=0.5, target=0.5, cost_model=lm)
 
 
 def test_prune_to_target_latency_then_shrink_is_exact_and_smaller(costs):
@@ -108,8 +110,8 @@ def test_prune_to_target_latency_then_shrink_is_exact_and_smaller(costs):
   method.update(0)
   estimate = method.channels.latency_model()
   dense = estimate.total()
-  for g, u in method.structured_units:
-    estimate.apply(method.graph.groups[g].units[u])
+  for g, u in method.channels.units:
+    estimate.apply(method.channels.graph.groups[g].units[u])
   assert estimate.total() <= 0.6 * dense + 1e-9
   x = np.random.default_rng(0).standard_normal((4, 16, 16, 3)).astype("float32")
   masked = tfprune.strip(pruned)
@@ -126,7 +128,7 @@ def test_config_round_trip_with_a_table(costs, tmp_path):
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_latency=0.5,
                          latency_table=str(path))
   method = tfprune.get_method(pruned)
-  assert method.latency_table == str(path)
+  assert method.channels.latency_table == str(path)
   config = method.get_config()
   # The config holds the table itself: the saved model does not need the file.
   assert (config["target_latency"], config["latency_table"]) == (0.5, lm.table)
@@ -134,14 +136,14 @@ def test_config_round_trip_with_a_table(costs, tmp_path):
   saved = str(tmp_path / "pruned.keras")
   pruned.save(saved)
   path.unlink()
-  loaded = tfprune.get_method(keras.models.load_model(saved))
+  loaded = tfprune.get_method(keras.models.load_model(saved)).channels
   assert (loaded.target_latency, loaded.latency_precision, loaded.latency_table) == (
       0.5, "float", lm.table)
   # A dict table serializes as itself.
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_latency=0.7,
                          latency_table=lm.table)
   again = type(tfprune.get_method(pruned)).from_config(
-      tfprune.get_method(pruned).get_config())
+      tfprune.get_method(pruned).get_config()).channels
   assert again.latency_table == lm.table and again.target_latency == 0.7
 
 

@@ -169,7 +169,7 @@ def test_l0_gates_grouping_argument_round_trips_and_validates():
   config = method.get_config()
   assert config["grouping"] == "graph" and config["round_to"] == 2
   again = l0_gates.L0Gates.from_config(config)
-  assert again.grouping == "graph" and again.round_to == 2
+  assert again.grouping == "graph" and again.channels.round_to == 2
   legacy = {k: v for k, v in config.items() if k not in ("grouping", "round_to")}
   assert l0_gates.L0Gates.from_config(legacy).grouping == "layer"  # older saved files
   # Per layer on request: the output layer is not wrapped, one gate per layer unit.
@@ -194,7 +194,7 @@ def test_sap_channel_groups_shrink_every_layer_of_a_group(tmp_path):
   x, y = _data()
   pruned = tfprune.prune(model, "sap", scope="structured", rounds=1, eta_r=1.0, beta=0.5)
   method = tfprune.get_method(pruned)
-  assert method.graph is not None and method.total() == 28  # 8 + 8 + 12 channels
+  assert method.channels.graph is not None and method.total() == 28  # 8 + 8 + 12 channels
   method.fit(pruned, x, y, epochs=2, batch_size=16, verbose=0)
   # eta_r=1: r = d / 4, so each group loses min(1 - 1/4, beta) = half its channels.
   assert method.round_log[0]["pruned"] == 14 and method.remaining() == 14

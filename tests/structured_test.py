@@ -76,10 +76,10 @@ def test_residual_cnn_half_the_channels_shrinks_exactly(tmp_path):
   y = rng.integers(0, 5, 48)
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_sparsity=0.5)
   method = tfprune.get_method(pruned)
-  assert method.allocation == "global" and method.graph is not None
+  assert method.allocation == "global" and method.channels.graph is not None
   _fit(pruned, x, y)
-  prunable = sum(g.size for g in method.graph.prunable_groups)
-  assert abs(len(method.structured_units) - prunable / 2) <= 1
+  prunable = sum(g.size for g in method.channels.graph.prunable_groups)
+  assert abs(len(method.channels.units) - prunable / 2) <= 1
   with warnings.catch_warnings():
     warnings.simplefilter("error", UserWarning)  # a structured shrink removes every masked channel
     shrunk = tfprune.strip(pruned, shrink=True)
@@ -117,13 +117,13 @@ def test_structured_arguments_round_trip_and_validate(tmp_path):
   method = tfprune.get_method(pruned)
   method.update_masks(0.5)
   kept = {}
-  for g, u in method.structured_units:
-    kept[g] = kept.get(g, method.graph.groups[g].size) - 1
+  for g, u in method.channels.units:
+    kept[g] = kept.get(g, method.channels.graph.groups[g].size) - 1
   assert kept and all(v % 4 == 0 and v >= 4 for v in kept.values()), kept
-  assert all("prune_branch" not in method.graph.groups[g].layers for g in kept)
+  assert all("prune_branch" not in method.channels.graph.groups[g].layers for g in kept)
   path = str(tmp_path / "pruned.keras")
   pruned.save(path)
-  loaded = tfprune.get_method(keras.models.load_model(path))
+  loaded = tfprune.get_method(keras.models.load_model(path)).channels
   assert (loaded.round_to, loaded.min_units, loaded.ignored_layers, loaded.criterion) == (
       4, 4, ("branch",), "bn_scale")
   assert loaded.graph is not None
@@ -144,11 +144,11 @@ def test_target_macs_and_gradual_schedule_are_monotone():
   pruned = tfprune.prune(model, "magnitude", scope="structured", target_sparsity=0.5,
                          target_macs=0.5, schedule=schedule)
   method = tfprune.get_method(pruned)
-  dense = structured.allocate.MacModel(pruned, method.graph).total()
+  dense = structured.costs.MacModel(pruned, method.channels.graph).total()
   previous = set()
   for s in (0.1, 0.3, 0.5):
     method.update_masks(s)
-    units = set(method.structured_units)
+    units = set(method.channels.units)
     assert previous <= units  # a removed channel stays removed
     previous = units
   shrunk = tfprune.strip(pruned, shrink=True)
@@ -204,7 +204,7 @@ def test_structured_variants_of_other_criteria_shrink_exactly(method, kwargs):
   pruned = tfprune.prune(model, method, scope="structured", target_sparsity=0.5, **kwargs)
   _fit(pruned, x, y, steps=3)
   m = tfprune.get_method(pruned)
-  assert m.structured_units, method
+  assert m.channels.units, method
   shrunk = tfprune.strip(pruned, shrink=True)
   assert shrunk.count_params() < 0.7 * model.count_params(), method
   assert _rel_err(shrunk(x[:4]), pruned(x[:4])) <= 1e-4

@@ -17,6 +17,7 @@ from tfprune.clustering import cluster
 from tfprune.clustering import ClusterWrapper
 from tfprune.gates import L0Gate
 from tfprune.methods import available_methods
+from tfprune.methods import PostTrainingMethod
 from tfprune.methods import PruningMethod
 from tfprune.model import prune
 from tfprune.model import strip
@@ -51,7 +52,8 @@ def __getattr__(name):
 __all__ = [
     "prune", "strip", "get_method", "available_methods", "sparsity_report",
     "pq_index", "pq_index_report", "model_pq_index", "shrink_model",
-    "PruneWrapper", "PruningMethod", "PrunableLayer", "PruningCallback",
+    "PruneWrapper", "PruningMethod", "PostTrainingMethod", "PrunableLayer",
+    "PruningCallback",
     "PruningSummaries", "ConstantSparsity", "PolynomialDecay", "L0Gate", "DeadModelError",
     "cluster", "ClusterWrapper",
     "__version__",

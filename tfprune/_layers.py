@@ -4,6 +4,18 @@ import inspect
 import keras
 
 
+def is_prune_wrapper(layer):
+  """True for a `tfprune.PruneWrapper` or a subclass (e.g. the L0 gate wrapper), by class
+  name (so that the graph code and the exporter need not import the training code)."""
+  return any(c.__name__ == "PruneWrapper" and c.__module__ == "tfprune.wrapper"
+             for c in type(layer).__mro__)
+
+
+def inner_layer(layer):
+  """The layer that holds the weights: a `PruneWrapper`'s layer, else `layer`."""
+  return layer.layer if is_prune_wrapper(layer) else layer
+
+
 def all_layers(model):
   """Every layer of `model`, nested models included, in order, each once."""
   found, seen = [], set()

@@ -24,10 +24,20 @@ def _method_and_dir(method, log_dir, who):
     warnings.warn(f"{who}(log_dir, method) is the old argument order; use "
                   f"{who}(method=..., log_dir=...).", DeprecationWarning, stacklevel=3)
     method, log_dir = log_dir, method
-  if method is not None and not hasattr(method, "on_train_begin"):
+  if method is not None and not hasattr(method, "diagnostics"):
     raise ValueError(f"{who}: method must be a tfprune PruningMethod or None, got "
                      f"{type(method).__name__}.")
   return method, log_dir
+
+
+def _check_driven(method):
+  """A post-training method has no training driver: refuse it, naming the fix."""
+  if getattr(method, "post_training", False):
+    raise ValueError(f"Method {method.name!r} prunes after training: call "
+                     f"method.apply(model, calibration_data) instead of training with it "
+                     f"(tfprune.PruningCallback drives training-time methods; a model it "
+                     f"pruned is fine-tuned with a plain model.fit, masks fixed).")
+  return method
 
 
 class PruningCallback(keras.callbacks.Callback):
@@ -49,6 +59,8 @@ class PruningCallback(keras.callbacks.Callback):
   def __init__(self, method=None, log_dir=None):
     super().__init__()
     method, log_dir = _method_and_dir(method, log_dir, "PruningCallback")
+    if method is not None:
+      _check_driven(method)
     self._explicit_method = method
     self.method = method
     self.log_dir = log_dir
@@ -58,7 +70,7 @@ class PruningCallback(keras.callbacks.Callback):
     if self._explicit_method is not None:
       self.method = self._explicit_method.bind(self.model)
     else:
-      self.method = wrapper_lib.get_method(self.model)
+      self.method = _check_driven(wrapper_lib.get_method(self.model))
     spe = getattr(self.model, "steps_per_execution", 1)
     if int(spe if not hasattr(spe, "numpy") else spe.numpy()) != 1:
       raise ValueError("PruningCallback needs steps_per_execution=1 in model.compile (the "

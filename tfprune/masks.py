@@ -81,6 +81,24 @@ def keep_count(size, sparsity):
   return tf.cast(tf.clip_by_value(keep, 0.0, size64), tf.int32)
 
 
+def unit_count(shape, scope="layer", block_size=4):
+  """How many units one weight of `shape` offers a scope's allocation (`compute_masks`).
+
+  Entries for `layer`, `global` and `n:m` (and scopes of whole entries); blocks of
+  `block_size` along the input axis for `block` (kernels of rank >= 2); output units
+  (the last axis) for `structured`. With `keep_count` this is the rule that says how
+  many units a target keeps.
+  """
+  shape = tuple(int(d) for d in shape)
+  size = math.prod(shape)
+  if scope == "block" and len(shape) >= 2:
+    axis = input_axis(len(shape))
+    return size // shape[axis] * -(-shape[axis] // block_size)
+  if scope == "structured" and shape:
+    return shape[-1]
+  return size
+
+
 # The one top-k (tfprune/topk.py), re-exported: ties keep the lower flat index.
 topk_mask = topk_lib.topk_mask
 

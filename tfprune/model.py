@@ -356,7 +356,8 @@ def _select(model, layers):
   return [l for l in found if id(l) in wanted]
 
 
-def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
+def prune(model: keras.Model,
+          method: str | base.PruningMethod | base.PostTrainingMethod = "magnitude",
           layers: str | list[str] | None = None, **method_kwargs) -> keras.Model:
   """Returns a copy of `model` with its prunable layers wrapped in `PruneWrapper`.
 
@@ -371,7 +372,7 @@ def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
       inside) are wrapped whole and their inner kernels pruned. The copy computes
       exactly what `model` computes.
     method: a registered method name (`tfprune.methods.available_methods()`) or a
-      `PruningMethod` instance.
+      method instance (a `PruningMethod` or a `PostTrainingMethod`, docs/methods.md).
     layers: names of the layers to prune; default every prunable layer.
     **method_kwargs: arguments of the method (target_sparsity, scope, schedule, ...).
 
@@ -393,9 +394,10 @@ def prune(model: keras.Model, method: str | base.PruningMethod = "magnitude",
   distribute.check_prune_scope(model)
   if isinstance(method, str):
     method = base.get_method_class(method)(**method_kwargs)
-  elif not isinstance(method, base.PruningMethod):
+  elif not isinstance(method, base.MethodCore):
     raise ValueError(f"method must be a method name ({', '.join(base.available_methods())}) "
-                     f"or a PruningMethod, got {type(method).__name__}.")
+                     f"or a PruningMethod / PostTrainingMethod, got "
+                     f"{type(method).__name__}.")
   elif method_kwargs:
     raise ValueError(f"Pass method arguments {sorted(method_kwargs)} to the method's "
                      f"constructor when method is an instance.")

@@ -14,30 +14,10 @@ import abc
 
 import keras
 
-L = keras.layers
+from tfprune import layer_types
 
-# Order matters only for readability: lookups use isinstance.
-_BUILTIN = (
-    (L.Dense, ("kernel",)),
-    (L.EinsumDense, ("kernel",)),
-    (L.DepthwiseConv1D, ("kernel",)),
-    (L.DepthwiseConv2D, ("kernel",)),
-    (L.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
-    (L.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
-    (L.Conv1DTranspose, ("kernel",)),
-    (L.Conv2DTranspose, ("kernel",)),
-    (L.Conv3DTranspose, ("kernel",)),
-    (L.Conv1D, ("kernel",)),
-    (L.Conv2D, ("kernel",)),
-    (L.Conv3D, ("kernel",)),
-    (L.ReversibleEmbedding, ("embeddings", "reverse_embeddings?")),
-    (L.Embedding, ("embeddings",)),
-    (L.LSTMCell, ("kernel", "recurrent_kernel")),
-    (L.GRUCell, ("kernel", "recurrent_kernel")),
-    (L.SimpleRNNCell, ("kernel", "recurrent_kernel")),
-)
-_RNN = (L.LSTM, L.GRU, L.SimpleRNN)
-
+# The prunable weights of built-in layers are the `weights` of their `tfprune.layer_types`
+# entry, looked up along the layer's class hierarchy (a subclass of Dense is a Dense).
 # Layers of other libraries recognised by a variable attribute, not by class (tfprune
 # does not import them): keras_hub's `PositionEmbedding` holds `position_embeddings`.
 _DUCK = ("position_embeddings",)
@@ -46,13 +26,6 @@ _DUCK = ("position_embeddings",)
 # (`unpruned_weights`); vectors (norm scales) and biases (named `*bias`, EinsumDense's
 # are matrices) are left out silently.
 LISTED_RANK = 2
-
-# Layers whose output units can carry a per-unit gate / be deleted as whole units
-# (structured pruning: `l0_gates`), and the subclasses of those that cannot.
-UNIT_GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
-NOT_UNIT_GATEABLE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose,
-                     L.SeparableConv1D, L.SeparableConv2D, L.DepthwiseConv1D,
-                     L.DepthwiseConv2D)
 
 
 class PrunableLayer(abc.ABC):
@@ -71,9 +44,13 @@ class PrunableLayer(abc.ABC):
 
 def _kernels_of(layer, names):
   """The variables behind attribute `names` (Keras 3 keeps some as `_name` variables);
-  a name ending in `?` is optional (`reverse_embeddings` exists only when untied)."""
+  a name ending in `?` is optional (`reverse_embeddings` exists only when untied);
+  `*/kernel` is every trainable `kernel` of the layer's sublayers (MultiHeadAttention)."""
   found = []
   for n in names:
+    if n == "*/kernel":
+      found += [v for v in layer.trainable_weights if v.path.split("/")[-1] == "kernel"]
+      continue
     optional, n = n.endswith("?"), n.rstrip("?")
     var = getattr(layer, "_" + n, None)
     if not isinstance(var, keras.Variable):
@@ -88,11 +65,16 @@ def _duck_names(layer):
   return tuple(n for n in _DUCK if isinstance(getattr(layer, n, None), keras.Variable))
 
 
+def _table_weights(layer):
+  """The prunable weight names of `layer`'s `layer_types` entry, or None."""
+  entry = layer_types.of(layer)
+  return entry.weights if entry is not None and entry.weights else None
+
+
 def _is_direct(layer):
   """True for the layers whose own kernels are in the table (or a PrunableLayer)."""
-  if isinstance(layer, (PrunableLayer, L.MultiHeadAttention) + _RNN):
-    return True
-  return any(isinstance(layer, cls) for cls, _ in _BUILTIN) or bool(_duck_names(layer))
+  return (isinstance(layer, PrunableLayer) or _table_weights(layer) is not None
+          or bool(_duck_names(layer)))
 
 
 def _sublayers(layer):
@@ -124,9 +106,22 @@ def is_prunable(layer):
 
 
 def supported_layer_names():
-  names = [cls.__name__ for cls, _ in _BUILTIN] + [c.__name__ for c in _RNN]
-  return sorted(names + ["MultiHeadAttention", "PrunableLayer subclasses",
+  names = [t.name for t in layer_types.TYPES.values() if t.weights]
+  return sorted(names + ["PrunableLayer subclasses",
                          "layers holding a `position_embeddings` variable"])
+
+
+def unit_gate_problem(layer):
+  """Why output units of `layer` cannot carry a per-unit gate / be deleted as whole
+  units (`l0_gates`), or None."""
+  entry = layer_types.of(layer)
+  if entry is None or not entry.gateable:
+    return "not a Dense or Conv1D/2D/3D layer"
+  if getattr(layer, "groups", 1) != 1:
+    return f"grouped convolution (groups={layer.groups})"
+  if getattr(layer, "data_format", "channels_last") != "channels_last":
+    return "channels_first"
+  return None
 
 
 def get_prunable_weights(layer):
@@ -135,15 +130,13 @@ def get_prunable_weights(layer):
   Raises:
     ValueError: if the layer is not prunable (naming it and the supported types).
   """
+  entry = layer_types.of(layer)
   if isinstance(layer, PrunableLayer):
     weights = list(layer.get_prunable_weights())
-  elif isinstance(layer, _RNN):
-    weights = _kernels_of(layer.cell, ("kernel", "recurrent_kernel"))
-  elif isinstance(layer, L.MultiHeadAttention):
-    weights = [v for v in layer.trainable_weights if v.path.split("/")[-1] == "kernel"]
+  elif entry is not None and entry.recurrent and entry.weights:
+    weights = _kernels_of(layer.cell, entry.weights)
   else:
-    names = next((n for cls, n in _BUILTIN if isinstance(layer, cls)),
-                 _duck_names(layer) or None)
+    names = _table_weights(layer) or _duck_names(layer) or None
     inside = _prunable_inside(layer, skip_unused=layer.built) if names is None else []
     if inside:
       weights, seen = [], set()

@@ -46,10 +46,10 @@ def count_params_and_macs(model):
 
 def _dead_output(arrays, layer, member):
   """Whether the output channel `member` of producer `layer` has all-zero weights from
-  the input (the weights it owns: `allocate.member_slices`, biases aside)."""
-  from tfprune.structured import allocate  # pylint: disable=import-outside-toplevel
+  the input (the weights it owns: `members.member_slices`, biases aside)."""
+  from tfprune.structured import members  # pylint: disable=import-outside-toplevel
   return not any(np.any(np.take(arrays[name], idx, axis=axis))
-                 for name, axis, idx in allocate.member_slices(layer, member)
+                 for name, axis, idx in members.member_slices(layer, member)
                  if not name.endswith("bias"))
 
 

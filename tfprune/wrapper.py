@@ -94,6 +94,7 @@ class PruneWrapper(keras.layers.Wrapper):
     self.prunable_weights = []
     self.masks = []
     self.slots = {}
+    self.scalar_slots = {}
 
   @property
   def method(self):
@@ -142,6 +143,11 @@ class PruneWrapper(keras.layers.Wrapper):
                                dtype=w.dtype, initializer="zeros", trainable=False)
                for w in self.prunable_weights]
         for slot in slot_names}
+    scalar_names = self._method.scalar_slot_names() if self._method is not None else ()
+    self.scalar_slots = {
+        slot: self.add_weight(name=slot, shape=(), dtype="float32", initializer="zeros",
+                              trainable=False)
+        for slot in scalar_names}
     # Keras tracks these lists for .weights.h5 but not for tf.train.Checkpoint (custom
     # loops, tf.distribute): give every mask and slot a named checkpoint dependency.
     for w, m in zip(self.prunable_weights, self.masks):
@@ -149,6 +155,8 @@ class PruneWrapper(keras.layers.Wrapper):
     for slot, variables in self.slots.items():
       for w, v in zip(self.prunable_weights, variables):
         self._track_trackable(v, name=f"{_slot_prefix(w)}_{slot}", overwrite=True)
+    for slot, v in self.scalar_slots.items():
+      self._track_trackable(v, name=slot, overwrite=True)
     self.built = True
 
   def masked_weights(self):

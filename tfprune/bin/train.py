@@ -16,7 +16,6 @@ Example:
   tfprune-train --load_model=my.keras --dataset=npz:my_data.npz --method=admm \
       --target_sparsity=0.8 --prune_epochs=4 --output_dir=runs/mine
 """
-import inspect
 import io
 import json
 import math
@@ -37,7 +36,6 @@ import tensorflow as tf
 import tfprune
 from tfprune import _io
 from tfprune import _layers
-from tfprune import masks as masks_lib
 from tfprune import callbacks as callbacks_lib
 from tfprune import data as data_lib
 from tfprune import layerwise
@@ -46,6 +44,7 @@ from tfprune import structured
 from tfprune import zoo
 from tfprune import train_flags
 from tfprune.train_flags import model as model_flags
+from tfprune.methods import base as methods_base
 from tfprune.train_flags.method import METHOD_FLAGS
 from tfprune.bin import _cli
 
@@ -99,13 +98,9 @@ def _parse_method_args(values):
 
 
 def method_kwargs(method_cls, steps_per_epoch, epochs, calibration_samples=None):
-  """Keyword arguments for `method_cls` from the flags (validated against its signature)."""
-  accepted = dict(inspect.signature(method_cls.__init__).parameters)
-  if any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-    # **kwargs go to PruningMethod.__init__: accept exactly its arguments too.
-    accepted.update(inspect.signature(tfprune.PruningMethod.__init__).parameters)
-  accepted = {k: v for k, v in accepted.items()
-              if k != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+  """Keyword arguments for `method_cls` from the flags (validated against the arguments
+  its constructor takes, `tfprune.methods.base.method_arguments`)."""
+  accepted = methods_base.method_arguments(method_cls)
   kwargs = {"target_sparsity": FLAGS.target_sparsity, "block_size": FLAGS.block_size}
   for name in ("scope", "allocation"):
     if FLAGS[name].value is not None:
@@ -305,53 +300,6 @@ def _load_data(model_shape, image_size=None):
   return (x, y), (xt, yt)
 
 
-def _scope_units(shape, scope, block_size):
-  """Number of selectable units of one weight for a scope (entries, blocks, neurons)."""
-  size = int(np.prod(shape))
-  if scope == "block" and len(shape) >= 2:
-    axis = 0 if len(shape) <= 2 else len(shape) - 2
-    return size // shape[axis] * -(-shape[axis] // block_size)
-  if scope in ("structured", "neuron"):
-    return int(shape[-1])
-  return size
-
-
-def _keep_count(units, sparsity):
-  """How many of `units` a density keeps: the one rule, `tfprune.masks.keep_count`."""
-  return int(masks_lib.keep_count(units, float(sparsity)))
-
-
-def dead_layers(method):
-  """Prunable weights the method's scope would leave with no weight at its target.
-
-  Returns:
-    (list of "layer/weight (kept k of n)" for weights keeping 0, detail string).
-  """
-  scope = getattr(method, "scope", "layer")
-  if scope == "n:m":
-    return [], ""
-  allocation = getattr(method, "allocation", "layer")
-  block = getattr(method, "block_size", 4)
-  own = getattr(method, "layer_sparsity", {}) or {}
-  items = [(wr.layer.name, w.path.split("/")[-1], tuple(w.shape))
-           for wr in method.wrappers for w in wr.prunable_weights]
-  if scope == "global" or allocation == "global":
-    units = sum(_scope_units(s, scope, block) for _, _, s in items)
-    keep = _keep_count(units, method.target_sparsity)
-    if keep < len(items):
-      return ([f"{l}/{w}" for l, w, _ in items],
-              f"the global allocation keeps {keep} of {units} units for {len(items)} "
-              f"weights, so at least {len(items) - keep} of them would keep none")
-    return [], ""
-  dead = []
-  for layer, weight, shape in items:
-    units = _scope_units(shape, scope, block)
-    keep = _keep_count(units, own.get(layer, method.target_sparsity))
-    if keep == 0:
-      dead.append(f"{layer}/{weight} (keeps 0 of {units})")
-  return dead, f"scope {scope!r}"
-
-
 def format_sparsity(value):
   """Sparsity with enough digits that a value below 1 never prints as 1 (or as 0.9)."""
   text = f"{value:.4f}"
@@ -532,7 +480,7 @@ def run_pruning(run, dense, data, kwargs, timings, log):
         method=method, log_dir=os.path.join(FLAGS.tensorboard_dir, "pruning")))
   start = time.time()
   if method_cls.post_training:
-    _phase("pruning", f"{FLAGS.method} (post-training, layer by layer) to "
+    _phase("pruning", f"{FLAGS.method} (post-training: method.apply) to "
            f"{format_sparsity(FLAGS.target_sparsity)}")
     method.apply(pruned, x_train)  # uses the method's calibration_samples
     finetune = FLAGS.finetune_epochs or 0
@@ -630,12 +578,35 @@ def main(argv):
 
 
 def _main(out, partial, method_cls, started):
+  """The run, phase by phase; everything that can fail is checked before the first
+  epoch (data, model, method arguments, a target that would empty a layer)."""
   timings = {}
   log = {"flags": _run_flags(), "versions": versions()}
   run = _Run(partial)
-
-  # Everything that can fail is checked here, before the first epoch.
   _reseed("dense")
+  skeleton, data = _prepare_data(log)
+  (x_train, _), (x_test, y_test) = data
+  calibration = _calibration_counts(method_cls, len(x_train), log)
+  kwargs = _check_method(method_cls, skeleton, len(x_train), calibration, log)
+
+  dense = _dense_phase(run, skeleton, data, timings)
+  log["dense_accuracy"] = _recalibrated_accuracy(dense, x_train, x_test, y_test, log,
+                                                 "dense_bn_recalibration")
+  _say(f"dense test accuracy {log['dense_accuracy']:.4f}")
+  pruned, method = run_pruning(run, dense, data, kwargs, timings, log)
+  final, rows = _strip_phase(dense, pruned, data, log)
+  written = _export_phase(out, partial, final, method, rows, x_train, log)
+  _report_phase(out, partial, run, log, timings, started, written)
+  return 0
+
+
+def _prepare_data(log):
+  """The model to prune (--load_model, or the --model zoo model built for the data) and
+  the data set fitted to it (--dataset, --image_size, --train/test_samples).
+
+  Returns:
+    (skeleton model, ((x_train, y_train), (x_test, y_test))); `log["data"]` is set.
+  """
   image_size = model_flags.parse_image_size(FLAGS.image_size)
   if image_size and FLAGS.load_model:
     _fail("image_size", f"is for zoo models; with --load_model={FLAGS.load_model} the "
@@ -645,8 +616,7 @@ def _main(out, partial, method_cls, started):
     model_shape = _input_shape(skeleton)
   else:
     skeleton, model_shape = None, None
-  data = _load_data(model_shape, image_size)
-  (x_train, y_train), (x_test, y_test) = data
+  (x_train, y_train), (x_test, y_test) = _load_data(model_shape, image_size)
   if FLAGS.train_samples:
     x_train, y_train = x_train[:FLAGS.train_samples], y_train[:FLAGS.train_samples]
   if FLAGS.test_samples:
@@ -661,7 +631,6 @@ def _main(out, partial, method_cls, started):
     shape = tuple(image_size) + (x_train.shape[-1],)
     x_train = _fit_to_input(x_train, shape, "training", True)
     x_test = _fit_to_input(x_test, shape, "test", True)
-  data = (x_train, y_train), (x_test, y_test)
   num_classes = int(max(y_train.max(), y_test.max())) + 1
   if skeleton is None:
     skeleton = zoo.get(FLAGS.model, input_shape=x_train.shape[1:],
@@ -677,32 +646,44 @@ def _main(out, partial, method_cls, started):
                  "num_classes": num_classes}
   if resized_from:
     log["data"]["resized_from"] = resized_from
+  return skeleton, ((x_train, y_train), (x_test, y_test))
 
+
+def _calibration_counts(method_cls, n_train, log):
+  """The calibration samples a post-training method gets (--calibration_samples, else
+  the class's own `calibration_samples`, at most `n_train`) and the count written to
+  calibration.npz (`log["calibration_export"]`). Returns the first (None: default)."""
   calibration = None
   if FLAGS.calibration_samples is not None:
     calibration = FLAGS.calibration_samples
-    if calibration > len(x_train):
-      _say(f"--calibration_samples={calibration} is more than the {len(x_train)} training "
-           f"inputs: using {len(x_train)}.")
-      calibration = len(x_train)
+    if calibration > n_train:
+      _say(f"--calibration_samples={calibration} is more than the {n_train} training "
+           f"inputs: using {n_train}.")
+      calibration = n_train
   elif method_cls.post_training:
-    default = inspect.signature(method_cls.__init__).parameters.get("calibration_samples")
-    if default is not None and isinstance(default.default, int):
-      calibration = min(default.default, len(x_train))
-  calibration_export = min(FLAGS.calibration_export, len(x_train))
+    default = getattr(method_cls, "calibration_samples", None)
+    if isinstance(default, int):
+      calibration = min(default, n_train)
+  calibration_export = min(FLAGS.calibration_export, n_train)
   if calibration_export < FLAGS.calibration_export:
     _say(f"--calibration_export={FLAGS.calibration_export} is more than the "
-         f"{len(x_train)} training inputs: writing {calibration_export}.")
+         f"{n_train} training inputs: writing {calibration_export}.")
   log["calibration_samples"] = calibration if method_cls.post_training else None
   log["calibration_export"] = calibration_export
+  return calibration
 
-  steps_per_epoch = math.ceil(len(x_train) / FLAGS.batch_size)
+
+def _check_method(method_cls, skeleton, n_train, calibration, log):
+  """The method's keyword arguments from the flags, checked by constructing and binding
+  it on `skeleton` and by the library's empty-layer rule
+  (`tfprune.methods.base.empty_weights`); `log["method_kwargs"]` is set."""
+  steps_per_epoch = math.ceil(n_train / FLAGS.batch_size)
   try:
     kwargs = method_kwargs(method_cls, steps_per_epoch, FLAGS.prune_epochs, calibration)
     probe = tfprune.prune(skeleton, FLAGS.method, **kwargs)  # constructs + binds the method
   except (ValueError, TypeError) as e:
     raise app.UsageError(f"--method={FLAGS.method}: {e}") from e
-  dead, detail = dead_layers(tfprune.get_method(probe))
+  dead, detail = methods_base.empty_weights(tfprune.get_method(probe))
   if dead:
     _fail("target_sparsity", f"{FLAGS.target_sparsity!r} would leave no weight in "
           f"{', '.join(dead)} ({detail}); every prunable layer needs at least one weight. "
@@ -711,14 +692,16 @@ def _main(out, partial, method_cls, started):
   del probe
   log["method_kwargs"] = {k: (keras.saving.serialize_keras_object(v)
                               if hasattr(v, "get_config") else v) for k, v in kwargs.items()}
+  return kwargs
 
-  dense = _dense_phase(run, skeleton, data, timings)
-  log["dense_accuracy"] = _recalibrated_accuracy(dense, x_train, x_test, y_test, log,
-                                                 "dense_bn_recalibration")
-  _say(f"dense test accuracy {log['dense_accuracy']:.4f}")
 
-  pruned, method = run_pruning(run, dense, data, kwargs, timings, log)
+def _strip_phase(dense, pruned, data, log):
+  """Strips (and with --shrink shrinks) `pruned`; its accuracy and sparsity table.
 
+  Returns:
+    (the stripped model, the `tfprune.sparsity_report` rows).
+  """
+  (x_train, _), (x_test, y_test) = data
   _phase("strip", "removing wrappers" + (" and closed units" if FLAGS.shrink else ""))
   final = tfprune.strip(pruned, shrink=FLAGS.shrink)
   if FLAGS.shrink:
@@ -735,7 +718,12 @@ def _main(out, partial, method_cls, started):
   log["dense_parameters"] = int(dense.count_params())
   log["parameters"] = int(final.count_params())
   log["nonzero_parameters"] = int(sum(int(np.count_nonzero(w)) for w in final.get_weights()))
+  return final, rows
 
+
+def _export_phase(out, partial, final, method, rows, x_train, log):
+  """Writes the method's artifacts, model.keras, calibration.npz and sparsity.png into
+  `partial`; returns their paths relative to it."""
   _phase("export", f"writing {out}")
   written = []
   artifacts = method.write_artifacts(partial)
@@ -744,6 +732,7 @@ def _main(out, partial, method_cls, started):
   _io.atomic_save_keras(final, os.path.join(partial, "model.keras"),
                         include_optimizer=FLAGS.save_optimizer)
   written.append("model.keras")
+  calibration_export = log["calibration_export"]
   if calibration_export:
     buf = io.BytesIO()
     np.savez_compressed(buf, x=x_train[:calibration_export])
@@ -754,7 +743,11 @@ def _main(out, partial, method_cls, started):
                            f" / {FLAGS.method}",
                            target=FLAGS.target_sparsity)
   written.append("sparsity.png")
+  return written
 
+
+def _report_phase(out, partial, run, log, timings, started, written):
+  """Writes report.json, drops the resume state and moves `partial` to `out`."""
   _phase("report")
   log["history"] = {phase: h.epochs for phase, h in run.history.items()}
   timings["total_s"] = time.time() - started
@@ -774,7 +767,6 @@ def _main(out, partial, method_cls, started):
   print(f"dense accuracy {log['dense_accuracy']:.4f} -> pruned accuracy "
         f"{log['test_accuracy']:.4f} at sparsity {format_sparsity(log['sparsity'])}; "
         f"wrote {out}/: {', '.join(sorted(written))}")
-  return 0
 
 
 def run():

@@ -24,13 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 
 import numpy as np
 
 from tfprune import _capture as capture
 from tfprune import _io
+from tfprune import _litert
 from tfprune import _layers
 from tfprune import _liveness
 from tfprune.export import checksum
@@ -50,7 +49,6 @@ FC_QUANTIZATION = ("auto", "per_channel", "per_tensor")
 PER_TENSOR_MAX_ERROR = 0.01
 METADATA_NAME = "tfprune_export"
 CALIBRATION_SAMPLES = 200
-TEMP_PREFIX = "tfprune-export-"
 _log = logging.getLogger("tfprune.export")
 
 @dataclasses.dataclass
@@ -248,49 +246,22 @@ def _fc_per_tensor(model, fc_quantization, quantize, sparse_output):
 
 def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verbose=False,
                    shapes=None):
-  """SavedModel export + TFLite conversion; returns `(bytes, captured log)`.
+  """SavedModel export + TFLite conversion (`tfprune._litert.convert`, shared with the
+  latency model); returns `(bytes, captured log)`.
 
   The SavedModel goes to a temporary directory that is removed whatever happens
   (the converter's own `from_keras_model` leaves it behind when it crashes).
   Any failure becomes an `ExportError` naming the op and layer.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX)
-  failure = None
+  if quantize == "int8":
+    n = min(CALIBRATION_SAMPLES, len(samples[0]))
+    samples = [arr[:n] for arr in samples]
   try:
-    with capture.captured_output(enabled=not verbose) as log:
-      try:
-        model.export(tmp, format="tf_saved_model", verbose=verbose,
-                     input_signature=_signature(model, shapes) if shapes else None)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        # Per-channel scales cost 12 bytes per output channel for the weights and
-        # again for the bias: a large share of a sparse file.
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = fc_per_tensor  # pylint: disable=protected-access
-        opts = []
-        if sparsity:
-          opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        if quantize:
-          opts.append(tf.lite.Optimize.DEFAULT)
-        converter.optimizations = opts
-        if quantize == "int8":
-          names = [t.name for t in model.inputs]
-          n = min(CALIBRATION_SAMPLES, len(samples[0]))
-
-          def representative_dataset():
-            for j in range(n):
-              yield {name: arr[j:j + 1] for name, arr in zip(names, samples)}
-
-          converter.representative_dataset = representative_dataset
-          converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-          converter.inference_input_type = tf.int8
-          converter.inference_output_type = tf.int8
-        data = bytes(converter.convert())
-      except Exception as e:  # pylint: disable=broad-except
-        failure = e
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  if failure is not None:
-    raise errors.converter_error(failure, model, quantize, log.text) from failure
+    data, log = _litert.convert(
+        model, quantize, samples, sparsity=sparsity, fc_per_tensor=fc_per_tensor,
+        input_signature=_signature(model, shapes) if shapes else None, verbose=verbose)
+  except _litert.ConverterFailed as e:
+    raise errors.converter_error(e.cause, model, quantize, e.log.text) from e.cause
   return data, log.text
 
 

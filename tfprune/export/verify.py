@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from tfprune import _capture as capture
+from tfprune import _litert
 from tfprune.export import graph
 from tfprune.export.errors import VerificationError
 
@@ -109,27 +110,9 @@ def _dequantize(y, detail):
   return y.astype(np.float32)
 
 
-def make_litert_interpreter(model_bytes, xnnpack, num_threads=1, preserve_all_tensors=False):
-  """Creates an allocated `ai_edge_litert` interpreter.
-
-  Args:
-    model_bytes: the .tflite bytes.
-    xnnpack: True for the default XNNPACK delegate, False for builtin kernels only.
-    num_threads: CPU threads.
-    preserve_all_tensors: keep intermediates readable (XNNPACK off only).
-
-  Returns:
-    An `ai_edge_litert.interpreter.Interpreter`.
-  """
-  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
-  resolver = (litert.OpResolverType.AUTO if xnnpack
-              else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-  interp = litert.Interpreter(
-      model_content=bytes(model_bytes), num_threads=num_threads,
-      experimental_op_resolver_type=resolver,
-      experimental_preserve_all_tensors=preserve_all_tensors)
-  interp.allocate_tensors()
-  return interp
+# An allocated `ai_edge_litert` interpreter, XNNPACK on or off (shared with the latency
+# model: tfprune/_litert.py).
+make_litert_interpreter = _litert.interpreter
 
 
 def output_positions(model_bytes, output_names):

@@ -89,7 +89,7 @@ def find_units(model, original):
       add(top, top_o, inner, inner_o, nested)
       return
     reason = geometry.skip_reason(inner)
-    if isinstance(inner, geometry.RECURRENT) or hasattr(inner, "cell"):
+    if geometry.is_recurrent(inner):
       skipped.append((inner.name, type(inner).__name__, reason))
       return
     if geometry.has_kernel(inner):

@@ -25,39 +25,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-L = keras.layers
-DENSE = (L.Dense,)
-CONV = (L.Conv1D, L.Conv2D)
-DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-EINSUM = (L.EinsumDense,)
-EMBEDDING = (L.Embedding,)
-RECURRENT = tuple(c for c in (getattr(L, n, None) for n in (
-    "LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN")) if c)
-SUPPORTED_LAYERS = ("Dense", "Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D",
-                    "EinsumDense", "Embedding")
+from tfprune import _layers
+from tfprune import layer_types
+
+# The layer types the engine poses, by their `geometry` (tfprune/layer_types.py).
+SUPPORTED_LAYERS = layer_types.names(geometry=("dense", "conv", "depthwise", "einsum",
+                                               "embedding"))
 _EQUATION = re.compile(r"^([a-zA-Z.]+),([a-zA-Z]+)->([a-zA-Z.]+)$")
 
 
-def inner_layer(layer):
-  """The layer that holds the kernel: `layer.layer` for a `PruneWrapper`, else `layer`."""
-  if hasattr(layer, "masks") and isinstance(getattr(layer, "layer", None), L.Layer):
-    return layer.layer
-  return layer
+inner_layer = _layers.inner_layer  # (re-exported: tfprune.layerwise.inner_layer)
 
 
 def kind(inner):
   """`dense`, `conv`, `depthwise`, `einsum` or `embedding` (None: not supported)."""
-  if isinstance(inner, DEPTHWISE):
-    return "depthwise"
-  if isinstance(inner, CONV):
-    return "conv" if getattr(inner, "groups", 1) == 1 else None
-  if isinstance(inner, DENSE):
-    return "dense"
-  if isinstance(inner, EINSUM):
-    return "einsum" if einsum_spec(inner) is not None else None
-  if isinstance(inner, EMBEDDING):
-    return "embedding"
-  return None
+  entry = layer_types.of(inner)
+  geometry = entry.geometry if entry is not None else None
+  if geometry == "conv" and getattr(inner, "groups", 1) != 1:
+    return None
+  if geometry == "einsum" and einsum_spec(inner) is None:
+    return None
+  return geometry
+
+
+def is_recurrent(inner):
+  """True for a recurrent layer (its kernels are left to training methods)."""
+  entry = layer_types.of(inner)
+  return (entry is not None and entry.recurrent) or hasattr(inner, "cell")
 
 
 def is_supported(layer):
@@ -72,9 +66,7 @@ def supported_layers(model):
 
 def kernel_variable(inner):
   """The pruned weight: `embeddings` for `Embedding`, `kernel` otherwise."""
-  if isinstance(inner, EMBEDDING):
-    return inner.embeddings
-  return inner.kernel
+  return inner.embeddings if kind(inner) == "embedding" else inner.kernel
 
 
 def has_kernel(layer):
@@ -94,13 +86,15 @@ def skip_reason(inner):
   """Why the engine does not prune `inner`, a layer with a kernel (None if it does)."""
   if kind(inner) is not None:
     return None
-  if isinstance(inner, RECURRENT) or hasattr(inner, "cell"):
+  entry = layer_types.of(inner)
+  geometry = entry.geometry if entry is not None else None
+  if is_recurrent(inner):
     return ("recurrent kernels: each step's input depends on the layer's own previous "
             "output, so there is no fixed least-squares problem; prune it with a training "
             "method (magnitude, admm, ...)")
-  if isinstance(inner, CONV):
+  if geometry == "conv":
     return f"grouped convolution (groups={inner.groups}) is not supported"
-  if isinstance(inner, EINSUM):
+  if geometry == "einsum":
     return (f"einsum equation {inner.equation!r} does not map to [inputs x outputs] "
             f"(a kernel axis is summed, or an input axis is reduced without the kernel)")
   return (f"{type(inner).__name__} is not a supported layer type "

@@ -1,4 +1,5 @@
-"""Pruning methods: one module per algorithm behind `base.PruningMethod`.
+"""Pruning methods: one module per algorithm behind `base.PruningMethod` (training-time)
+or `base.PostTrainingMethod` (after training); the contract is docs/methods.md.
 
 Importing this package registers every method (needed before loading a saved model).
 """
@@ -14,5 +15,7 @@ from tfprune.methods import sparsegpt  # registers "sparsegpt"
 from tfprune.methods import wanda  # registers "wanda"
 from tfprune.methods.base import available_methods
 from tfprune.methods.base import get_method_class
+from tfprune.methods.base import MethodCore
+from tfprune.methods.base import PostTrainingMethod
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method

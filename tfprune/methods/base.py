@@ -1,26 +1,38 @@
-"""The method contract: a small core, plus optional parts a method declares.
+"""The method contract: a small core, a training-time base and a post-training base.
 
-A `PruningMethod` is bound to a model whose prunable layers are `PruneWrapper`s (the
-wrappers own the state; the method owns the maths).
+The contract is written down in docs/methods.md (what a method implements, what it may
+override, the attributes it declares); `OVERRIDABLE` below is the list that document
+mirrors, and tests/method_contract_test.py holds every registered method to it.
 
-The core (every training-time method):
-  * `scores()`: importance of every prunable weight (default `|W * mask|`);
-  * `compute_masks(sparsity)`: 0/1 masks from the scores in the method's `scope`;
-  * `update(step)`: THE per-step hook, called once per training step before the
-    optimizer step with the step about to run. The default follows `schedule`:
-    on pruning steps `assign_masks(compute_masks(sparsity))`. Runs as a `tf.function`
-    (`compile_update = True`) or eagerly with a Python int step (`False`: methods that
-    log or raise per step, e.g. ADMM).
+A method is bound to a model whose prunable layers are `PruneWrapper`s (the wrappers own
+the state; the method owns the maths). Three classes:
 
-The driver, the same for every method and not overridden: `on_train_begin(optimizer)`
+  * `MethodCore`: what every method has: the configuration (target, mask scope,
+    layer floor), `bind`, the pruned `weights` / `masks`, `scores()`,
+    `compute_masks(sparsity)`, `assign_masks`, the report and `get_config` /
+    `from_config`. With `scope="structured"` the method receives a channel scope,
+    `method.channels` (a `tfprune.structured.scope.ChannelScope`): it owns the channel
+    graph, the criteria (Taylor's gradient sums included), `round_to`, `min_units`,
+    ignored layers and the MACs / latency budgets (`method.channels.round_to`, ...).
+  * `PruningMethod` (training-time): the core plus THE per-step hook `update(step)`,
+    the schedule and the training driver. `update` runs once per training step before
+    the optimizer step, with the step about to run; the default follows `schedule`:
+    on pruning steps `assign_masks(compute_masks(sparsity))`. It runs as a
+    `tf.function` (`compile_update = True`) or eagerly with a Python int step (`False`:
+    methods that log or raise per step, e.g. ADMM).
+  * `PostTrainingMethod`: the core plus `apply(model, calibration_data)`, which prunes a
+    trained model in one call; it has no training driver (fine-tuning a model it pruned
+    with a plain `model.fit` keeps its masks fixed).
+
+The driver of `PruningMethod`, the same for every method: `on_train_begin(optimizer)`
 (validates, attaches the optimizer wrapper the method needs, marks the method started),
-`on_train_step()` (calls `update(step)`, then advances the wrappers' step counter) and
-`on_train_end()`. `tfprune.PruningCallback` calls them in `model.fit`; a custom loop
-calls them itself (below). A pruned model trained without them raises (the wrappers
-check, when the training step is traced, that the method was started), as TFMOT does
-without its `UpdatePruningStep` callback.
+`on_train_step()` (calls `update(step)`, then advances the wrappers' step counter; never
+overridden) and `on_train_end()`. `tfprune.PruningCallback` calls them in `model.fit`; a
+custom loop calls them itself (below). A pruned model trained without them raises (the
+wrappers check, when the training step is traced, that the method was started), as TFMOT
+does without its `UpdatePruningStep` callback.
 
-Optional parts, declared here with safe defaults:
+Optional parts of `PruningMethod`, declared with safe defaults:
   * per-weight state the wrappers create (`slot_names`) and a loss term
     (`regularization`);
   * a gradient hook: `uses_gradients = True` and `observe_gradients(grads, variables)`.
@@ -33,9 +45,7 @@ Optional parts, declared here with safe defaults:
   * a phased recipe: `fit(model, x, y, epochs, ...)` (`phased = True` when the method
     has phases, e.g. ADMM -> hard prune -> fine-tune). Under a plain `model.fit` a phased
     method either finishes its phases at train end (`finish_phases`, with a warning that
-    the recipe's fine-tune was skipped) or refuses before training (`check_plain_fit`);
-  * post-training methods (`post_training = True`): `apply(model, calibration_data)`
-    prunes a trained model in one call; they are never trained with the driver.
+    the recipe's fine-tune was skipped) or refuses before training (`check_plain_fit`).
 
 Custom training loop:
 
@@ -52,6 +62,7 @@ Custom training loop:
     method.on_train_end()
 """
 import functools
+import inspect
 
 from absl import logging
 import keras
@@ -67,6 +78,24 @@ from tfprune._layers import all_layers  # pylint: disable=unused-import (re-expo
 from tfprune.structured import scope as scope_lib
 
 _METHODS = {}
+
+# The class attributes a method may declare (docs/methods.md section 3).
+DECLARED = ("scopes", "structured_graph", "phased", "uses_gradients", "compile_update",
+            "multi_fit", "calibration_samples")
+# The core a training-time method implements: one to three of these.
+HOOKS = ("scores", "compute_masks", "update")
+# Everything a registered method may define over its base class (docs/methods.md mirrors
+# this list; tests/method_contract_test.py checks every registered method). `name` is
+# set by `register_method`; `on_train_begin` / `on_train_end` may only be extended (call
+# super()); `on_train_step`, `assign_masks`, `weights`, `masks`, `check_training`, ...
+# are never overridden.
+OVERRIDABLE = HOOKS + DECLARED + (
+    "name", "apply", "bind", "select_layers", "make_wrapper", "slot_names",
+    "scalar_slot_names",
+    "regularization", "default_schedule", "observe_gradients", "optimizer_class",
+    "make_optimizer", "prepare_optimizer", "check_plain_fit", "finish_phases", "fit",
+    "on_train_begin", "on_train_end", "diagnostics", "report", "write_artifacts",
+    "get_config", "from_config")
 
 
 def register_method(name):
@@ -96,6 +125,49 @@ def get_method_class(name):
   return _METHODS[name]
 
 
+def method_arguments(cls):
+  """{name: inspect.Parameter} of the arguments the constructor of method `cls` takes:
+  its own and, when it passes `**kwargs` on, those of `MethodCore`."""
+  accepted = dict(inspect.signature(cls.__init__).parameters)
+  if any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+    accepted.update(inspect.signature(MethodCore.__init__).parameters)
+  return {k: v for k, v in accepted.items()
+          if k != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+
+
+def empty_weights(method):
+  """Pruned weights that `method`'s target would leave with no weight, before pruning.
+
+  Per weight (per-layer allocation: `layer_sparsity` or `target_sparsity`) or over all
+  of them (global allocation), counted in the units of the method's scope with the one
+  keep-count rule (`tfprune.masks.unit_count`, `tfprune.masks.keep_count`).
+
+  Returns:
+    (list of "layer/weight" labels, ending in "(keeps 0 of n)" for a per-layer
+    allocation; a detail string), or ([], "") when every weight keeps something.
+  """
+  if method.scope == "n:m" or method.target_sparsity is None:
+    return [], ""
+  labels, shapes, targets = [], [], []
+  for wrapper in method.wrappers:
+    own = method.layer_sparsity.get(wrapper.layer.name, method.target_sparsity)
+    for w in wrapper.prunable_weights:
+      labels.append(f"{wrapper.layer.name}/{w.path.split('/')[-1]}")
+      shapes.append(tuple(w.shape))
+      targets.append(own)
+  units = [masks_lib.unit_count(s, method.scope, method.block_size) for s in shapes]
+  if method.scope == "global" or method.allocation == "global":
+    keep = int(masks_lib.keep_count(sum(units), method.target_sparsity))
+    if keep < len(labels):
+      return (labels, f"the global allocation keeps {keep} of {sum(units)} units for "
+                      f"{len(labels)} weights, so at least {len(labels) - keep} of them "
+                      f"would keep none")
+    return [], ""
+  dead = [f"{label} (keeps 0 of {n})" for label, n, target in zip(labels, units, targets)
+          if int(masks_lib.keep_count(n, target)) == 0]
+  return dead, f"scope {method.scope!r}"
+
+
 find_wrappers = wrapper_lib.find_wrappers  # (kept here for older imports)
 
 
@@ -121,29 +193,32 @@ def _in_model_strategy(fit):
   return scoped_fit
 
 
-class PruningMethod:
-  """Base class of all pruning methods.
+class MethodCore:
+  """What every pruning method has: configuration, binding, weights and masks, scores.
+
+  Subclass `PruningMethod` (training-time) or `PostTrainingMethod`, not this class
+  (docs/methods.md).
 
   Args:
     target_sparsity: final fraction of zeros over the pruned weights, in [0, 1).
     scope: mask scope, one of `tfprune.masks.SCOPES` (layer, global, block, n:m,
       structured).
-    schedule: a `tfprune.schedules.PruningSchedule`; default prunes to
-      `target_sparsity` at step 0 and every 100 steps (`ConstantSparsity`).
+    schedule: a `tfprune.schedules.PruningSchedule`; default `default_schedule()`, which
+      prunes to `target_sparsity` at step 0 and every 100 steps (`ConstantSparsity`).
     block_size: block length along the kernel input axis for `scope="block"`.
     n, m: the n:m pattern for `scope="n:m"`.
     allocation: `layer` or `global` allocation for `block` / `structured` scopes
       (default: `global` for `structured`, else `layer`).
     layer_sparsity: optional `{layer name: sparsity}` overriding `target_sparsity` for
       those layers (per-layer allocation only; e.g. keep a small output layer denser).
-    round_to, min_units, ignored_layers, target_macs, criterion: `scope="structured"`
-      only (docs/structured.md): channel counts kept a multiple of `round_to`; at least
-      `min_units` channels per group; layers whose groups are never pruned; a MACs
-      budget (fraction of today's MACs, instead of `target_sparsity`); the group
-      importance: `l2` / `l1` group norm of the method's `scores()`, `bn_scale`
-      (|gamma| of the group's BatchNormalization, network slimming: Liu et al., ICCV
-      2017) or `taylor` (|sum W * dL/dW| over the group, Molchanov et al., CVPR 2019;
-      gradients averaged over the steps since the last mask update).
+    round_to, min_units, ignored_layers, target_macs, criterion, target_latency,
+      latency_precision, latency_table: `scope="structured"` only (docs/structured.md):
+      the arguments of the channel scope the method receives, `method.channels`
+      (`tfprune.structured.scope.ChannelScope`, which documents each): channel counts
+      kept a multiple of `round_to`, at least `min_units` channels per group, layers
+      whose groups are never pruned, a MACs or LiteRT latency budget instead of
+      `target_sparsity`, and the group importance criterion (`l2` by default; `taylor`
+      averages the loss gradients seen since the last mask update).
     max_pruning_ratio: the layer floor of every allocation across layers (docs/
       algorithms.md, "Layer floor and LAMP"): None (default): a weight tensor the
       allocation would leave with fewer than `min(fan_in, fan_out)` entries keeps the
@@ -154,11 +229,6 @@ class PruningMethod:
     global_score: `magnitude` (default) or `lamp`: LAMP-normalised scores (Lee et al.,
       ICLR 2021) for the global allocation (scope `global`, or `block` with
       allocation `global`), so layers of different weight scales compare fairly.
-    target_latency, latency_precision, latency_table: `scope="structured"` only: a
-      latency budget (fraction of today's LiteRT latency, exclusive with `target_macs`)
-      against per-layer times measured on this machine's LiteRT at `latency_precision`
-      (`float` / `int8`) or read from a `tfprune.structured.latency.measure_table`
-      table (dict or JSON path) measured on the target device (docs/structured.md).
 
   With `scope="structured"` (and `structured_graph = True`, the default) the masks come
   from the model's channel dependency graph (`tfprune.structured.ChannelGraph`, built
@@ -168,26 +238,15 @@ class PruningMethod:
   `tfprune.strip(model, shrink=True)` deletes it exactly.
 
   Class attributes a subclass may set: `scopes` (the valid `scope` values; default the
-  mask scopes of `tfprune.masks`), `post_training`, `phased`, `uses_gradients`,
-  `compile_update` (see the module docstring), `structured_graph` (False: the
-  `structured` scope keeps the per-layer output-unit masks of `tfprune.masks`),
-  `multi_fit` (True: `fit` calls `model.fit` more than once, so it needs re-iterable
-  inputs such as arrays, not a one-pass epoch order).
+  mask scopes of `tfprune.masks`) and `structured_graph` (False: the `structured` scope
+  keeps the per-layer output-unit masks of `tfprune.masks`). `post_training` is True
+  for `PostTrainingMethod`s.
   """
 
   name = None
   scopes = masks_lib.SCOPES
   post_training = False
-  phased = False
-  uses_gradients = False
-  compile_update = True
   structured_graph = True
-  multi_fit = False
-
-  def __init_subclass__(cls, **kwargs):
-    super().__init_subclass__(**kwargs)
-    if "fit" in cls.__dict__:  # every recipe runs in the model's strategy scope
-      cls.fit = _in_model_strategy(cls.__dict__["fit"])
 
   def __init__(self, target_sparsity=0.9, scope="layer", schedule=None, block_size=4, n=2,
                m=4, allocation=None, layer_sparsity=None, round_to=1, min_units=1,
@@ -231,12 +290,6 @@ class PruningMethod:
     self.schedule = schedule
     self.model = None
     self.wrappers = []
-    self.started = False  # on_train_begin ran (and on_train_end not yet)
-    self.in_recipe = False  # the method's own `fit` is running
-    self._update_fn = None
-    self._advance_fn = None
-    self._gradient_steps = None
-    self._steps_since_begin = 0
 
   # ------------------------------------------------- layer floor and LAMP
   def _set_floor_args(self, max_pruning_ratio, global_score, scope, allocation):
@@ -277,9 +330,9 @@ class PruningMethod:
       raise ValueError(f"{', '.join(changed)} apply to scope='structured' through the "
                        f"channel graph only; method {self.name!r} has scope={self.scope!r}"
                        f"{'' if self.structured_graph else ' (no channel graph)'}.")
-    if criterion == "taylor":
-      if type(self).observe_gradients is not PruningMethod.observe_gradients:
-        raise ValueError(f"criterion='taylor' scores channels by the loss gradient; "
+    if channels.needs_gradients:
+      if self.post_training or getattr(type(self), "uses_gradients", False):
+        raise ValueError(f"criterion={criterion!r} scores channels by the loss gradient; "
                          f"method {self.name!r} has its own gradient scores: use l2 or l1.")
       self.uses_gradients = True
     if self.uses_channel_graph and getattr(self, "layer_sparsity", None):
@@ -290,20 +343,6 @@ class PruningMethod:
     channels.max_pruning_ratio = getattr(self, "max_pruning_ratio", None)  # the floor
     if self.uses_channel_graph:
       self.compile_update = False  # the graph allocation is NumPy: masks update eagerly
-
-  # The structured-scope arguments and state, as attributes of the method.
-  round_to = property(lambda self: self.channels.round_to)
-  min_units = property(lambda self: self.channels.min_units)
-  ignored_layers = property(lambda self: self.channels.ignored_layers)
-  target_macs = property(lambda self: self.channels.target_macs)
-  target_latency = property(lambda self: self.channels.target_latency)
-  latency_precision = property(lambda self: self.channels.latency_precision)
-  latency_table = property(lambda self: self.channels.latency_table)
-  criterion = property(lambda self: self.channels.criterion)
-  graph = property(lambda self: self.channels.graph,
-                   doc="The ChannelGraph (structured scope), built by `bind`; else None.")
-  structured_units = property(lambda self: self.channels.units,
-                              doc="(group, unit) pairs the last structured masks remove.")
 
   def structured_masks(self, values, sparsity):
     """Channel-graph masks (aligned with `weights`) from per-weight importances.
@@ -316,55 +355,20 @@ class PruningMethod:
         the budget).
 
     Returns:
-      A list of float32 NumPy 0/1 masks.
+      A list of float32 NumPy 0/1 masks; the current masks while a gradient criterion
+      (`taylor`) has seen no gradient yet.
     """
-    if self.graph is None:
+    if self.channels.graph is None:
       raise ValueError(f"The {self.name!r} method is not bound to a model.")
-    gradients = None
-    if self.criterion == "taylor" and float(np.asarray(sparsity)) > 0.0:
-      gradients = self._taylor_gradients()
-      if gradients is None:
-        logging.warning("%s: criterion='taylor' has seen no gradient yet; the masks are "
-                        "kept (start the schedule after a few steps).", self.name)
-        return [np.asarray(m.numpy(), np.float32) for m in self.masks]
     final = float(getattr(self.schedule, "final_sparsity", 0.0) or 0.0)
-    return self.channels.masks([w.shape for w in self.weights], values, sparsity,
-                               self.allocation, final, gradients)
-
-  def channel_report(self):
-    """Text: the channel graph's groups and which were left out (structured scope)."""
-    return self.channels.report()
-
-  def _taylor_gradients(self):
-    steps = int(self._taylor_steps.numpy()) if getattr(self, "_taylor_steps", None) is \
-        not None else 0
-    if steps == 0:
-      return None
-    grads = {key: self._taylor_sums[i].numpy() / steps
-             for key, i in self.channels.weight_keys.items()}
-    for v in self._taylor_sums:
-      v.assign(tf.zeros_like(v))
-    self._taylor_steps.assign(0)
-    return grads
-
-  def observe_gradients(self, grads, variables):
-    """The gradient hook (`uses_gradients = True`): sees every step's gradients.
-
-    Called inside the training step (graph mode) by the `GradientHook` optimizer that
-    `prepare_optimizer` installs, or by a custom loop after `tape.gradient`; only
-    TensorFlow ops and variable assignments. `grads` align with `variables` (the
-    model's trainable variables; None where a variable has no gradient). The base class
-    accumulates them for `criterion="taylor"`.
-    """
-    if getattr(self, "criterion", "l2") != "taylor":
-      raise NotImplementedError(f"Method {self.name!r} has no gradient hook.")
-    by_id = {id(v): g for g, v in zip(grads, variables)}
-    for w, acc in zip(self.weights, self._taylor_sums):
-      g = by_id.get(id(w))
-      if g is not None:
-        acc.assign_add(tf.cast(tf.convert_to_tensor(g), acc.dtype))
-    self._taylor_steps.assign_add(1)
-    self.record_gradient_step()
+    out = self.channels.masks([w.shape for w in self.weights], values, sparsity,
+                              self.allocation, final)
+    if out is None:
+      logging.warning("%s: criterion=%r has seen no gradient yet; the masks are kept "
+                      "(start the schedule after a few steps).", self.name,
+                      self.channels.criterion)
+      return [np.asarray(m.numpy(), np.float32) for m in self.masks]
+    return out
 
   def default_schedule(self):
     """The schedule used when none is given: `target_sparsity` from step 0, every 100."""
@@ -390,15 +394,8 @@ class PruningMethod:
     self.wrappers = wrappers
     for wrapper in wrappers:  # after load_model each wrapper holds its own copy
       wrapper.method = self
-    self._update_fn = None
-    self._advance_fn = None
     if self.uses_channel_graph:
       self.channels.bind(model, self.wrappers)
-      if self.criterion == "taylor":
-        self._taylor_sums = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False,
-                                         name="taylor_grad_sum") for w in self.weights]
-        self._taylor_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                         name="taylor_steps")
     return self
 
   def _require_bound(self):
@@ -413,16 +410,12 @@ class PruningMethod:
 
   @property
   def masks(self):
+    """Flat list of the 0/1 mask variables (aligned with `weights`)."""
     return [m for wr in self.wrappers for m in wr.masks]
 
   def slots(self, slot):
     """Flat list of a per-weight slot (aligned with `weights`)."""
     return [v for wr in self.wrappers for v in wr.slots[slot]]
-
-  @property
-  def step(self):
-    self._require_bound()
-    return self.wrappers[0].pruning_step
 
   # ------------------------------------------------------------- wrapping
   def select_layers(self, model, layers, explicit=False):
@@ -443,9 +436,13 @@ class PruningMethod:
     """The wrapper layer for one chosen layer (default `PruneWrapper(layer, self)`)."""
     return wrapper_lib.PruneWrapper(layer, method=self)
 
-  # ------------------------------------------------------------- the maths
   def slot_names(self):
     """Names of per-weight state variables the wrappers must create (default none)."""
+    return ()
+
+  def scalar_slot_names(self):
+    """Names of scalar float32 state variables every wrapper creates (default none):
+    method state such as an adaptive penalty, saved with the model and checkpoints."""
     return ()
 
   def regularization(self, wrapper):
@@ -453,6 +450,15 @@ class PruningMethod:
     del wrapper
     return None
 
+  def check_training(self, wrapper):
+    """Called by `wrapper` when traced in training mode; raise to refuse training.
+
+    The core accepts (a model pruned after training may be fine-tuned: the wrappers keep
+    its masks fixed); `PruningMethod` refuses training without its driver.
+    """
+    del wrapper
+
+  # ------------------------------------------------------------- the maths
   def scores(self):
     """Importance scores of every prunable weight (default: |W * mask|)."""
     return [tf.abs(w * m) for w, m in zip(self.weights, self.masks)]
@@ -488,7 +494,91 @@ class PruningMethod:
       m.assign(new)
       w.assign(w * new)
 
+  # ------------------------------------------------------------ reporting
+  def report(self):
+    """A JSON-serialisable dict for the training binary's report (default: diagnostics)."""
+    return self.diagnostics()
+
+  def write_artifacts(self, output_dir):
+    """Writes the method's own figures/files into `output_dir`; returns their paths."""
+    del output_dir
+    return []
+
+  def diagnostics(self):
+    """Scalars worth logging (TensorBoard, reports): overall sparsity by default."""
+    total = sum(int(tf.size(m)) for m in self.masks)
+    kept = sum(float(tf.reduce_sum(m)) for m in self.masks)
+    return {"sparsity": 1.0 - kept / max(total, 1)}
+
+  # ---------------------------------------------------------- serialization
+  def get_config(self):
+    config = {"target_sparsity": self.target_sparsity, "scope": self.scope,
+              "schedule": keras.saving.serialize_keras_object(self.schedule),
+              "block_size": self.block_size, "n": self.n, "m": self.m,
+              "allocation": self.allocation}
+    if self.layer_sparsity:  # only then: subclasses without the argument stay loadable
+      config["layer_sparsity"] = dict(self.layer_sparsity)
+    if getattr(self, "max_pruning_ratio", None) is not None:  # (the same rule)
+      config["max_pruning_ratio"] = self.max_pruning_ratio
+    if getattr(self, "global_score", "magnitude") != "magnitude":
+      config["global_score"] = self.global_score
+    if getattr(self, "channels", None) is not None:  # the same rule
+      config.update(self.channels.changed())
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+  def __repr__(self):
+    return f"{type(self).__name__}({self.get_config()})"
+
+
+class PruningMethod(MethodCore):
+  """Base class of the training-time pruning methods: the core plus `update(step)`,
+  the schedule and the training driver (module docstring, docs/methods.md).
+
+  Takes the arguments of `MethodCore`. Class attributes a subclass may set, besides
+  the core's: `phased`, `uses_gradients`, `compile_update` (see the module docstring),
+  `multi_fit` (True: `fit` calls `model.fit` more than once, so it needs re-iterable
+  inputs such as arrays, not a one-pass epoch order).
+  """
+
+  phased = False
+  uses_gradients = False
+  compile_update = True
+  multi_fit = False
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if "fit" in cls.__dict__:  # every recipe runs in the model's strategy scope
+      cls.fit = _in_model_strategy(cls.__dict__["fit"])
+
+  @functools.wraps(MethodCore.__init__)
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.started = False  # on_train_begin ran (and on_train_end not yet)
+    self.in_recipe = False  # the method's own `fit` is running
+    self._update_fn = None
+    self._advance_fn = None
+    self._gradient_steps = None
+    self._steps_since_begin = 0
+
+  def bind(self, model):
+    """Attaches the method to `model`'s wrappers; returns self."""
+    super().bind(model)
+    self._update_fn = None
+    self._advance_fn = None
+    return self
+
+  @property
+  def step(self):
+    """The wrappers' step counter: the index of the next training step."""
+    self._require_bound()
+    return self.wrappers[0].pruning_step
+
   def update_masks(self, sparsity):
+    """`assign_masks(compute_masks(sparsity))`."""
     self.assign_masks(self.compute_masks(sparsity))
 
   # ------------------------------------------------------------ the core hook
@@ -503,6 +593,20 @@ class PruningMethod:
       self.update_masks(sparsity)
 
   # ------------------------------------------------------------ optional parts
+  def observe_gradients(self, grads, variables):
+    """The gradient hook (`uses_gradients = True`): sees every step's gradients.
+
+    Called inside the training step (graph mode) by the `GradientHook` optimizer that
+    `prepare_optimizer` installs, or by a custom loop after `tape.gradient`; only
+    TensorFlow ops and variable assignments. `grads` align with `variables` (the
+    model's trainable variables; None where a variable has no gradient). The base class
+    hands them to the channel scope's gradient criterion (`criterion="taylor"`).
+    """
+    if not self.channels.needs_gradients:
+      raise NotImplementedError(f"Method {self.name!r} has no gradient hook.")
+    self.channels.observe_gradients(grads, variables)
+    self.record_gradient_step()
+
   def record_gradient_step(self):
     """Counts one observed gradient step (gradient methods call it in the hook)."""
     if self._gradient_steps is not None:
@@ -544,7 +648,7 @@ class PruningMethod:
   def check_training(self, wrapper):
     """Raises unless the method may train now; called by `wrapper` when traced in
     training mode (so a pruned model trained without the driver fails loudly)."""
-    if self.post_training or self.started or self.in_recipe:
+    if self.started or self.in_recipe:
       return
     if self.model is not None and getattr(self.model, "train_function", None) is not None:
       # We are inside the first trace of model.fit's train function: drop it, so the
@@ -559,7 +663,7 @@ class PruningMethod:
         f"every step.")
 
   def apply(self, model=None, calibration_data=None, **kwargs):
-    """Post-training methods (`post_training = True`) prune a trained model here."""
+    """Refuses: post-training methods (`PostTrainingMethod`) prune with `apply`."""
     del model, calibration_data, kwargs
     raise ValueError(f"Method {self.name!r} prunes during training: train with "
                      f"tfprune.PruningCallback or method.fit(model, x, y, ...), not "
@@ -575,13 +679,10 @@ class PruningMethod:
         method that needs a wrapper (`optimizer_class()`) refuses any other.
 
     Raises:
-      ValueError: not bound, a post-training method, a refused plain `model.fit`, or
-        the wrong optimizer (the message names the call that works).
+      ValueError: not bound, a refused plain `model.fit`, or the wrong optimizer (the
+        message names the call that works).
     """
     self._require_bound()
-    if self.post_training:
-      raise ValueError(f"Method {self.name!r} prunes after training: call "
-                       f"method.apply(model, calibration_data) instead of training with it.")
     if self.phased and not self.in_recipe:
       self.check_plain_fit()
     if optimizer is None and getattr(self.model, "compiled", False):
@@ -690,40 +791,26 @@ class PruningMethod:
                         callbacks=[callbacks_lib.PruningCallback(self), *callbacks])
     return dict(history.history)
 
-  def report(self):
-    """A JSON-serialisable dict for the training binary's report (default: diagnostics)."""
-    return self.diagnostics()
 
-  def write_artifacts(self, output_dir):
-    """Writes the method's own figures/files into `output_dir`; returns their paths."""
-    del output_dir
-    return []
+class PostTrainingMethod(MethodCore):
+  """Base class of the post-training methods: the core plus `apply`, no training driver.
 
-  def diagnostics(self):
-    """Scalars worth logging (TensorBoard, reports): overall sparsity by default."""
-    total = sum(int(tf.size(m)) for m in self.masks)
-    kept = sum(float(tf.reduce_sum(m)) for m in self.masks)
-    return {"sparsity": 1.0 - kept / max(total, 1)}
+  `apply(model, calibration_data)` prunes a trained model in one call. The model it
+  pruned may be fine-tuned with a plain `model.fit` (the wrappers keep the masks fixed);
+  `tfprune.PruningCallback` refuses these methods. Takes the arguments of `MethodCore`.
 
-  # ---------------------------------------------------------- serialization
-  def get_config(self):
-    config = {"target_sparsity": self.target_sparsity, "scope": self.scope,
-              "schedule": keras.saving.serialize_keras_object(self.schedule),
-              "block_size": self.block_size, "n": self.n, "m": self.m,
-              "allocation": self.allocation}
-    if self.layer_sparsity:  # only then: subclasses without the argument stay loadable
-      config["layer_sparsity"] = dict(self.layer_sparsity)
-    if getattr(self, "max_pruning_ratio", None) is not None:  # (the same rule)
-      config["max_pruning_ratio"] = self.max_pruning_ratio
-    if getattr(self, "global_score", "magnitude") != "magnitude":
-      config["global_score"] = self.global_score
-    if getattr(self, "channels", None) is not None:  # the same rule
-      config.update(self.channels.changed())
-    return config
+  Class attribute a subclass may set: `calibration_samples`, the number of calibration
+  inputs `apply` uses by default (None: all it is given), so that callers such as the
+  training binary know how many to pass.
+  """
 
-  @classmethod
-  def from_config(cls, config):
-    return cls(**config)
+  post_training = True
+  calibration_samples = None
 
-  def __repr__(self):
-    return f"{type(self).__name__}({self.get_config()})"
+  def apply(self, model=None, calibration_data=None, **kwargs):
+    """Prunes `model` (default: the bound model) in place from `calibration_data`.
+
+    Returns:
+      What the method reports about the pruning (e.g. a per-layer table).
+    """
+    raise NotImplementedError(f"Method {self.name!r} does not implement apply().")

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfprune import layerwise
 from tfprune import topk
 from tfprune.methods.base import register_method
+from tfprune.methods.layerwise_method import CALIBRATION_SAMPLES
 from tfprune.methods.layerwise_method import LayerwiseMethod
 from tfprune.methods.logsum import check_range
 
@@ -96,11 +97,11 @@ class L0(LayerwiseMethod):
       stats_dtype: see `LayerwiseMethod`.
     eta, max_iter: see `IHTSolver`.
     relu_model: `"auto"` (default: layers with a ReLU activation), True or False.
-    **kwargs: `PruningMethod` arguments, unused by this method.
+    **kwargs: `MethodCore` arguments, unused by this method.
   """
 
   def __init__(self, target_sparsity=0.9, scope="layer", eta=1e-3, max_iter=1000,
-               mode="cascade", calibration_samples=10000, batch_size=256,
+               mode="cascade", calibration_samples=CALIBRATION_SAMPLES, batch_size=256,
                relu_model="auto", relu_passes=2, stats_dtype="float32", **kwargs):
     super().__init__(IHTSolver(eta=eta, max_iter=max_iter),
                      target_sparsity=target_sparsity, scope=scope, mode=mode,

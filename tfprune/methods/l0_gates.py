@@ -55,24 +55,18 @@ from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
-from tfprune.structured import allocate
+from tfprune.structured import selection
 from tfprune.structured import depgraph
 from tfprune.wrapper import PruneWrapper
-
-L = keras.layers
 
 
 def check_gateable(layer):
   """Raises ValueError unless hard-concrete unit gates can be put on `layer`."""
-  ok = isinstance(layer, registry.UNIT_GATEABLE) and not isinstance(
-      layer, registry.NOT_UNIT_GATEABLE)
-  if ok and not isinstance(layer, L.Dense):
-    ok = getattr(layer, "groups", 1) == 1 and getattr(layer, "data_format",
-                                                      "channels_last") == "channels_last"
-  if not ok:
-    raise ValueError(
-        f"Layer {layer.name!r} ({type(layer).__name__}) cannot carry L0 unit gates: "
-        f"supported are Dense and Conv1D/2D/3D (groups=1, channels_last).")
+  problem = registry.unit_gate_problem(layer)
+  if problem:
+    raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) cannot carry L0 "
+                     f"unit gates: {problem}; supported are Dense and Conv1D/2D/3D "
+                     f"(groups=1, channels_last).")
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -378,7 +372,7 @@ class L0Gates(PruningMethod):
 
   def _bind_groups(self):
     """One gate per unit of every gateable channel group; see the class docstring."""
-    graph = self.graph
+    graph = self.channels.graph
     gws = self._gate_wrappers()
     position = {w.name: i for i, w in enumerate(gws)}
     layer_names = {w.name: w.layer.name for w in self.wrappers}
@@ -503,8 +497,8 @@ class L0Gates(PruningMethod):
         k = self._groups["target"].get(label)
         if k is None:
           k = int(masks_lib.keep_count(size, self.target_sparsity))
-        out[label] = allocate.round_keep(min(int(k), size), size, self.round_to,
-                                          self.min_units)
+        out[label] = selection.round_keep(min(int(k), size), size,
+                                          self.channels.round_to, self.channels.min_units)
       return out
     if self.allocation == "global":
       total = sum(w.gate.units for w in self.wrappers)
@@ -604,8 +598,9 @@ class L0Gates(PruningMethod):
         order = np.argsort(-log_alpha, kind="stable")[:budget["__global__"]]
         chosen = np.zeros(log_alpha.shape, bool)
         chosen[order] = True
-        budget = {label: allocate.round_keep(int(chosen[p].sum()), len(p), self.round_to,
-                                              self.min_units)
+        budget = {label: selection.round_keep(int(chosen[p].sum()), len(p),
+                                              self.channels.round_to,
+                                              self.channels.min_units)
                   for label, p in self._groups["positions"].items()}
     else:
       scores = {w.layer.name: np.asarray(w.gate.log_alpha, np.float64)
@@ -728,7 +723,7 @@ class L0Gates(PruningMethod):
 
   def channel_report(self):
     """Text: the channel graph's groups, and (per group) which are gated and why not."""
-    text = super().channel_report()
+    text = self.channels.report()
     if self.group_gating:
       for g, why in sorted(self._groups["skipped"].items()):
         text += f"\ngroup {g} not gated: {why}"

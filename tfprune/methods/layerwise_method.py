@@ -6,10 +6,13 @@ thin subclass of `LayerwiseMethod`, which owns what they share: the calibration 
 and the serialized config.
 """
 from tfprune import layerwise
-from tfprune.methods.base import PruningMethod
+from tfprune.methods.base import PostTrainingMethod
+
+# How many calibration inputs `apply` uses by default (the constructors' default).
+CALIBRATION_SAMPLES = 10000
 
 
-class LayerwiseMethod(PruningMethod):
+class LayerwiseMethod(PostTrainingMethod):
   """Prunes a trained model layer by layer with `solver`, label-free and retrain-free.
 
   Args:
@@ -33,16 +36,16 @@ class LayerwiseMethod(PruningMethod):
       or `"auto"` (default: in `parallel` mode only, where it is the fix for the
       accumulated drift; in `cascade` mode later layers already compensate it and it
       measured no gain). See `tfprune.layerwise.prune_layerwise`.
-    **kwargs: `PruningMethod` arguments (unused by layer-wise methods).
+    **kwargs: `MethodCore` arguments (unused by layer-wise methods).
   """
 
-  post_training = True
+  calibration_samples = CALIBRATION_SAMPLES
   _SCOPES = ("layer", "global")
 
   def __init__(self, solver, target_sparsity=0.9, scope="layer", mode="cascade",
-               calibration_samples=10000, batch_size=256, relu_model=False, relu_passes=2,
-               stats_dtype="float32", batchnorm_weighting=True, mean_correction=True,
-               bn_recalibration="auto", **kwargs):
+               calibration_samples=CALIBRATION_SAMPLES, batch_size=256, relu_model=False,
+               relu_passes=2, stats_dtype="float32", batchnorm_weighting=True,
+               mean_correction=True, bn_recalibration="auto", **kwargs):
     if scope not in self._SCOPES:
       raise ValueError(f"Method {self.name!r} supports scope 'layer' or 'global', got "
                        f"{scope!r}.")

@@ -52,7 +52,8 @@ from tfprune import masks as masks_lib
 from tfprune import pqi
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
-from tfprune.structured import allocate
+from tfprune.structured import importance
+from tfprune.structured import selection
 
 SCOPES = ("neuron", "layer", "global", "structured")
 
@@ -349,7 +350,7 @@ class SAP(PruningMethod):
     ignored = self.channels.ignored_names()
     out = {}
     for g, u in sorted(slices):
-      if not ignored & set(self.graph.groups[g].layers):
+      if not ignored & set(self.channels.graph.groups[g].layers):
         out.setdefault(g, []).append(u)
     return out
 
@@ -370,8 +371,9 @@ class SAP(PruningMethod):
     its remaining channels' group L2 norms gives `c_t` channels to remove."""
     keyed = {key: np.abs(self.weights[i].numpy() * self.masks[i].numpy())
              for key, i in self.channels.weight_keys.items()}
-    scores = allocate.unit_scores(self.graph.model, self.graph, "l2",
-                                  slices=self.channels.slices, values=keyed)
+    graph = self.channels.graph
+    scores = importance.unit_scores(graph.model, graph, "l2",
+                                    slices=self.channels.slices, values=keyed)
     removed = self._removed_channels()
     groups = self._channel_groups()
     alive = {g: [u for u in units if (g, u) not in removed] for g, units in groups.items()}
@@ -385,8 +387,9 @@ class SAP(PruningMethod):
       c = int(prune_count(d, index, self.p, self.q, self.eta_r, self.gamma,
                           self.beta)[0])
       size = len(norms)
-      keep = allocate.round_keep(size - c, size, self.round_to, self.min_units)
-      room = allocate.round_keep(0, size, self.round_to, self.min_units)
+      keep = selection.round_keep(size - c, size, self.channels.round_to,
+                                  self.channels.min_units)
+      room = selection.round_keep(0, size, self.channels.round_to, self.channels.min_units)
       counts.append(max(0, size - keep))
       capacity.append(max(0, size - room))
     counts = np.asarray(counts, np.int64)
@@ -514,7 +517,7 @@ class SAP(PruningMethod):
     total = self.total()
     keep_target = None
     if self.target_sparsity is not None:
-      keep_target = int(math.ceil((1.0 - self.target_sparsity) * total - 1e-9))
+      keep_target = int(masks_lib.keep_count(total, self.target_sparsity))
     self.round_log, history = [], {}
     self.stop_reason = self.stop_round = self.chosen_round = None
     previous, last = None, self.rounds

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from tfprune import layerwise
 from tfprune.methods.base import register_method
+from tfprune.methods.layerwise_method import CALIBRATION_SAMPLES
 from tfprune.methods.layerwise_method import LayerwiseMethod
 from tfprune.methods.logsum import check_range
 
@@ -159,13 +160,14 @@ class SparseGPT(LayerwiseMethod):
     target_sparsity, scope, mode, calibration_samples, batch_size, stats_dtype: see
       `LayerwiseMethod` (`scope="global"`: the engine's allocation of `w^2 diag(G)`).
     target, blocksize, percdamp: see `SparseGPTSolver`.
-    **kwargs: the other `LayerwiseMethod` / `PruningMethod` arguments
+    **kwargs: the other `LayerwiseMethod` / `MethodCore` arguments
       (`relu_model` must stay False: nothing is refit).
   """
 
   def __init__(self, target_sparsity=0.9, scope="layer", target="published",
-               blocksize=128, percdamp=0.01, mode="cascade", calibration_samples=10000,
-               batch_size=256, stats_dtype="float32", **kwargs):
+               blocksize=128, percdamp=0.01, mode="cascade",
+               calibration_samples=CALIBRATION_SAMPLES, batch_size=256, stats_dtype="float32",
+               **kwargs):
     super().__init__(SparseGPTSolver(target=target, blocksize=blocksize,
                                      percdamp=percdamp),
                      target_sparsity=target_sparsity, scope=scope, mode=mode,

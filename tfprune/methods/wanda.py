@@ -19,6 +19,7 @@ import numpy as np
 
 from tfprune import layerwise
 from tfprune.methods.base import register_method
+from tfprune.methods.layerwise_method import CALIBRATION_SAMPLES
 from tfprune.methods.layerwise_method import LayerwiseMethod
 
 
@@ -62,12 +63,13 @@ class Wanda(LayerwiseMethod):
     target_sparsity, scope, mode, calibration_samples, batch_size, stats_dtype: see
       `LayerwiseMethod` (`scope="global"`: the engine's allocation of `w^2 diag(G)`,
       then Wanda per output within each layer).
-    **kwargs: the other `LayerwiseMethod` / `PruningMethod` arguments
+    **kwargs: the other `LayerwiseMethod` / `MethodCore` arguments
       (`relu_model` must stay False: nothing is refit).
   """
 
   def __init__(self, target_sparsity=0.9, scope="layer", mode="cascade",
-               calibration_samples=10000, batch_size=256, stats_dtype="float32", **kwargs):
+               calibration_samples=CALIBRATION_SAMPLES, batch_size=256, stats_dtype="float32",
+               **kwargs):
     super().__init__(WandaSolver(), target_sparsity=target_sparsity, scope=scope,
                      mode=mode, calibration_samples=calibration_samples,
                      batch_size=batch_size, stats_dtype=stats_dtype, **kwargs)

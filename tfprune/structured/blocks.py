@@ -38,7 +38,7 @@ A unit is removed from the model (`slicing.remove_units`) only when its reader r
 zero (what `scope="structured"` masks do); a unit that cannot be shrunk stays, zeroed, and
 `tfprune.shrink_model` (`strip(shrink=True)`) warns, naming the block and why. Each
 removal is verified by `slicing.remove_units` (the smaller model against the masked one).
-`layer_cost` gives `allocate.MacModel` a block's MACs per unit. Custom layers with
+`layer_cost` gives `costs.MacModel` a block's MACs per unit. Custom layers with
 sublayers but no recognised structure are blocked with the reason. See
 docs/structured.md, "Units inside custom blocks".
 """
@@ -417,8 +417,7 @@ def _traced(layer):
     for u, unit_members in enumerate(group.units):
       for m in unit_members:
         sub = ops[m.layer]
-        cut = member_slices if is_block_role(m.role) else members.member_slices
-        for w, axis, idx in cut(sub, m):
+        for w, axis, idx in members.member_slices(sub, m):
           name = names.get((m.layer, w))
           if name is None:
             return [], f"sublayer {m.layer!r} weight {w!r} cannot be named in the block"
@@ -481,13 +480,13 @@ def visit(graph, name, layer, inputs):
 
 
 def member_slices(layer, member):
-  """[(weight name, axis, indices)] a block member owns (allocate.member_slices)."""
+  """[(weight name, axis, indices)] a block member owns (`members.member_slices`)."""
   idx = member.index if isinstance(member.index, tuple) else (int(member.index),)
   return _recipe(layer, member.role).slices([int(i) for i in idx])
 
 
 def layer_cost(node, layer):
-  """cost(cut) -> MACs per example of a recognised block (allocate.MacModel), or None.
+  """cost(cut) -> MACs per example of a recognised block (`costs.MacModel`), or None.
 
   Counts its kernels once per position (token); each removed unit takes its kernel
   slices' share. Attention scores (sequence x sequence) are not counted.
@@ -564,3 +563,6 @@ def kept_notes(graph, kept):
     if any(is_block_role(m.role) for m in group.units[0]) and "unshrunk" in why:
       out.append(why)
   return out
+
+
+members.register_block_slicer(is_block_role, member_slices)

@@ -38,30 +38,16 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfprune import _layers
+from tfprune import layer_types
 from tfprune.structured import blocks
 
-L = keras.layers
-
-# Layers that act on each channel on its own (channel c in -> channel c out).
-_CHANNELWISE = (
-    "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-    "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
-    "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-    "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
-    "UpSampling3D", "Identity", "ActivityRegularization", "Masking")
-_MERGES = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
 # Element-wise `keras.ops` functions recorded as op nodes (module keras.src.ops.*).
 _ELEMENTWISE_OPS = (
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
     "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Swish", "HardSwish",
     "Gelu", "Tanh", "Elu", "Selu", "Softplus", "Negative", "Abs", "Square", "Sqrt", "Exp",
     "Clip", "LeakyRelu", "Mish", "Log", "Reciprocal")
-_PRODUCERS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
-              "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "EinsumDense",
-              "Embedding", "MultiHeadAttention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +144,14 @@ def _tensors(obj, path=()):
       yield from _tensors(value, path + (i,))
 
 
-def is_prune_wrapper(layer):
-  """True for a `tfprune.PruneWrapper` or a subclass (e.g. the L0 gate wrapper), by
-  class name (this module imports nothing of the training code)."""
-  return any(c.__name__ == "PruneWrapper" and c.__module__ == "tfprune.wrapper"
-             for c in type(layer).__mro__)
+def node_tensors(node):
+  """[(path, keras-tensor config)] of every symbolic tensor a serialized inbound node
+  passes (`config["layers"][i]["inbound_nodes"][k]`); `path` is the position or the
+  keyword ("args", 0, ...) / ("kwargs", "query", ...) inside the node's arguments."""
+  return list(_tensors(node))
+
+
+is_prune_wrapper = _layers.is_prune_wrapper
 
 
 def _scalar_args_only(node):
@@ -380,41 +369,49 @@ class ChannelGraph:
     return parts
 
   def _layer_node(self, name, cls, layer, layer_config, inputs):
+    """A layer's output channel ids, by its `layer_types` channel kind."""
     config = layer_config["config"]
     if getattr(layer, "data_format", "channels_last") not in (None, "channels_last"):
       raise _Opaque(f"{cls} is channels_first")
     main = inputs[0][2] if inputs else None
-    if cls in _CHANNELWISE:
+    entry = layer_types.get(cls)
+    if entry is None or entry.channels is None:
+      # [blocks hook] a custom block's FFN units / heads (tfprune/structured/blocks.py)
+      out, why = blocks.visit(self, name, layer, inputs)
+      if why:
+        raise _Opaque(why)
+      return out
+    problem = entry.channel_problem(config, None if main is None else len(main))
+    if problem:
+      raise _Opaque(problem)
+    kind = entry.channels
+    if kind == layer_types.PASS:
       return main
-    if cls == "Lambda":
-      raise _Opaque("Lambda (an arbitrary function) is not traced")
-    if cls == "PReLU":
-      return main if config.get("shared_axes") is None else None
-    if cls in _MERGES:
+    if kind == layer_types.MERGE:
       return self._tie(name, inputs)
-    if cls == "BatchNormalization":
+    if kind == layer_types.SCALE:
       axis = config.get("axis", -1)
       if axis not in (-1, len(inputs[0][1]) - 1, [-1]):
         return None
       self._member(main, name, "bn")
       return main
-    if cls == "LayerNormalization":
+    if kind == layer_types.COUPLED:
       # Normalising over the channel axis couples every channel: removing one changes the
       # others' outputs, so these channels are never removed (heads / FFN units still are).
       self._block(name, main, "normalises over the channel axis")
       return main
-    if cls == "Concatenate":
+    if kind == layer_types.CONCAT:
       axis = config.get("axis", -1)
       rank = len(inputs[0][1])
       if axis in (-1, rank - 1):
         return np.concatenate([ids for _, _, ids in inputs])
       return self._tie(name, inputs)
-    if cls == "Flatten":
+    if kind == layer_types.FLATTEN:
       if None in inputs[0][1][1:]:
         raise _Opaque("Flatten of a tensor with a dynamic (None) dimension")
       spatial = int(np.prod([d for d in inputs[0][1][1:-1]] or [1]))
       return np.tile(main, spatial)
-    if cls == "Reshape":
+    if kind == layer_types.RESHAPE:
       target = list(config["target_shape"])
       in_shape = inputs[0][1]
       if target and target[-1] == in_shape[-1]:
@@ -422,40 +419,29 @@ class ChannelGraph:
       if len(target) == 1 and None not in in_shape[1:]:
         return np.tile(main, int(np.prod(in_shape[1:-1] or [1])))
       raise _Opaque(f"Reshape to {tuple(target)} mixes the channel axis")
-    if cls in ("Dense", "Conv1D", "Conv2D", "Conv3D"):
-      if config.get("groups", 1) != 1:
-        raise _Opaque(f"grouped convolution (groups={config['groups']})")
+    if kind in (layer_types.DENSE, layer_types.CONV, layer_types.TRANSPOSE):
       self._member(main, name, "in")
       out = self._uf.new(int(config.get("units") or config.get("filters")))
       self._member(out, name, "out")
       return out
-    if cls in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
-      self._member(main, name, "in")
-      out = self._uf.new(int(config["filters"]))
-      self._member(out, name, "out")
-      return out
-    if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
+    if kind == layer_types.DEPTHWISE:
       mult = int(config.get("depth_multiplier", 1))
       self._member(main, name, "dw")
       return np.repeat(main, mult)
-    if cls in ("SeparableConv1D", "SeparableConv2D"):
+    if kind == layer_types.SEPARABLE:
       self._member(main, name, "dw")
       out = self._uf.new(int(config["filters"]))
       self._member(out, name, "out")
       return out
-    if cls == "Embedding":
+    if kind == layer_types.EMBEDDING:
       out = self._uf.new(int(config["output_dim"]))
       self._member(out, name, "out")
       return out
-    if cls == "EinsumDense":
+    if kind == layer_types.EINSUM:
       return self._einsum(name, layer, main)
-    if cls == "MultiHeadAttention":
+    if kind == layer_types.ATTENTION:
       return self._attention(name, layer, inputs)
-    # [blocks hook] a custom block's FFN units / heads (tfprune/structured/blocks.py)
-    out, why = blocks.visit(self, name, layer, inputs)
-    if why:
-      raise _Opaque(why)
-    return out
+    return None
 
   def _einsum(self, name, layer, main):
     """An EinsumDense that acts as a Dense on the last axis ("...c,cd->...d")."""

@@ -3,9 +3,10 @@
 MACs are not latency: on LiteRT / XNNPACK narrow layers, int8 kernels that cost per
 activation element, padding, pooling and element-wise ops make the time of a layer a
 poor linear function of its multiply-accumulates (docs/export.md section 6).
-`LatencyModel` replaces `allocate.MacModel` in `allocate.select_units` with times
-measured in the host's LiteRT interpreter (`ai_edge_litert`, 1 thread, XNNPACK on by
-default) at the chosen precision (`float` or `int8`):
+`LatencyModel` is the cost model (`cost_model=` of `selection.select_units`, in place
+of the `MacModel`) of times measured in the host's LiteRT interpreter (`ai_edge_litert`,
+1 thread, XNNPACK on by default; conversion and timing: tfprune/_litert.py, shared with
+the exporter) at the chosen precision (`float` or `int8`):
 
   * every costed layer of the model (Conv / Dense / depthwise / separable / transposed
     conv, and the element-wise, normalisation, pooling, padding and concatenation layers
@@ -60,9 +61,12 @@ import time
 from absl import logging
 import numpy as np
 
-from tfprune import _capture
 from tfprune import _io
-from tfprune.structured import allocate
+from tfprune import _layers
+from tfprune import _litert
+from tfprune import layer_types
+from tfprune.structured import costs
+from tfprune.structured import depgraph
 
 PRECISIONS = ("float", "int8")
 FORMAT = "tfprune.latency_table"
@@ -74,27 +78,21 @@ ROUNDS = 5
 CHANNEL_TILE = {"float": 8, "int8": 8}
 VERSION = 1
 
-_CONVS = ("Conv1D", "Conv2D", "Conv3D", "Dense")
-_TRANSPOSES = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-_MERGES = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
-_FUSING_MERGES = ("Add", "Subtract", "Multiply")
-_ACTIVATIONS = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax")
+# Layer families, from the one taxonomy (tfprune/layer_types.py).
+_T = layer_types
+_CONVS = _T.names(channels=(_T.DENSE, _T.CONV))
+_TRANSPOSES = _T.names(channels=_T.TRANSPOSE)
+_DEPTHWISE = _T.names(channels=_T.DEPTHWISE)
+_SEPARABLE = _T.names(channels=_T.SEPARABLE)
+_MERGES = _T.names(channels=_T.MERGE)
+_FUSING_MERGES = _T.names(channels=_T.MERGE, fuses=True)
+_ACTIVATIONS = _T.names(activation=True)
 # Layers that change no data in an exported model (or only its view of it).
-_FREE = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-         "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-         "Identity", "ActivityRegularization", "Masking", "Flatten", "Reshape")
+_FREE = _T.names(free=True)
 # Layers costed from their MACs at the model's measured rate.
-_BY_MACS = ("MultiHeadAttention", "EinsumDense")
+_BY_MACS = _T.names(channels=(_T.ATTENTION, _T.EINSUM))
 # Layers whose channels follow their input's (the walk that finds a tensor's producer).
-_PASS = _MERGES + _ACTIVATIONS + (
-    "BatchNormalization", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D",
-    "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D",
-    "UpSampling2D", "UpSampling3D", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity",
-    "ActivityRegularization", "Masking")
+_PASS = tuple(dict.fromkeys(_MERGES + _ACTIVATIONS + _T.names(channels=(_T.PASS, _T.SCALE))))
 _NOISE_KEYS = ("name", "trainable", "dtype", "seed")
 
 # (signature, widths, precision, xnnpack) -> microseconds; "overhead" keys likewise.
@@ -104,10 +102,10 @@ _CACHE = {}
 class LatencyModel:
   """Per-layer LiteRT latency as a function of the remaining channels.
 
-  The same interface as `allocate.MacModel` (`total()`, `layer_macs(name)`,
-  `apply(members, sign)`), in microseconds, so `allocate.select_units(...,
-  target_latency=f, latency_model=LatencyModel(model, graph))` removes the least
-  important channel groups until the estimated latency is at most `f` of today's.
+  The cost-model interface of `MacModel` (`total()`, `layer_macs(name)`,
+  `apply(members, sign)`), in microseconds, so `selection.select_units(..., target=f,
+  cost_model=LatencyModel(model, graph))` removes the least important channel groups
+  until the estimated latency is at most `f` of today's.
 
   Args:
     model: the (plain or pruned) Functional model; `graph.model` if `graph` is given.
@@ -138,7 +136,6 @@ class LatencyModel:
 
   def __init__(self, model, graph=None, precision="float", table=None, xnnpack=True,
                verbose=False, widths=WIDTHS, channel_tile=None):
-    from tfprune.structured import depgraph  # pylint: disable=g-import-not-at-top
     precision = validate_precision(precision)
     self.widths = tuple(sorted({1.0} | {float(f) for f in widths}, reverse=True))
     if not all(0.0 < f <= 1.0 for f in self.widths):
@@ -180,7 +177,7 @@ class LatencyModel:
           try:
             entries[spec.signature] = self._measure(spec)
           except Exception as e:  # pylint: disable=broad-except
-            if spec.kind == "conv" or spec.cls.startswith("Depthwise"):
+            if spec.kind == "conv" or spec.cls in _DEPTHWISE:
               raise  # a kernel layer must be costed: its error names it
             self.unmeasured[spec.name] = (f"{spec.cls} could not be timed alone "
                                           f"({type(e).__name__}: {str(e)[:200]})")
@@ -253,7 +250,7 @@ class LatencyModel:
       best = {}
       for _ in range(ROUNDS):  # alternating rounds: the fastest median of each point
         for w, data in files.items():
-          best[w] = min(best.get(w, float("inf")), _time_us(data, self.xnnpack))
+          best[w] = min(best.get(w, float("inf")), _litert.time_us(data, self.xnnpack))
       for w, us in best.items():
         _CACHE[key + (w,)] = max(0.0, us - self.overhead_us)
     points = [list(w) + [round(_CACHE[key + (w,)], 3)] for w in grid]
@@ -277,7 +274,7 @@ class LatencyModel:
     import keras  # pylint: disable=g-import-not-at-top
     inp = keras.Input((64, 128), batch_size=1)
     probe = keras.Model(inp, keras.layers.Dense(128)(inp))
-    us = _time_us(_convert(probe, self.precision, "probe"), self.xnnpack)
+    us = _litert.time_us(_convert(probe, self.precision, "probe"), self.xnnpack)
     return max(0.0, us - self.overhead_us) / (64 * 128 * 128)
 
 
@@ -361,7 +358,7 @@ def validate_precision(precision):
 def model_latency_us(model, precision="float", xnnpack=True, rounds=3):
   """Measured LiteRT latency (us, 1 thread) of the whole `model` (for checks/benches)."""
   data = _convert(model, validate_precision(precision), model.name)
-  return min(_time_us(data, xnnpack) for _ in range(rounds))
+  return min(_litert.time_us(data, xnnpack) for _ in range(rounds))
 
 
 # ------------------------------------------------------------------ layer specs
@@ -419,8 +416,7 @@ def _specs(model, graph, xnnpack=True):
     nodes = layer_config.get("inbound_nodes") or []
     parents = []
     if nodes:
-      from tfprune.structured import depgraph  # pylint: disable=g-import-not-at-top
-      for path, tensor in depgraph._tensors(nodes[0]):  # pylint: disable=protected-access
+      for path, tensor in depgraph.node_tensors(nodes[0]):
         if path[0] == "kwargs" and path[1] not in ("query", "value", "key"):
           continue
         parents.append(tensor["keras_history"][0])
@@ -438,13 +434,12 @@ def _specs(model, graph, xnnpack=True):
       return memo[name]
     memo[name] = []
     cls, is_op, parents, _ = info.get(name, ("?", False, [], 0))
-    layer = allocate.inner_layer(ops[name]) if name in ops else None
+    layer = _layers.inner_layer(ops[name]) if name in ops else None
     if is_op:
       out = channel_terms(parents[0]) if parents else []
-    elif cls in _CONVS + _TRANSPOSES + ("SeparableConv1D", "SeparableConv2D", "Embedding",
-                                        "EinsumDense", "MultiHeadAttention"):
+    elif cls in _CONVS + _TRANSPOSES + _SEPARABLE + _BY_MACS + ("Embedding",):
       out = [(name, "out", 1)]
-    elif cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
+    elif cls in _DEPTHWISE:
       out = [(name, "dw", int(getattr(layer, "depth_multiplier", 1) or 1))]
     elif cls == "Concatenate":
       out = [t for p in parents for t in channel_terms(p)]
@@ -461,13 +456,12 @@ def _specs(model, graph, xnnpack=True):
     if is_op or len(parents) != 1 or consumers.get(parents[0], 0) != 1:
       return False
     p_cls = info.get(parents[0], ("?",))[0]
-    p_layer = allocate.inner_layer(ops[parents[0]]) if parents[0] in ops else None
+    p_layer = _layers.inner_layer(ops[parents[0]]) if parents[0] in ops else None
     linear = getattr(getattr(p_layer, "activation", None), "__name__", "linear") == "linear"
-    producer = p_cls in _CONVS + _TRANSPOSES + (
-        "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+    producer = p_cls in _CONVS + _TRANSPOSES + _DEPTHWISE + _SEPARABLE
     if cls == "BatchNormalization":
       return producer and linear
-    if _fusable_activation(allocate.inner_layer(ops[name])):
+    if _fusable_activation(_layers.inner_layer(ops[name])):
       if producer and linear:
         return True
       if p_cls == "BatchNormalization" and fused(parents[0]):
@@ -481,7 +475,7 @@ def _specs(model, graph, xnnpack=True):
     if name not in info:
       continue
     cls, is_op, parents, n_nodes = info[name]
-    layer = allocate.inner_layer(op)
+    layer = _layers.inner_layer(op)
     if cls in _FREE:
       continue
     if is_op:
@@ -503,7 +497,7 @@ def _specs(model, graph, xnnpack=True):
     if cls in ("BatchNormalization",) + _ACTIVATIONS and fused(name):
       continue
     if xnnpack and cls.startswith("ZeroPadding") and len(children.get(name, ())) == 1 \
-        and info[children[name][0]][0] in _CONVS + ("DepthwiseConv1D", "DepthwiseConv2D"):
+        and info[children[name][0]][0] in _CONVS + _DEPTHWISE:
       continue  # XNNPACK folds a PAD into the convolution that reads it
     spec = _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms,
                  prunable)
@@ -546,8 +540,8 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
   sig = _signature(cls, layer, in_shapes)
   config = layer.get_config()
   config.pop("name", None)
-  if cls in _CONVS + _TRANSPOSES or cls.startswith("Separable"):
-    if cls.startswith("Separable"):
+  if cls in _CONVS + _TRANSPOSES + _SEPARABLE:
+    if cls in _SEPARABLE:
       cin_terms, width_key = [(name, "dw", 1)], "filters"
     else:
       cin_terms, width_key = [(name, "in", 1)], "units" if cls == "Dense" else "filters"
@@ -556,14 +550,14 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
     axes = [("in", cin, cin_terms, has(cin_terms), False),
             ("out", cout, out_terms, has(out_terms), True)]
     base_shape = in_shapes[0]
-    cost = allocate._layer_cost(op, layer)  # pylint: disable=protected-access
+    cost = costs.layer_cost(op, layer)
 
     def build(widths):
       i = keras.Input(tuple(base_shape[1:-1]) + (widths[0],), batch_size=1)
       return keras.Model(i, type(layer).from_config({**config, width_key: widths[1]})(i))
 
     return _Spec(name, cls, "conv", sig, axes, build, macs=cost({}) if cost else 0)
-  if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
+  if cls in _DEPTHWISE:
     terms = [(name, "dw", 1)]
     axes = [("channels", int(in_shapes[0][-1]), terms, has(terms), True)]
     base_shape = in_shapes[0]
@@ -574,7 +568,7 @@ def _spec(name, cls, layer, op, in_shapes, out_shape, parents, channel_terms, pr
 
     return _Spec(name, cls, "channels", sig, axes, build_dw)
   if cls in _BY_MACS:
-    cost = allocate._layer_cost(op, layer)  # pylint: disable=protected-access
+    cost = costs.layer_cost(op, layer)
     if cost is None:
       return f"{cls} without a MACs formula (not measured)"
     return _Spec(name, cls, "macs", sig, [], macs=cost({}), mac_cost=cost)
@@ -675,67 +669,21 @@ def _product(values):
 # ------------------------------------------------------------ convert and time
 def _convert(model, precision, what):
   """TFLite bytes of `model` (float, or full-int8 with int8 inputs and outputs)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  failure = None
-  with _capture.captured_output() as log:
-    try:
-      converter = tf.lite.TFLiteConverter.from_keras_model(model)
-      if precision == "int8":
-        specs = [(tuple(t.shape), np.dtype(t.dtype)) for t in model.inputs]
-
-        def representative_dataset():
-          for _ in range(4):
-            yield [rng.standard_normal(s).astype(np.float32)
-                   if np.issubdtype(d, np.floating) else rng.integers(0, 2, s).astype(d)
-                   for s, d in specs]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-      data = bytes(converter.convert())
-    except Exception as e:  # pylint: disable=broad-except
-      failure = e
-  if failure is not None:
+  samples = None
+  if precision == "int8":  # 4 random calibration samples (token ids 0 / 1)
+    rng = np.random.default_rng(0)
+    specs = [(tuple(t.shape), np.dtype(t.dtype)) for t in model.inputs]
+    draws = [[rng.standard_normal(s).astype(np.float32)
+              if np.issubdtype(d, np.floating) else rng.integers(0, 2, s).astype(d)
+              for s, d in specs] for _ in range(4)]
+    samples = [np.concatenate(arrays) for arrays in zip(*draws)]
+  try:
+    data, _ = _litert.convert(model, precision if precision == "int8" else None, samples,
+                              saved_model=False)
+  except _litert.ConverterFailed as e:
     raise ValueError(f"latency: layer {what!r} could not be converted to TFLite alone "
-                     f"({precision}): {type(failure).__name__}: {failure}\n"
-                     f"{log.tail()}") from failure
+                     f"({precision}): {e}\n{e.log.tail()}") from e.cause
   return data
-
-
-def _time_us(data, xnnpack, budget_s=0.008, seed=0):
-  """Median single-thread invoke time (us): ~`budget_s` of invokes after a warm-up."""
-  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
-  resolver = (litert.OpResolverType.AUTO if xnnpack
-              else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-  interp = litert.Interpreter(model_content=data, num_threads=1,
-                              experimental_op_resolver_type=resolver)
-  interp.allocate_tensors()
-  rng = np.random.default_rng(seed)
-  for detail in interp.get_input_details():
-    dtype, shape = detail["dtype"], detail["shape"]
-    if np.issubdtype(dtype, np.floating):
-      value = rng.standard_normal(shape).astype(dtype)
-    elif np.dtype(dtype).itemsize > 1:  # token ids: small, valid for any vocabulary
-      value = rng.integers(0, 2, shape).astype(dtype)
-    else:  # int8 activations, not zeros: some kernels short-circuit on them
-      info = np.iinfo(dtype)
-      value = np.clip(np.round(rng.standard_normal(shape) * 20), info.min,
-                      info.max).astype(dtype)
-    interp.set_tensor(detail["index"], value)
-  start, warm = time.perf_counter(), 0
-  while warm < 3 or (time.perf_counter() - start < 0.002 and warm < 200):
-    interp.invoke()
-    warm += 1
-  estimate = (time.perf_counter() - start) / warm
-  times = []
-  for _ in range(int(np.clip(budget_s / max(estimate, 1e-7), 15, 400))):
-    t = time.perf_counter()
-    interp.invoke()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times) * 1e6)
 
 
 def _overhead_us(precision, xnnpack):
@@ -745,7 +693,7 @@ def _overhead_us(precision, xnnpack):
     import keras  # pylint: disable=g-import-not-at-top
     i = keras.Input((1,), batch_size=1)
     data = _convert(keras.Model(i, keras.layers.ReLU()(i)), precision, "overhead")
-    _CACHE[key] = min(_time_us(data, xnnpack) for _ in range(3))
+    _CACHE[key] = min(_litert.time_us(data, xnnpack) for _ in range(3))
   return _CACHE[key]
 
 

@@ -1,5 +1,6 @@
 """Per-layer parameters and MACs of a model, before and after a structured shrink."""
-from tfprune.structured import allocate
+from tfprune import _layers
+from tfprune.structured import costs
 from tfprune.structured import depgraph
 
 
@@ -7,15 +8,15 @@ def layer_costs(model):
   """{layer name: (parameters, MACs per sample)} for every layer with weights.
 
   MACs count Dense / Conv / Depthwise / Separable / EinsumDense / MultiHeadAttention
-  layers (the `tfprune.structured.allocate.MacModel` formulas); other layers count 0.
+  layers (the `tfprune.structured.costs.MacModel` formulas); other layers count 0.
   """
   out = {}
   for op in depgraph.as_functional(model).operations:
-    layer = allocate.inner_layer(op)
+    layer = _layers.inner_layer(op)
     if not getattr(layer, "weights", None):  # op nodes (`x[:, 0]`, `x + 1`) hold none
       continue
     params = sum(_size(w) for w in layer.weights)
-    cost = allocate._layer_cost(op, layer)  # pylint: disable=protected-access
+    cost = costs.layer_cost(op, layer)
     out[getattr(layer, "name", op.name)] = (params, int(cost({})) if cost else 0)
   return out
 

@@ -3,23 +3,28 @@
 A method with this scope ranks channel groups of the model's `ChannelGraph` (coupled
 output channels of producers, input rows of their readers, BatchNorm slices, ...) by an
 importance built from the method's own per-weight scores, chooses the groups to remove
-with `allocate.select_units` (global or per-layer, `round_to`, `min_units`, ignored
+with `selection.select_units` (global or per-layer, `round_to`, `min_units`, ignored
 layers, a `target_macs` budget or a `target_latency` budget measured on LiteRT) and
 zeroes each removed channel in every weight of its group, so
 `tfprune.strip(model, shrink=True)` deletes it exactly (docs/structured.md).
 
-`ChannelScope` holds the arguments, the graph built when the method binds, and the
-units the last masks removed; it knows nothing of training or of the method classes.
+`ChannelScope` holds the arguments, the graph built when the method binds, the units
+the last masks removed and, for a gradient criterion (`taylor`), the loss gradients of
+the pruned weights summed since the last masks (`observe_gradients`); it knows nothing
+of the method classes. A method receives it as `method.channels` (docs/methods.md).
 """
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from tfprune.structured import allocate
+from tfprune.structured import costs
 from tfprune.structured import depgraph
+from tfprune.structured import importance
 from tfprune.structured import latency
+from tfprune.structured import members
+from tfprune.structured import selection
 
-CRITERIA = ("l2", "l1", "bn_scale", "taylor")
 # The arguments and their defaults (a method serializes only the changed ones).
 DEFAULTS = {"round_to": 1, "min_units": 1, "ignored_layers": (), "target_macs": None,
             "criterion": "l2", "target_latency": None, "latency_precision": "float",
@@ -34,9 +39,11 @@ class ChannelScope:
     min_units: at least this many channels kept per group.
     ignored_layers: layer names whose groups are never pruned.
     target_macs: a MACs budget (fraction of today's MACs) instead of a channel fraction.
-    criterion: group importance: `l2` / `l1` group norm of the method's scores,
-      `bn_scale` (|gamma|, network slimming: Liu et al., ICCV 2017) or `taylor`
-      (|sum W * dL/dW|, Molchanov et al., CVPR 2019).
+    criterion: group importance, a name in the registry
+      `tfprune.structured.importance.CRITERIA`: `l2` / `l1` group norm of the method's
+      scores, `bn_scale` (|gamma|, network slimming: Liu et al., ICCV 2017), `taylor`
+      (|sum W * dL/dW|, Molchanov et al., CVPR 2019) or `fpgm` (distance to the other
+      units' filters, He et al., CVPR 2019).
     target_latency: a latency budget (fraction of today's estimated LiteRT latency)
       instead of a channel fraction; the per-layer costs are measured on this machine's
       LiteRT (`tfprune.structured.latency.LatencyModel`, the first time masks are made)
@@ -65,9 +72,7 @@ class ChannelScope:
     if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
       raise ValueError(f"target_macs must be in (0, 1] (the fraction of today's MACs to "
                        f"keep), got {target_macs!r}.")
-    if criterion not in CRITERIA:
-      raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got "
-                       f"{criterion!r}.")
+    self._criterion = importance.get_criterion(criterion)  # (the registry's error)
     self.target_latency = None if target_latency is None else float(target_latency)
     if self.target_latency is not None and not 0.0 < self.target_latency <= 1.0:
       raise ValueError(f"target_latency must be in (0, 1] (the fraction of today's "
@@ -91,6 +96,8 @@ class ChannelScope:
     self.units = []  # (group, unit) pairs the last masks remove
     self._index = self._names = self._slices = None
     self._skipped = {}
+    self._gradient_sums = self._gradient_steps = None  # (a gradient criterion)
+    self._weights = []
 
   def changed(self):
     """{argument: value} of the arguments that differ from `DEFAULTS` (for configs).
@@ -127,23 +134,23 @@ class ChannelScope:
     index = {}
     for wrapper in wrappers:
       for w in wrapper.prunable_weights:
-        index[(wrapper.name, allocate.weight_name(wrapper.layer, w))] = len(index)
+        index[(wrapper.name, members.weight_name(wrapper.layer, w))] = len(index)
     names = {op.name: op.name for op in model.operations}  # user-facing -> graph name
     names.update({w.layer.name: w.name for w in wrappers})
     unknown = [n for n in self.ignored_layers if n not in names]
     if unknown:
       raise ValueError(f"ignored_layers names layers {unknown} that are not in model "
                        f"{model.name!r}; layers: {sorted(names)}.")
-    slices = allocate.unit_slices(model, graph)
+    slices = members.unit_slices(model, graph)
     eligible, skipped = set(), {}
     for (g, _), owned in slices.items():
       missing = [f"{layer}/{name}" for layer, name, _, _ in owned
-                 if allocate.is_kernel(name) and (layer, name) not in index]
+                 if members.is_kernel(name) and (layer, name) not in index]
       if missing:
         skipped.setdefault(g, f"weights {sorted(set(missing))[:3]} are not pruned "
                               f"(not wrapped)")
-      elif self.criterion == "bn_scale" and not any(n == "gamma" for _, n, _, _ in owned):
-        skipped.setdefault(g, "no BatchNormalization scale (criterion='bn_scale')")
+      elif self._criterion.group_needs and self._criterion.group_needs(owned):
+        skipped.setdefault(g, self._criterion.group_needs(owned))
       else:
         eligible.add(g)
     eligible -= set(skipped)
@@ -157,6 +164,12 @@ class ChannelScope:
     self._slices = {k: v for k, v in slices.items() if k[0] in eligible}
     self._skipped = skipped
     self._latency = None
+    self._weights = [w for wrapper in wrappers for w in wrapper.prunable_weights]
+    if self.needs_gradients:  # sums of dL/dW since the last masks (observe_gradients)
+      self._gradient_sums = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False,
+                                         name="taylor_grad_sum") for w in self._weights]
+      self._gradient_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name="taylor_steps")
     if self._table is not None:  # a table that misses some layers fails here, not later
       self._latency = latency.LatencyModel(model, graph, self.latency_precision,
                                            self._table)
@@ -186,25 +199,66 @@ class ChannelScope:
     return dict(self._index)
 
   @property
+  def needs_gradients(self):
+    """True if the criterion scores units with the loss gradient (`taylor`)."""
+    return self._criterion.needs_gradients
+
+  def observe_gradients(self, grads, variables):
+    """Adds one training step's gradients of the pruned weights to the sums a gradient
+    criterion scores with (TensorFlow ops only: runs inside the training step).
+
+    Args:
+      grads: gradients aligned with `variables` (None where a variable has none).
+      variables: the model's trainable variables.
+    """
+    if self._gradient_sums is None:
+      raise ValueError(f"criterion={self.criterion!r} takes no gradients, or the "
+                       f"structured scope is not bound to a model.")
+    by_id = {id(v): g for g, v in zip(grads, variables)}
+    for w, acc in zip(self._weights, self._gradient_sums):
+      g = by_id.get(id(w))
+      if g is not None:
+        acc.assign_add(tf.cast(tf.convert_to_tensor(g), acc.dtype))
+    self._gradient_steps.assign_add(1)
+
+  def mean_gradients(self):
+    """{(wrapper name, weight name): mean gradient} over the steps observed since the
+    last call, which resets the sums; None when no step was observed."""
+    steps = 0 if self._gradient_steps is None else int(self._gradient_steps.numpy())
+    if steps == 0:
+      return None
+    grads = {key: self._gradient_sums[i].numpy() / steps
+             for key, i in self._index.items()}
+    for v in self._gradient_sums:
+      v.assign(tf.zeros_like(v))
+    self._gradient_steps.assign(0)
+    return grads
+
+  @property
   def budget(self):
     """The `target_macs` or `target_latency` budget (fraction to keep), or None."""
     return self.target_macs if self.target_macs is not None else self.target_latency
 
+  def cost_model(self):
+    """The cost model this scope's budget counts in: a fresh `MacModel` for
+    `target_macs`, the (reset) `LatencyModel` for `target_latency`; None without one."""
+    if self.target_macs is not None:
+      return costs.MacModel(self.graph.model, self.graph)
+    if self.target_latency is not None:
+      return self.latency_model()
+    return None
+
   def select(self, scores, allocation, fraction=None, budget=None):
-    """`allocate.select_units` with this scope's `round_to`, `min_units`, ignored layers
+    """`selection.select_units` with this scope's `round_to`, `min_units`, ignored layers
     and, given `budget` (a fraction of today's MACs / latency, whichever this scope's
-    budget is), its MAC or latency model; else `fraction` of the units."""
+    budget is), its cost model (`cost_model()`); else `fraction` of the units."""
     kwargs = dict(allocation=allocation, round_to=self.round_to, min_units=self.min_units,
                   ignored=self.ignored_names(),
                   max_pruning_ratio=getattr(self, "max_pruning_ratio", None))
     if budget is None:
-      return allocate.select_units(self.graph, scores, fraction=fraction, **kwargs)
-    if self.target_macs is not None:
-      return allocate.select_units(
-          self.graph, scores, target_macs=budget,
-          mac_model=allocate.MacModel(self.graph.model, self.graph), **kwargs)
-    return allocate.select_units(self.graph, scores, target_latency=budget,
-                                 latency_model=self.latency_model(), **kwargs)
+      return selection.select_units(self.graph, scores, fraction=fraction, **kwargs)
+    return selection.select_units(self.graph, scores, target=budget,
+                                  cost_model=self.cost_model(), **kwargs)
 
   def masks(self, shapes, values, sparsity, allocation, final_sparsity, gradients=None):
     """0/1 masks (float32 NumPy, aligned with `shapes`) removing channel groups.
@@ -215,12 +269,14 @@ class ChannelScope:
       sparsity: fraction of the prunable channels to remove now (with `target_macs` /
         `target_latency`: `sparsity / final_sparsity` is the progress towards the
         budget).
-      allocation: `global` or `layer` (`allocate.select_units`).
+      allocation: `global` or `layer` (`selection.select_units`).
       final_sparsity: the schedule's final sparsity.
-      gradients: {(wrapper name, weight name): mean gradient} for `criterion="taylor"`.
+      gradients: {(wrapper name, weight name): mean gradient} for a gradient
+        criterion (`taylor`); default `mean_gradients()`, the observed steps' mean.
 
     Returns:
-      The masks; `self.units` holds the (group, unit) pairs they remove.
+      The masks; `self.units` holds the (group, unit) pairs they remove. None (keep
+      the current masks) when a gradient criterion has observed no gradient yet.
     """
     if self.graph is None:
       raise ValueError("The structured scope is not bound to a model.")
@@ -228,13 +284,13 @@ class ChannelScope:
     out = [np.ones(shape, np.float32) for shape in shapes]
     if sparsity <= 0.0:
       return out
-    if self.criterion == "bn_scale":
-      scores = allocate.unit_scores(self.graph.model, self.graph, "bn_scale",
-                                    slices=self._slices)
-    else:
-      keyed = None if self.criterion == "taylor" else {
-          key: np.asarray(values[i]) for key, i in self._index.items()}
-      scores = allocate.unit_scores(self.graph.model, self.graph, self.criterion,
+    if self.needs_gradients and gradients is None:
+      gradients = self.mean_gradients()
+      if gradients is None:
+        return None
+    keyed = None if not self._criterion.uses_values else {
+        key: np.asarray(values[i]) for key, i in self._index.items()}
+    scores = importance.unit_scores(self.graph.model, self.graph, self.criterion,
                                     gradients=gradients, slices=self._slices, values=keyed)
     budget = self.budget
     if budget is not None:
@@ -251,8 +307,8 @@ class ChannelScope:
     """0/1 masks (float32 NumPy, aligned with `shapes`, the method's pruned weights)
     that remove the (group, unit) pairs `units`; records them in `self.units`."""
     out = [np.ones(shape, np.float32) for shape in shapes]
-    for key, mask in allocate.unit_masks(self.graph.model, self.graph, units,
-                                         self._slices).items():
+    for key, mask in selection.unit_masks(self.graph.model, self.graph, units,
+                                          self._slices).items():
       if key in self._index:
         out[self._index[key]] = mask
     self.units = sorted(units)

@@ -13,8 +13,8 @@ any reader when the constant is 0. Where it is not exact (a nonzero constant rea
 `padding="same"` conv, or a reader without a bias), `remove_units` raises ValueError
 naming the layer, unless that unit is left out (`shrink` leaves it in and says so).
 
-One function per layer type slices its weights (`_SLICERS`): a new layer type is one
-function. Channel-axis `ops.split` nodes are rewritten with their new section sizes.
+One function per channel kind of `tfprune.layer_types` slices the weights (`_SLICERS`):
+a new layer type of an existing kind is one taxonomy entry. Channel-axis `ops.split` nodes are rewritten with their new section sizes.
 
 Never a wrong shrink: before it returns, `remove_units` runs the new model and the old one
 on probe inputs built from the model's input specs (random floats, small integer ids, dict
@@ -23,14 +23,16 @@ channels differ (beyond 1e-4 of the output's scale) and the groups whose channel
 removed. See docs/structured.md.
 """
 import copy
+import functools
 
 import keras
 import numpy as np
 
 from tfprune import _liveness
-from tfprune.structured import allocate
+from tfprune import layer_types
 from tfprune.structured import blocks
 from tfprune.structured import depgraph
+from tfprune.structured import members
 
 _READER_ROLES = ("in", "in_query", "in_value", "in_key")
 # A shrunk model's outputs may differ from the original's by float rounding only: at most
@@ -45,7 +47,7 @@ class ShrinkMismatchError(ValueError):
 
 def weight_arrays(layer):
   """{"kernel": array, "query/kernel": array, ...} in `layer.weights` order."""
-  return {k: np.array(v.numpy()) for k, v in allocate.weights_by_name(layer).items()}
+  return {k: np.array(v.numpy()) for k, v in members.weights_by_name(layer).items()}
 
 
 def _drop(array, axis, indices):
@@ -108,10 +110,14 @@ def _slice_separable(config, w, cut):
   config["filters"] = int(w["pointwise_kernel"].shape[-1])
 
 
-def _slice_batch_norm(config, w, cut):
-  del config
+def _slice_scale(config, w, cut, follows=()):
+  """Per-channel parameters (BatchNormalization, GroupNormalization); config keys in
+  `follows` that equal the channel count take the new count."""
   for name in w:
     w[name] = _drop(w[name], -1, cut.get("bn", ()))
+  for key in follows:
+    if config.get(key, -1) != -1 and w:
+      config[key] = int(next(iter(w.values())).shape[-1])
 
 
 def _slice_embedding(config, w, cut):
@@ -135,14 +141,13 @@ def _slice_attention(config, w, cut):
   config["output_shape"] = int(w["attention_output/kernel"].shape[-1])
 
 
+# One slicer per `tfprune.layer_types` channel kind.
 _SLICERS = {
-    "Dense": _slice_dense, "Conv1D": _slice_conv, "Conv2D": _slice_conv,
-    "Conv3D": _slice_conv, "Conv1DTranspose": _slice_conv_transpose,
-    "Conv2DTranspose": _slice_conv_transpose, "Conv3DTranspose": _slice_conv_transpose,
-    "DepthwiseConv1D": _slice_depthwise, "DepthwiseConv2D": _slice_depthwise,
-    "SeparableConv1D": _slice_separable, "SeparableConv2D": _slice_separable,
-    "BatchNormalization": _slice_batch_norm, "Embedding": _slice_embedding,
-    "EinsumDense": _slice_einsum, "MultiHeadAttention": _slice_attention,
+    layer_types.DENSE: _slice_dense, layer_types.CONV: _slice_conv,
+    layer_types.TRANSPOSE: _slice_conv_transpose, layer_types.DEPTHWISE: _slice_depthwise,
+    layer_types.SEPARABLE: _slice_separable, layer_types.SCALE: _slice_scale,
+    layer_types.EMBEDDING: _slice_embedding, layer_types.EINSUM: _slice_einsum,
+    layer_types.ATTENTION: _slice_attention,
 }
 
 
@@ -199,6 +204,11 @@ def measure_constants(model, readers, data=None, rtol=1e-5):
 
 
 # ------------------------------------------------------------------ folding
+def _kind(layer):
+  """`layer`'s `tfprune.layer_types` channel kind (None for a custom block)."""
+  return getattr(layer_types.of(layer), "channels", None)
+
+
 def fold_problem(layer, role, rows, const, spatial):
   """Why the removed rows' constants cannot be folded into `layer` exactly, or None.
 
@@ -212,9 +222,10 @@ def fold_problem(layer, role, rows, const, spatial):
   if not getattr(layer, "use_bias", True):
     return (f"layer {layer.name!r} ({cls}) reads constant nonzero channels {nonzero[:5]} "
             f"and has no bias to fold them into")
-  if cls in ("Dense", "EinsumDense", "MultiHeadAttention"):
+  kind = _kind(layer)
+  if kind in (layer_types.DENSE, layer_types.EINSUM, layer_types.ATTENTION):
     return None
-  if cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D"):
+  if kind in (layer_types.CONV, layer_types.SEPARABLE):
     if layer.padding == "valid" and all(spatial[r] for r in nonzero):
       return None
     return (f"layer {layer.name!r} ({cls}, padding={layer.padding!r}) reads constant "
@@ -231,14 +242,14 @@ def _fold(layer, w, role, rows, const, spatial):
   nonzero = [r for r in sorted(rows) if const[r] != 0]
   if not nonzero:
     return
-  cls = type(layer).__name__
+  kind = _kind(layer)
   c = const[nonzero]
-  if cls == "MultiHeadAttention":
+  if kind == layer_types.ATTENTION:
     part = {"in_query": "query", "in_value": "value", "in_key": "key"}[role]
     w[f"{part}/bias"] = w[f"{part}/bias"] + np.tensordot(c, w[f"{part}/kernel"][nonzero], 1)
-  elif cls in ("Dense", "EinsumDense"):
+  elif kind in (layer_types.DENSE, layer_types.EINSUM):
     w["bias"] = w["bias"] + c @ w["kernel"][nonzero]
-  elif cls.startswith("Separable"):
+  elif kind == layer_types.SEPARABLE:
     mult = int(layer.depth_multiplier)
     dw = w["depthwise_kernel"]
     dw_sum = dw.reshape(-1, dw.shape[-2], dw.shape[-1]).sum(axis=0)  # [in, mult]
@@ -254,8 +265,7 @@ def _fold(layer, w, role, rows, const, spatial):
 # ------------------------------------------------------------------ removal
 def _is_reader(layer, role):
   """Roles where a removed channel stops: the layer reads it into other channels."""
-  return role in _READER_ROLES or (role == "dw" and
-                                   type(layer).__name__.startswith("Separable"))
+  return role in _READER_ROLES or (role == "dw" and _kind(layer) == layer_types.SEPARABLE)
 
 
 def _probe_role(role):
@@ -321,17 +331,17 @@ def _input_independent(layer, role, rows):
   """
   w = weight_arrays(layer)
   rows = sorted(rows)
-  cls = type(layer).__name__
+  kind = _kind(layer)
   if role == "head":  # a head whose output projection is zero contributes nothing
     return not np.any(w["attention_output/kernel"][rows])
-  if cls == "MultiHeadAttention":
+  if kind == layer_types.ATTENTION:
     return not np.any(w["attention_output/kernel"][..., rows])
-  if cls.startswith("Separable"):
+  if kind == layer_types.SEPARABLE:
     return not np.any(w["pointwise_kernel"][..., rows])
-  if cls == "Embedding":
+  if kind == layer_types.EMBEDDING:
     return not np.any(w["embeddings"][..., rows])
   kernel = w["kernel"]
-  axis = -2 if cls.endswith("Transpose") else -1
+  axis = -2 if kind == layer_types.TRANSPOSE else -1
   return not np.any(np.take(kernel, rows, axis=axis))
 
 
@@ -416,7 +426,11 @@ def remove_units(model, graph, units, data=None):
   for name, cut in cuts.items():
     layer = model.get_layer(name)
     cls = type(layer).__name__
-    slicer = _SLICERS.get(cls) or blocks.slicer(layer)  # [blocks hook]
+    entry = layer_types.of(layer)
+    slicer = _SLICERS.get(entry.channels) if entry else None
+    if slicer is _slice_scale:
+      slicer = functools.partial(_slice_scale, follows=entry.follows)
+    slicer = slicer or blocks.slicer(layer)  # [blocks hook]
     if slicer is None:
       raise ValueError(f"no slicing rule for layer {name!r} ({cls}).")
     w = weight_arrays(layer)
@@ -426,7 +440,7 @@ def remove_units(model, graph, units, data=None):
         const, uniform, _ = channel_constants(mean, constant, rows)
         _fold(layer, w, role, rows, const, uniform)
     layer_config = by_name[name]["config"]
-    if cls == "MultiHeadAttention" and "in_key" not in cut and _key_is_value(layer):
+    if slicer is _slice_attention and "in_key" not in cut and _key_is_value(layer):
       cut = dict(cut, in_key=cut.get("in_value", set()))
     slicer(layer_config, w, cut)
     new_weights[name] = w
