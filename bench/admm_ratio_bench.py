@@ -13,7 +13,8 @@ training images and the first --test_samples test images; MLPerf Tiny ResNet-8
 weights and with the same --prune_epochs budget:
   * admm:global: `tfprune.prune(dense, "admm", target_sparsity=r, scope="global")` +
     `method.fit` (ADMM on the first 60% of the epochs, hard prune, masked fine-tune);
-    the Z-step interval is chosen so that about --z_steps Z-steps happen;
+    the Z-step interval is chosen so that about --z_steps Z-steps happen; the other
+    ADMM arguments come from --admm_kwargs;
   * magnitude:global: gradual magnitude pruning, PolynomialDecay 0 -> r over the first
     60% of the pruning steps, one global threshold;
   * tfmot: `prune_low_magnitude` (uniform per-layer), same schedule, in the TFMOT venv
@@ -27,6 +28,9 @@ way still leaves every finished row.
 
 Full run (bench/RESULTS.md section 11):
   nohup .venv/bin/python bench/admm_ratio_bench.py > bench/results/admm_ratio.log 2>&1 &
+Several seeds (one dense model each; mean and min-max per cell), tfprune methods only:
+  .venv/bin/python bench/admm_ratio_bench.py --seeds 0,1,2 \
+      --methods admm:global,magnitude:global
 Smoke test (< 1 min of work, writes to bench/out/admm_ratio_fast):
   .venv/bin/python bench/admm_ratio_bench.py --fast
 """
@@ -68,10 +72,17 @@ flags.DEFINE_integer("mask_updates", 12, "Gradual schedules update the masks abo
                      "many times (frequency = schedule steps / this).")
 flags.DEFINE_integer("z_steps", 20, "ADMM Z-steps to aim for (admm_interval = ADMM "
                      "steps / this).")
-flags.DEFINE_string("admm_kwargs", '{"rho0": 0.001, "rho_growth": 1.4}',
+flags.DEFINE_string("admm_kwargs", '{"rho0": 0.001, "rho_growth": 1.4, "target_ramp": 0.5, '
+                    '"penalty": "proximal", "primal_tol": 0.05}',
                     "JSON kwargs for the ADMM method (besides target_sparsity, scope, "
-                    "admm_interval).")
-flags.DEFINE_integer("seed", 0, "Seed.")
+                    "admm_interval), e.g. target_ramp, rho_schedule, primal_tol, penalty. "
+                    "Default: the convergent recipe of docs/algorithms.md section 2 "
+                    "(issue 28); bench/RESULTS.md section 11 used rho0 0.001 and "
+                    "rho_growth 1.4 only.")
+flags.DEFINE_integer("seed", 0, "Seed (when --seeds is not given).")
+flags.DEFINE_list("seeds", None, "Seeds to loop over (each: its own dense model, trained "
+                  "or reused from the work directory, then every ratio and method); "
+                  "tables give mean and spread (min-max) over the seeds.")
 flags.DEFINE_integer("bn_samples", 1000, "Training images the BatchNormalization "
                      "statistics are re-estimated on before every evaluation (each "
                      "method, TFMOT and dense alike).")
@@ -188,10 +199,14 @@ def run_tfprune(spec, dense_weights, ratio, data):
          "accuracy_no_bn_recalibration": raw,
          "achieved_sparsity": achieved, "seconds": seconds, "kept_per_layer": kept,
          "kwargs": {k: v for k, v in kwargs.items() if k != "schedule"}}
+  row["seed"] = FLAGS.seed
   if name == "admm":
     rep = method.report()
     row["admm"] = {"z_steps": rep["z_steps"], "admm_steps": rep["admm_steps"],
+                   "hard_prune_step": rep["hard_prune_step"],
+                   "hard_prune_trigger": rep.get("hard_prune_trigger"),
                    "final_primal_residual": rep["final_primal_residual"],
+                   "final_rho": rep["history"][-1]["rho"] if rep["history"] else None,
                    "zstep_seconds_total": rep["zstep_seconds_total"]}
   return row
 
@@ -204,15 +219,15 @@ def run_tfmot(workdir, ratio, n_train, check_dense):
   steps = steps_of(n_train)
   schedule_steps = max(int(FLAGS.schedule_fraction * steps), 1)
   job = {"model": MODEL, "input_shape": [32, 32, 1], "num_classes": 10,
-         "weights": os.path.join(workdir, "dense.npz"), "weights_by_name": True,
+         "weights": _dense_path(workdir), "weights_by_name": True,
          "data": os.path.join(workdir, "data.npz"), "sparsities": [ratio],
          "seed": FLAGS.seed, "batch_size": FLAGS.batch_size,
          "prune_epochs": FLAGS.prune_epochs, "learning_rate": FLAGS.learning_rate,
          "frequency": max(schedule_steps // FLAGS.mask_updates, 1),
          "schedule_fraction": FLAGS.schedule_fraction, "threads": FLAGS.threads,
          "check_dense": check_dense, "bn_samples": FLAGS.bn_samples}
-  job_path = os.path.join(workdir, f"tfmot_job_{ratio}.json")
-  out_path = os.path.join(workdir, f"tfmot_out_{ratio}.json")
+  job_path = os.path.join(workdir, f"tfmot_job_{ratio}_{FLAGS.seed}.json")
+  out_path = os.path.join(workdir, f"tfmot_out_{ratio}_{FLAGS.seed}.json")
   with open(job_path, "w") as f:
     json.dump(job, f)
   env = dict(os.environ, TF_USE_LEGACY_KERAS="1", OMP_NUM_THREADS=str(FLAGS.threads))
@@ -221,7 +236,8 @@ def run_tfmot(workdir, ratio, n_train, check_dense):
   with open(out_path) as f:
     out = json.load(f)
   run = out["runs"][0]
-  return ({"method": "tfmot", "ratio": ratio, "accuracy": run["accuracy"],
+  return ({"method": "tfmot", "ratio": ratio, "seed": FLAGS.seed,
+           "accuracy": run["accuracy"],
            "accuracy_no_bn_recalibration": run["accuracy_no_bn_recalibration"],
            "achieved_sparsity": run["achieved_sparsity"], "seconds": run["seconds"],
            "kept_per_layer": run["kept_per_layer"]}, out["dense_accuracy"])
@@ -235,10 +251,16 @@ def table(rows, ratios, dense_acc):
     cells, secs = [], []
     for ratio in ratios:
       hit = [r for r in rows if r["method"] == m and r["ratio"] == ratio]
-      cells.append(f"{100 * hit[0]['accuracy']:.2f} "
-                   f"({100 * hit[0]['accuracy_no_bn_recalibration']:.2f})" if hit
-                   else "not run")
       secs += [h["seconds"] for h in hit]
+      if not hit:
+        cells.append("not run")
+      elif len(hit) == 1:
+        cells.append(f"{100 * hit[0]['accuracy']:.2f} "
+                     f"({100 * hit[0]['accuracy_no_bn_recalibration']:.2f})")
+      else:  # several seeds: mean [min-max] (n)
+        acc = [100 * h["accuracy"] for h in hit]
+        cells.append(f"{np.mean(acc):.2f} [{min(acc):.2f}-{max(acc):.2f}] "
+                     f"(n={len(acc)})")
     lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(secs):.0f} |")
   lines.append(f"| dense | " + " | ".join(f"{100 * dense_acc:.2f}" for _ in ratios)
                + " | - |")
@@ -252,7 +274,8 @@ def kept_table(rows, ratios):
     layers += [k for k in r["kept_per_layer"] if k not in layers]
   out = []
   for m in ("admm:global", "magnitude:global"):
-    hits = {r["ratio"]: r for r in rows if r["method"] == m}
+    hits = {r["ratio"]: r for r in rows if r["method"] == m
+            and r.get("seed", FLAGS.seed) == rows[0].get("seed", FLAGS.seed)}
     if not hits:
       continue
     done = [ratio for ratio in ratios if ratio in hits]
@@ -272,7 +295,10 @@ def plot(rows, ratios, dense_acc, out):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   series = {}
   for m in FLAGS.methods:
-    pts = sorted((r["ratio"], 100 * r["accuracy"]) for r in rows if r["method"] == m)
+    done = sorted({r["ratio"] for r in rows if r["method"] == m})
+    pts = [(ratio, np.mean([100 * r["accuracy"] for r in rows
+                            if r["method"] == m and r["ratio"] == ratio]))
+           for ratio in done]
     if pts:
       series[m] = ([p[0] for p in pts], [p[1] for p in pts])
   series["dense"] = (list(ratios), [100 * dense_acc] * len(ratios))
@@ -291,7 +317,8 @@ def plot(rows, ratios, dense_acc, out):
   cmap = plt.get_cmap("viridis")
   for ax, m in zip(axes[0], methods):
     for i, ratio in enumerate(ratios):
-      hit = [r for r in rows if r["method"] == m and r["ratio"] == ratio]
+      hit = [r for r in rows if r["method"] == m and r["ratio"] == ratio
+             and r.get("seed") == rows[0].get("seed")]
       if hit:
         ax.plot(range(len(layers)),
                 [100 * hit[0]["kept_per_layer"].get(l, np.nan) for l in layers],
@@ -307,6 +334,12 @@ def plot(rows, ratios, dense_acc, out):
                fontsize=10)
   fig.tight_layout()
   plots.save_figure(fig, os.path.join(out, "admm_ratio_kept.png"))
+
+
+def _dense_path(workdir):
+  """The dense weights of the current seed (seed 0 keeps the historical name)."""
+  return os.path.join(workdir, "dense.npz" if FLAGS.seed == 0
+                      else f"dense_seed{FLAGS.seed}.npz")
 
 
 def write(rows, ratios, dense_acc, out, protocol, command, start):
@@ -357,62 +390,70 @@ def main(argv):
   (x, y), (xt, yt) = data
   print(f"data: {len(x)} train / {len(xt)} test images at {x.shape[1:]} "
         f"({time.time() - start:.0f} s)", flush=True)
-  keras.utils.set_random_seed(FLAGS.seed)
-  dense = zoo.get(MODEL, input_shape=x.shape[1:], num_classes=10)
-  dense.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
-  dense_path = os.path.join(workdir, "dense.npz")
-  if FLAGS.reuse_dense and os.path.exists(dense_path):
-    saved = np.load(dense_path)
-    for l in dense.layers:
-      if l.get_weights():
-        l.set_weights([saved[f"{l.name}::{i}"] for i in range(len(l.get_weights()))])
-    print(f"dense weights reused from {dense_path}", flush=True)
-  else:
-    dense.fit(x, y, epochs=FLAGS.dense_epochs, batch_size=FLAGS.batch_size, verbose=2)
-    np.savez(dense_path, **{f"{l.name}::{i}": w for l in dense.layers
-                            for i, w in enumerate(l.get_weights())})
-  dense_raw = accuracy(dense, xt, yt)
-  dense_weights = dense.get_weights()
-  recalibrate_bn(dense, x[:FLAGS.bn_samples])
-  dense_acc = accuracy(dense, xt, yt)
-  print(f"dense accuracy {dense_acc:.4f} (before BN re-estimation {dense_raw:.4f}; "
-        f"{time.time() - start:.0f} s)", flush=True)
-  protocol = (f"ResNet-8 (tfprune.zoo.resnet8, L2 1e-4) on Fashion-MNIST resized to "
-              f"32x32x1 (bilinear, uint8-rounded), first {len(x)} training / first "
-              f"{len(xt)} test images; dense {FLAGS.dense_epochs} epochs, then per ratio "
-              f"{FLAGS.prune_epochs} pruning epochs from the same dense weights, Adam "
-              f"{FLAGS.learning_rate}, batch {FLAGS.batch_size}, seed {FLAGS.seed}; "
-              f"gradual schedules reach r after {FLAGS.schedule_fraction:.0%} of the "
-              f"steps (~{FLAGS.mask_updates} mask updates); ADMM phase "
-              f"{FLAGS.schedule_fraction:.0%} of the epochs, ~{FLAGS.z_steps} Z-steps, "
-              f"kwargs {FLAGS.admm_kwargs}; {FLAGS.threads} TF thread(s). Sparsity is "
-              f"over conv + dense kernels (biases and BN dense). Before every "
-              f"evaluation the BatchNormalization statistics are re-estimated on "
-              f"{FLAGS.bn_samples} training images (one training-mode pass, momentum "
-              f"0), for every method and the dense model. Dense accuracy "
-              f"{100 * dense_acc:.2f}% ({100 * dense_raw:.2f}% before re-estimation).")
   command = "python bench/admm_ratio_bench.py " + " ".join(sys.argv[1:])
-  rows, checked = [], False
-  for ratio in order:
-    for m in FLAGS.methods:
-      t0 = time.time()
-      if m == "tfmot":
-        row, tfmot_dense = run_tfmot(workdir, ratio, len(x), not checked)
-        if not checked:
-          checked = True
-          if abs(tfmot_dense - dense_raw) > 0.002:
-            raise RuntimeError(f"TFMOT's copy of the dense ResNet-8 scores "
-                               f"{tfmot_dense:.4f}, ours {dense_raw:.4f}: the weights "
-                               f"did not transfer.")
-      else:
-        row = run_tfprune(m, dense_weights, ratio, data)
-      rows.append(row)
-      print(f"{m} @ {ratio}: acc {row['accuracy']:.4f} sparsity "
-            f"{row['achieved_sparsity']:.4f} ({time.time() - t0:.0f} s; total "
-            f"{time.time() - start:.0f} s)", flush=True)
-      write(rows, ratios, dense_acc, out, protocol, command, start)
+  seeds = [int(v) for v in FLAGS.seeds] if FLAGS.seeds else [FLAGS.seed]
+  rows, dense_accs = [], []
+  for seed in seeds:
+    FLAGS.seed = seed
+    keras.utils.set_random_seed(FLAGS.seed)
+    dense = zoo.get(MODEL, input_shape=x.shape[1:], num_classes=10)
+    dense.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    dense_path = _dense_path(workdir)
+    if FLAGS.reuse_dense and os.path.exists(dense_path):
+      saved = np.load(dense_path)
+      for l in dense.layers:
+        if l.get_weights():
+          l.set_weights([saved[f"{l.name}::{i}"] for i in range(len(l.get_weights()))])
+      print(f"dense weights reused from {dense_path}", flush=True)
+    else:
+      dense.fit(x, y, epochs=FLAGS.dense_epochs, batch_size=FLAGS.batch_size, verbose=2)
+      np.savez(dense_path, **{f"{l.name}::{i}": w for l in dense.layers
+                              for i, w in enumerate(l.get_weights())})
+    dense_raw = accuracy(dense, xt, yt)
+    dense_weights = dense.get_weights()
+    recalibrate_bn(dense, x[:FLAGS.bn_samples])
+    dense_accs.append(accuracy(dense, xt, yt))
+    dense_acc = float(np.mean(dense_accs))
+    print(f"seed {seed}: dense accuracy {dense_accs[-1]:.4f} (before BN re-estimation "
+          f"{dense_raw:.4f}; {time.time() - start:.0f} s)", flush=True)
+    protocol = (f"ResNet-8 (tfprune.zoo.resnet8, L2 1e-4) on Fashion-MNIST resized to "
+                f"32x32x1 (bilinear, uint8-rounded), first {len(x)} training / first "
+                f"{len(xt)} test images; dense {FLAGS.dense_epochs} epochs, then per "
+                f"ratio {FLAGS.prune_epochs} pruning epochs from the same dense weights, "
+                f"Adam {FLAGS.learning_rate}, batch {FLAGS.batch_size}, seeds "
+                f"{','.join(map(str, seeds))} (one dense model per seed); "
+                f"gradual schedules reach r after {FLAGS.schedule_fraction:.0%} of the "
+                f"steps (~{FLAGS.mask_updates} mask updates); ADMM phase "
+                f"{FLAGS.schedule_fraction:.0%} of the epochs, ~{FLAGS.z_steps} Z-steps, "
+                f"kwargs {FLAGS.admm_kwargs}; {FLAGS.threads} TF thread(s). Sparsity is "
+                f"over conv + dense kernels (biases and BN dense). Before every "
+                f"evaluation the BatchNormalization statistics are re-estimated on "
+                f"{FLAGS.bn_samples} training images (one training-mode pass, momentum "
+                f"0), for every method and the dense model. Dense accuracy per seed "
+                f"{', '.join(f'{100 * v:.2f}' for v in dense_accs)}% (seed {seed}: "
+                f"{100 * dense_raw:.2f}% before re-estimation).")
+    checked = False
+    for ratio in order:
+      for m in FLAGS.methods:
+        t0 = time.time()
+        if m == "tfmot":
+          row, tfmot_dense = run_tfmot(workdir, ratio, len(x), not checked)
+          if not checked:
+            checked = True
+            if abs(tfmot_dense - dense_raw) > 0.002:
+              raise RuntimeError(f"TFMOT's copy of the dense ResNet-8 scores "
+                                 f"{tfmot_dense:.4f}, ours {dense_raw:.4f}: the weights "
+                                 f"did not transfer.")
+        else:
+          row = run_tfprune(m, dense_weights, ratio, data)
+        rows.append(row)
+        print(f"seed {seed} {m} @ {ratio}: acc {row['accuracy']:.4f} sparsity "
+              f"{row['achieved_sparsity']:.4f} {row.get('admm', '')} "
+              f"({time.time() - t0:.0f} s; total {time.time() - start:.0f} s)",
+              flush=True)
+        write(rows, ratios, dense_acc, out, protocol, command, start)
   print(open(os.path.join(out, "admm_ratio.md")).read())
 
 

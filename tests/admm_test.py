@@ -176,6 +176,9 @@ def test_w_converges_to_z_on_convex_problem():
   method.on_train_end()
   residuals = [h["primal_residual"] for h in method.history]
   assert residuals[-1] < 0.02
+  report = method.report()  # no primal_tol: the budget ends the ADMM phase
+  assert report["hard_prune_trigger"] == "budget" and report["hard_prune_step"] == 300
+  assert report["hard_prune_primal_residual"] == residuals[-1]
   assert residuals[-1] < 0.1 * max(residuals)
   w = method.weights[0].numpy()
   assert np.count_nonzero(w) == 12
@@ -243,9 +246,11 @@ def test_split_epochs():
     admm.ADMM(0.9, admm_epochs=12).split_epochs(10)
 
 
-def test_save_load_and_resume_mid_admm_is_identical(tmp_path):
+@pytest.mark.parametrize("extra", [{}, dict(rho_schedule="residual", target_ramp=0.5,
+                                            rho0=0.05)], ids=["fixed", "residual_ramp"])
+def test_save_load_and_resume_mid_admm_is_identical(tmp_path, extra):
   x, y = _data()
-  kwargs = dict(target_sparsity=0.8, admm_interval=3, admm_steps=10)
+  kwargs = dict(target_sparsity=0.8, admm_interval=3, admm_steps=10, **extra)
   dense = _mlp()
 
   def run(model, epochs):
@@ -267,6 +272,9 @@ def test_save_load_and_resume_mid_admm_is_identical(tmp_path):
   assert method.admm_steps == 10 and int(method.step) == 4
   np.testing.assert_array_equal(method.u[0].numpy(),
                                 tfprune.get_method(first).u[0].numpy())
+  assert method.current_rho() == tfprune.get_method(first).current_rho()
+  if extra:  # the adapted rho is state: saved and loaded, not recomputed
+    assert method.current_rho() != 0.05
   run(resumed, 3)
   for a, b in zip(straight.weights, resumed.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7,
@@ -351,6 +359,10 @@ def test_nothing_prunable():
     (dict(rho0=1.0, rho_max=0.1), r"rho_max \(0.1\) must be >= rho0"),
     (dict(admm_fraction=0.0), r"admm_fraction must be in \(0, 1\]"),
     (dict(finetune_schedule="step"), "finetune_schedule must be one of constant, cosine"),
+    (dict(rho_schedule="boyd"), "rho_schedule must be one of fixed, residual"),
+    (dict(rho_mu=1.0), "rho_mu must be a finite number > 1"),
+    (dict(target_ramp=1.5), r"target_ramp must be a fraction .* \[0, 1\]"),
+    (dict(primal_tol=0.0), r"primal_tol must be None or in \(0, 1\)"),
 ])
 def test_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -386,10 +398,159 @@ def test_non_finite_loss_stops_fit(tmp_path):
 def test_config_round_trip():
   method = admm.ADMM(0.95, scope="block", block_size=16, admm_interval=60, rho0=2e-3,
                      rho_growth=1.25, rho_max=0.5, penalty="optimizer", admm_steps=77,
-                     admm_epochs=3, finetune_lr=1e-4)
+                     admm_epochs=3, finetune_lr=1e-4, rho_schedule="residual", rho_mu=5.0,
+                     rho_tau=1.5, target_ramp=0.4, primal_tol=0.02)
   clone = admm.ADMM.from_config(method.get_config())
+  for key, value in (("rho_schedule", "residual"), ("rho_mu", 5.0), ("rho_tau", 1.5),
+                     ("target_ramp", 0.4), ("primal_tol", 0.02)):
+    assert getattr(clone, key) == value
   assert clone.get_config() == method.get_config()
   assert int(clone._end.numpy()) == 77  # pylint: disable=protected-access
+
+
+# --------------------------------------------- convergent ADMM (issue 28)
+def test_progressive_target_reaches_exactly_k_at_ramp_end():
+  pruned = tfprune.prune(_mlp(), "admm", target_sparsity=0.9, admm_interval=2,
+                         admm_steps=20, target_ramp=0.5, max_pruning_ratio=1.0)
+  method = tfprune.get_method(pruned)
+  assert method.ramp_end_step() == 10
+  method.on_train_begin()
+  for _ in range(11):  # steps 0..10: Z-steps at 0, 2, ..., 10 (no W-steps: W fixed)
+    method.on_train_step()
+  n = sum(int(np.prod(w.shape)) for w in method.weights)
+  ramp = tfprune.PolynomialDecay(0.0, 0.9, 0, 10)
+  sparsities = [h["z_sparsity"] for h in method.history]
+  assert [h["step"] for h in method.history] == [0, 2, 4, 6, 8, 10]
+  np.testing.assert_allclose(sparsities[:-1], [float(ramp.sparsity(s))
+                                               for s in (0, 2, 4, 6, 8)], rtol=1e-6)
+  assert sparsities[0] == 0.0 and sparsities[-1] == 0.9
+  assert np.all(np.diff(sparsities) > 0)
+  k = math.ceil(0.1 * n - 1e-9)
+  assert _nonzeros(method.z) == k  # exactly k at the end of the ramp ...
+  assert method.history[-2]["kept_fraction"]["fc1"] > method.history[-1][
+      "kept_fraction"]["fc1"]  # ... and more before it
+  with pytest.raises(ValueError, match="target_ramp > 0 .* pass admm_steps"):
+    admm.ADMM(0.9, target_ramp=0.5).ramp_end_step()
+
+
+def test_residual_rho_raises_when_primal_dominates_and_rescales_u():
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+  pruned = tfprune.prune(model, "admm", target_sparsity=0.5, rho0=0.1, rho_max=10.0,
+                         admm_interval=1, rho_schedule="residual", rho_mu=10.0,
+                         rho_tau=2.0, rho_growth=1.5)
+  method = tfprune.get_method(pruned)
+  assert [v.shape for v in method._rho_variables()] == [()]  # pylint: disable=protected-access
+  w = np.array([[1.0, -3.0], [0.5, 2.0]], "float32")
+  method.weights[0].assign(w)
+  method._run_z_step(0, first=True)  # pylint: disable=protected-access
+  assert method.current_rho() == pytest.approx(0.1)
+  np.testing.assert_allclose(method.z[0].numpy(), [[0.0, -3.0], [0.0, 2.0]])
+  # W-step moved only pruned entries: Z does not change (dual 0), W - Z grows: rho x 2.
+  w2 = np.array([[1.5, -3.0], [1.0, 2.0]], "float32")
+  method.weights[0].assign(w2)
+  method._run_z_step(1)  # pylint: disable=protected-access
+  np.testing.assert_allclose(method.z[0].numpy(), [[0.0, -3.0], [0.0, 2.0]])
+  assert method.current_rho() == pytest.approx(0.2)
+  assert method.history[-1]["rho"] == pytest.approx(0.2)
+  # U = (0 + W - Z) * rho_old / rho_new.
+  np.testing.assert_allclose(method.u[0].numpy(), [[0.75, 0.0], [0.5, 0.0]])
+  # The penalty uses the state rho (running step 2).
+  pruned.layers[0].pruning_step.assign(3)
+  expected = 0.5 * 0.2 * np.sum((w2 - method.z[0].numpy() + method.u[0].numpy()) ** 2)
+  assert float(method.regularization(pruned.layers[0])) == pytest.approx(expected,
+                                                                         rel=1e-6)
+  # Z jumps to another support while W sits on it: the dual dominates, rho / 2 (>= rho0).
+  method.u[0].assign(tf.zeros((2, 2)))
+  method.weights[0].assign(np.array([[4.0, 0.0], [-5.0, 0.0]], "float32"))
+  method._run_z_step(2)  # pylint: disable=protected-access
+  assert method.current_rho() == pytest.approx(0.1)
+  method._run_z_step(3)  # pylint: disable=protected-access
+  assert method.current_rho() == pytest.approx(0.15)  # in the band: rho_growth
+
+
+def test_proximal_penalty_moves_w_outside_the_optimizer():
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+  pruned = tfprune.prune(model, "admm", target_sparsity=0.5, rho0=0.25, admm_interval=100,
+                         penalty="proximal")
+  method = tfprune.get_method(pruned)
+  assert method.regularization(pruned.layers[0]) is None  # no loss term
+  w = np.array([[1.0, -3.0], [0.5, 2.0]], "float32")
+  z = np.array([[0.0, -3.0], [0.0, 2.0]], "float32")
+  u = np.array([[0.5, 0.0], [0.0, -1.0]], "float32")
+  method.weights[0].assign(w)
+  method.z[0].assign(z)
+  method.u[0].assign(u)
+  pruned.layers[0].pruning_step.assign(1)  # no Z-step at step 1
+  method.on_train_begin()
+  method.on_train_step()
+  np.testing.assert_allclose(method.weights[0].numpy(), (w + 0.25 * (z - u)) / 1.25,
+                             rtol=1e-6)
+  method.set_admm_steps(2)
+  method.on_train_step()  # step 2: hard prune, no proximal step
+  np.testing.assert_array_equal(method.weights[0].numpy() != 0, method.z[0].numpy() != 0)
+
+
+def _convex_run(**kwargs):
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(8, 6)).astype("float32")
+  model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, use_bias=False)])
+  pruned = tfprune.prune(model, "admm", target_sparsity=0.75, rho0=0.05, rho_max=5.0,
+                         admm_interval=10, admm_steps=300, **kwargs)
+  method = tfprune.get_method(pruned)
+  opt = keras.optimizers.SGD(0.1)
+  x = np.eye(8, dtype="float32")
+  method.on_train_begin()
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      loss = 0.5 * tf.reduce_sum(tf.square(pruned(x, training=True) - a))
+      loss += tf.add_n(pruned.losses) if pruned.losses else 0.0  # none: proximal
+    grads = tape.gradient(loss, pruned.trainable_variables)
+    opt.apply_gradients(zip(grads, pruned.trainable_variables))
+
+  for _ in range(310):
+    method.on_train_step()
+    step()
+    if method.hard_prune_step is not None:
+      break
+  method.on_train_end()
+  return method, a
+
+
+@pytest.mark.parametrize("rho_schedule,penalty", [("fixed", "loss"), ("residual", "loss"),
+                                                  ("fixed", "proximal")])
+def test_tolerance_hard_prunes_before_the_budget(rho_schedule, penalty):
+  method, a = _convex_run(rho_growth=1.3, primal_tol=0.05, target_ramp=0.2,
+                          rho_schedule=rho_schedule, penalty=penalty)
+  report = method.report()
+  assert report["hard_prune_trigger"] == "tolerance"
+  assert 60 <= report["hard_prune_step"] < 300  # after the ramp, before the budget
+  assert report["hard_prune_step"] % 10 == 0
+  assert report["hard_prune_primal_residual"] < 0.05
+  assert report["hard_prune_primal_residual"] == method.history[-1]["primal_residual"]
+  w = method.weights[0].numpy()
+  top = np.argsort(-np.abs(a).ravel(), kind="stable")[:12]
+  assert np.count_nonzero(w) == 12  # exactly k; the 12th of |A| nearly ties the 13th
+  assert len(set(np.flatnonzero(w)) ^ set(top)) <= 2
+
+
+def test_structured_scope_ramps_and_adapts_rho():
+  x, y = _data()
+  pruned = tfprune.prune(_mlp(), "admm", scope="structured", target_sparsity=0.5,
+                         admm_interval=2, target_ramp=0.5, rho_schedule="residual",
+                         rho0=0.05, admm_epochs=2)
+  method = tfprune.get_method(pruned)
+  method.fit(pruned, x, y, epochs=3, batch_size=16, verbose=0)  # 8 ADMM steps
+  sparsities = [h["z_sparsity"] for h in method.history]
+  assert sparsities[0] == 0.0 and 0 < sparsities[1] < 0.5 and sparsities[-1] == 0.5
+  assert method.report()["hard_prune_trigger"] == "budget"
+  assert method.report()["hard_prune_step"] == 8
+  assert len({h["rho"] for h in method.history}) > 1  # the residual rule moved rho
+  assert method.current_rho() == method.history[-1]["rho"]
+  kernel = pruned.layers[0].layer.kernel.numpy()  # whole units of fc1 are pruned
+  dead = ~kernel.any(axis=0)
+  assert 0 < dead.sum() < kernel.shape[1]
 
 
 if __name__ == "__main__":

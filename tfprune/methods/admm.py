@@ -15,13 +15,29 @@ weight `W_l` gets an auxiliary `Z_l` and a scaled dual `U_l` (non-trainable wrap
        `f(W) + rho/2 * sum_l ||W_l - Z_l + U_l||_F^2` (squared Frobenius norm), either as
        a loss term (`penalty="loss"`, the default) or as `rho * (W - Z + U)` added to the
        gradient by `ADMMOptimizer` (`penalty="optimizer"`; defined below, exported as
-       `tfprune.optimizers.ADMM`).
+       `tfprune.optimizers.ADMM`), or (`penalty="proximal"`) the user's optimizer
+       minimises f alone and every step W moves by the exact proximal step of the
+       penalty, `W <- (W + rho (Z - U)) / (1 + rho)`: an adaptive optimizer (Adam) moves a
+       weight at most ~lr per step whatever rho is, so under the other two modes W cannot
+       reach Z in a short budget (docs/algorithms.md section 2).
      * Z-step, at step 0 and every `admm_interval` steps: `Z = Proj_k(W + U)` (top-k of
        `|W + U|` over ALL layers for `global`); U-step right after: `U += W - Z`.
-     * rho at step t: `min(rho0 * rho_growth ** (t // admm_interval), rho_max)`: it is
-       derived from the step counter, so the only state is W, Z, U and the step. When rho
-       changes the scaled dual is rescaled, `U *= rho_old / rho_new`.
-  2. Hard prune at step `admm_steps`: a last Z-step, masks = support of Z (exactly k).
+     * rho at step t (`rho_schedule="fixed"`): `min(rho0 * rho_growth ** (t //
+       admm_interval), rho_max)`: derived from the step counter, so the only state is W,
+       Z, U and the step. `rho_schedule="residual"` (Boyd et al. 2011, section 3.4.1):
+       at each Z-step rho *= rho_tau when ||W - Z|| > rho_mu ||s||, rho /= rho_tau when
+       ||s|| > rho_mu ||W - Z|| (s = rho (Z - Z_prev), the dual residual), else (in
+       the band) rho *= rho_growth (1.0: Boyd's rule as written, which stalls on this
+       nonconvex problem: docs/algorithms.md section 2), within [rho0, rho_max]; rho is
+       then state, the scalar wrapper slot `admm_rho`. When rho changes the scaled dual
+       is rescaled, `U *= rho_old / rho_new`.
+     * `target_ramp > 0` (progressive ADMM, Ye et al. 2018): the Z projection's sparsity
+       follows `tfprune.PolynomialDecay(0, r)` (cubic) and reaches r at step
+       `ceil(target_ramp * admm_steps)`; afterwards it is r.
+  2. Hard prune: a last Z-step, masks = support of Z (exactly k), at step `admm_steps`
+     (trigger `budget`), or earlier at the first Z-step after the ramp whose relative
+     primal residual ||W - Z|| / ||W|| is below `primal_tol` (trigger `tolerance`: the
+     masks are that Z-step's support). `report()` gives the trigger and the residual.
   3. Masked fine-tuning: the wrappers compute with `W * mask`, the penalty is off.
 
 Where the paper is silent this follows docs/algorithms.md section 2: Z/U every 50-100 steps
@@ -39,12 +55,14 @@ import tensorflow as tf
 from tfprune import callbacks as callbacks_lib
 from tfprune import masks as masks_lib
 from tfprune import optimizer_wrapper
+from tfprune import schedules
 from tfprune.methods.base import PruningMethod
 from tfprune.methods.base import register_method
 
-PENALTIES = ("loss", "optimizer")
+PENALTIES = ("loss", "optimizer", "proximal")
 FINETUNE_SCHEDULES = ("constant", "cosine")
 ADMM_SCOPES = ("global", "layer", "block", "structured")
+RHO_SCHEDULES = ("fixed", "residual")
 _NO_END = np.iinfo(np.int64).max
 
 def rho_at(step, rho0, rho_growth, rho_max, interval):
@@ -77,8 +95,19 @@ class ADMM(PruningMethod):
     admm_interval: training steps between Z/U steps (50-100 works; once per epoch does
       not).
     rho0, rho_growth, rho_max: the penalty schedule (see the module docstring).
-    penalty: `loss` (add rho/2 ||W - Z + U||^2 to the model loss) or `optimizer` (use
-      `tfprune.optimizers.ADMM`, which adds its gradient).
+    rho_schedule: `fixed` (rho0 * rho_growth per Z-step, capped at rho_max) or
+      `residual` (residual balancing, Boyd et al. 2011 section 3.4.1, with `rho_mu`,
+      `rho_tau`, within [rho0, rho_max]; between the two thresholds rho grows by
+      rho_growth, 1.0 for Boyd's rule as written).
+    rho_mu, rho_tau: the residual-balancing ratio and factor (Boyd: 10 and 2).
+    target_ramp: 0 projects Z onto the target from step 0; in (0, 1] the Z sparsity
+      ramps from 0 (cubic, as `PolynomialDecay`) and reaches the target after this
+      fraction of the ADMM phase (needs `admm_steps`; `fit` sets it).
+    primal_tol: None, or hard-prune early at the first Z-step (after the ramp) whose
+      relative primal residual ||W - Z|| / ||W|| is below it; `admm_steps` stays the cap.
+    penalty: `loss` (add rho/2 ||W - Z + U||^2 to the model loss), `optimizer` (use
+      `tfprune.optimizers.ADMM`, which adds its gradient) or `proximal` (every step,
+      `W <- (W + rho (Z - U)) / (1 + rho)` outside the optimizer).
     admm_steps: the step of the hard prune (end of the ADMM phase). `fit` sets it from
       the epoch split; in a custom loop pass it, or call `hard_prune()` yourself.
     admm_epochs, finetune_epochs, admm_fraction: how `fit` splits its epoch budget:
@@ -106,7 +135,8 @@ class ADMM(PruningMethod):
                rho_growth=1.2, rho_max=1.0, penalty="loss", admm_steps=None,
                admm_epochs=None, finetune_epochs=None, admm_fraction=0.6, finetune_lr=None,
                finetune_schedule="constant", block_size=4, allocation="global", schedule=None,
-               n=2, m=4, **structured):
+               n=2, m=4, rho_schedule="fixed", rho_mu=10.0, rho_tau=2.0, target_ramp=0.0,
+               primal_tol=None, **structured):
     if scope not in ADMM_SCOPES:  # (checked first: the message names ADMM's scopes)
       raise ValueError(f"ADMM supports scopes {', '.join(ADMM_SCOPES)}; got {scope!r}.")
     super().__init__(target_sparsity=target_sparsity, scope=scope, schedule=schedule,
@@ -123,6 +153,20 @@ class ADMM(PruningMethod):
       raise ValueError(f"rho_max ({rho_max}) must be >= rho0 ({rho0}).")
     if penalty not in PENALTIES:
       raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}.")
+    if rho_schedule not in RHO_SCHEDULES:
+      raise ValueError(f"rho_schedule must be one of {', '.join(RHO_SCHEDULES)}, got "
+                       f"{rho_schedule!r}.")
+    for key, value in (("rho_mu", rho_mu), ("rho_tau", rho_tau)):
+      if not (isinstance(value, (int, float)) and 1.0 < value < math.inf):
+        raise ValueError(f"{key} must be a finite number > 1 (Boyd: mu 10, tau 2), got "
+                         f"{value!r}.")
+    if not (isinstance(target_ramp, (int, float)) and 0.0 <= target_ramp <= 1.0):
+      raise ValueError(f"target_ramp must be a fraction of the ADMM phase in [0, 1], got "
+                       f"{target_ramp!r}.")
+    if primal_tol is not None and not (isinstance(primal_tol, (int, float)) and
+                                       0.0 < primal_tol < 1.0):
+      raise ValueError(f"primal_tol must be None or in (0, 1) (a relative residual "
+                       f"||W - Z|| / ||W||), got {primal_tol!r}.")
     if admm_steps is not None and int(admm_steps) < 0:
       raise ValueError(f"admm_steps must be >= 0, got {admm_steps!r}.")
     for key, value in (("admm_epochs", admm_epochs), ("finetune_epochs", finetune_epochs)):
@@ -138,6 +182,10 @@ class ADMM(PruningMethod):
     self.admm_interval = int(admm_interval)
     self.rho0, self.rho_growth, self.rho_max = float(rho0), float(rho_growth), float(rho_max)
     self.penalty = penalty
+    self.rho_schedule = rho_schedule
+    self.rho_mu, self.rho_tau = float(rho_mu), float(rho_tau)
+    self.target_ramp = float(target_ramp)
+    self.primal_tol = None if primal_tol is None else float(primal_tol)
     self.admm_epochs = None if admm_epochs is None else int(admm_epochs)
     self.finetune_epochs = None if finetune_epochs is None else int(finetune_epochs)
     self.admm_fraction = float(admm_fraction)
@@ -148,11 +196,45 @@ class ADMM(PruningMethod):
     self.set_admm_steps(admm_steps)
     self.history = []
     self.hard_prune_step = None
+    self.hard_prune_trigger = None
     self._fns = {}
 
   # ----------------------------------------------------------------- state
   def slot_names(self):
     return ("admm_z", "admm_u")
+
+  def scalar_slot_names(self):
+    return ("admm_rho",) if self.rho_schedule == "residual" else ()
+
+  def _rho_variables(self):
+    return [wr.scalar_slots["admm_rho"] for wr in self.wrappers]
+
+  def current_rho(self):
+    """rho of the last Z-step (Python float): the state of `residual`, else closed form."""
+    self._require_bound()
+    step = int(self.step.numpy()) - 1
+    if self.rho_schedule == "residual":
+      value = float(self._rho_variables()[0].numpy())
+      return value if value > 0 else self.rho0  # 0: before the first Z-step
+    return rho_at(step, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
+
+  def ramp_end_step(self):
+    """The step at which the Z sparsity reaches the target (0 without a ramp)."""
+    if self.target_ramp <= 0:
+      return 0
+    if self.admm_steps is None:
+      raise ValueError("ADMM target_ramp > 0 ramps over the ADMM phase, whose length is "
+                       "unknown: pass admm_steps (method.fit sets it), or target_ramp=0.")
+    return max(1, int(math.ceil(self.target_ramp * self.admm_steps)))
+
+  def z_sparsity(self, step):
+    """Sparsity of the Z projection at `step`: the target, or on the ramp the cubic
+    `PolynomialDecay(0, target)` of tfprune.schedules (Python float)."""
+    end = self.ramp_end_step()
+    if step >= end:
+      return self.target_sparsity
+    ramp = schedules.PolynomialDecay(0.0, self.target_sparsity, 0, end)
+    return min(float(ramp.sparsity(step)), self.target_sparsity)
 
   @property
   def z(self):
@@ -217,6 +299,8 @@ class ADMM(PruningMethod):
     """rho during the running step (0 after the ADMM phase); graph-safe."""
     step = tf.cast(self.step, tf.int64) - 1  # on_train_step already advanced the counter
     active = tf.cast(step < self._end, tf.float32)
+    if self.rho_schedule == "residual":
+      return tf.convert_to_tensor(self._rho_variables()[0]) * active
     return self.rho_tensor(step) * active
 
   def regularization(self, wrapper):
@@ -238,29 +322,48 @@ class ADMM(PruningMethod):
     return [(w, tf.cast(coefficient, w.dtype) * (w - z + u))
             for w, z, u in zip(self.weights, self.z, self.u)]
 
-  def project(self, values):
-    """Z = Proj_k(values) in this method's scope; returns (projected, masks)."""
+  def _proximal_step(self, rho):
+    """`W <- argmin_V rho/2 ||V - Z + U||^2 + 1/2 ||V - W||^2` (penalty='proximal')."""
+    for w, z, u in zip(self.weights, self.z, self.u):
+      c = tf.cast(rho, w.dtype)
+      w.assign((w + c * (z - u)) / (1.0 + c))
+
+  def project(self, values, sparsity=None):
+    """Z = Proj_k(values) in this method's scope (at `sparsity`, default the target);
+    returns (projected, masks)."""
+    if sparsity is None:
+      sparsity = self.target_sparsity
     if self.uses_channel_graph:  # NumPy over the channel graph (eager)
       masks = self.structured_masks([np.abs(np.asarray(v)) for v in values],
-                                    self.target_sparsity)
+                                    float(sparsity))
       masks = [tf.constant(m, v.dtype) for m, v in zip(masks, values)]
       return [v * m for v, m in zip(values, masks)], masks
-    masks = masks_lib.compute_masks([tf.abs(v) for v in values], self.target_sparsity,
+    masks = masks_lib.compute_masks([tf.abs(v) for v in values], sparsity,
                                     scope=self.scope, block_size=self.block_size,
                                     allocation=self.allocation,
                                     max_pruning_ratio=self.max_pruning_ratio,
                                     global_score=self.global_score)
     return [v * m for v, m in zip(values, masks)], masks
 
-  def _z_u_step(self, rho_old, rho_new, first):
-    """Z-step + U-step (+ dual rescale). Returns per-step diagnostics tensors."""
+  def _z_u_step(self, rho_old, rho_new, sparsity, first, adapt):
+    """Z-step + U-step (+ rho update, dual rescale). Returns per-step diagnostics."""
     weights, zs, us = self.weights, self.z, self.u
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(w)) for w in weights])
     targets = [w if first else w + u for w, u in zip(weights, us)]
-    new_z, new_masks = self.project(targets)
+    new_z, new_masks = self.project(targets, sparsity)
     dz = tf.add_n([tf.reduce_sum(tf.square(n - z)) for n, z in zip(new_z, zs)])
     r = tf.add_n([tf.reduce_sum(tf.square(w - n)) for w, n in zip(weights, new_z)])
     wn = tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights])
+    if adapt:  # residual balancing: ||r|| vs ||s|| = rho ||Z - Z_prev||
+      primal, dual = tf.sqrt(r), rho_old * tf.sqrt(dz)
+      rho_new = tf.where(
+          primal > self.rho_mu * dual, tf.minimum(rho_old * self.rho_tau, self.rho_max),
+          tf.where(dual > self.rho_mu * primal,
+                   tf.maximum(rho_old / self.rho_tau, self.rho0),
+                   tf.minimum(rho_old * self.rho_growth, self.rho_max)))
+    if self.rho_schedule == "residual":
+      for v in self._rho_variables():
+        v.assign(rho_new)
     scale = rho_old / rho_new
     for w, z, u, n in zip(weights, zs, us, new_z):
       z.assign(n)
@@ -271,7 +374,7 @@ class ADMM(PruningMethod):
     kept = tf.stack([tf.reduce_sum(m) / tf.cast(tf.size(m), m.dtype) for m in new_masks])
     return {"finite": finite, "primal": tf.sqrt(r / tf.maximum(wn, 1e-30)),
             "dual": rho_old * tf.sqrt(dz) / tf.sqrt(tf.maximum(wn, 1e-30)),
-            "kept": kept, "masks": new_masks}
+            "kept": kept, "masks": new_masks, "rho": rho_new}
 
   def _fn(self, name, fn):
     if self.uses_channel_graph:
@@ -281,13 +384,23 @@ class ADMM(PruningMethod):
     return self._fns[name]
 
   def _run_z_step(self, step, first=False, final=False):
-    rho_old = rho_at(step - 1, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
-    rho_new = rho_at(step, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
+    if self.rho_schedule == "residual":
+      rho_old = self.rho0 if first else self.current_rho()
+      rho_new = rho_old
+    else:
+      rho_old = rho_at(step - 1, self.rho0, self.rho_growth, self.rho_max,
+                       self.admm_interval)
+      rho_new = rho_at(step, self.rho0, self.rho_growth, self.rho_max, self.admm_interval)
     if final:
       rho_new = rho_old
+    adapt = self.rho_schedule == "residual" and not (first or final)
+    sparsity = self.target_sparsity if final else self.z_sparsity(step)
     start = time.perf_counter()
-    fn = self._fn(f"z_step_{first}", lambda a, b: self._z_u_step(a, b, first))
-    out = fn(tf.constant(rho_old, tf.float32), tf.constant(rho_new, tf.float32))
+    fn = self._fn(f"z_step_{first}_{adapt}",
+                  lambda a, b, s: self._z_u_step(a, b, s, first, adapt))
+    out = fn(tf.constant(rho_old, tf.float32), tf.constant(rho_new, tf.float32),
+             tf.constant(sparsity, tf.float32))
+    rho_new = float(out["rho"])
     finite = out["finite"].numpy()
     seconds = time.perf_counter() - start
     if not finite.all():
@@ -300,8 +413,8 @@ class ADMM(PruningMethod):
     layer_names = [_layer_name(wr) for wr in self.wrappers for _ in wr.prunable_weights]
     kept = {n: float(k) for n, k in zip(layer_names, out["kept"].numpy())}
     record = {"step": int(step), "rho": rho_new, "primal_residual": float(out["primal"]),
-              "dual_residual": float(out["dual"]), "kept_fraction": kept,
-              "seconds": seconds}
+              "dual_residual": float(out["dual"]), "z_sparsity": float(sparsity),
+              "kept_fraction": kept, "seconds": seconds}
     self.history.append(record)
     logging.info("ADMM Z-step at step %d: rho=%.4g primal ||W-Z||/||W||=%.4f dual=%.4g "
                  "kept per layer %s (%.1f ms)", step, rho_new, record["primal_residual"],
@@ -309,16 +422,25 @@ class ADMM(PruningMethod):
                  1e3 * seconds)
     return out
 
-  def hard_prune(self):
-    """Ends the ADMM phase now: last Z-step, masks = support of Z, W *= mask."""
+  def hard_prune(self, trigger="manual", z_step=None):
+    """Ends the ADMM phase now: last Z-step, masks = support of Z, W *= mask.
+
+    Args:
+      trigger: recorded in `report()`: `manual`, `budget` (admm_steps), `tolerance`
+        (primal_tol), `train_end` (a plain fit ended in the ADMM phase).
+      z_step: the output of a Z-step just run at this step (its support is used);
+        default: run the last Z-step now.
+    """
     self._require_bound()
     step = int(self.step.numpy())
-    out = self._run_z_step(step, final=True)
+    out = z_step if z_step is not None else self._run_z_step(step, final=True)
     self.assign_masks(out["masks"])
     self.hard_prune_step = step
+    self.hard_prune_trigger = trigger
     if self.admm_steps is None or self.admm_steps > step:
       self.set_admm_steps(step)
-    logging.info("ADMM hard prune at step %d: sparsity %.4f", step,
+    logging.info("ADMM hard prune at step %d (%s): primal ||W-Z||/||W||=%.4f, sparsity "
+                 "%.4f", step, trigger, self.history[-1]["primal_residual"],
                  self.diagnostics()["sparsity"])
 
   def in_admm_phase(self):
@@ -333,9 +455,17 @@ class ADMM(PruningMethod):
       if step == 0:
         self._run_z_step(0, first=True)
       elif step % self.admm_interval == 0:
-        self._run_z_step(step)
+        out = self._run_z_step(step)
+        if (self.primal_tol is not None and step >= self.ramp_end_step() and
+            self.history[-1]["primal_residual"] < self.primal_tol):
+          self.hard_prune(trigger="tolerance", z_step=out)
+          return
+      if self.penalty == "proximal":
+        rho = (self.current_rho() if self.rho_schedule == "residual" else
+               rho_at(step, self.rho0, self.rho_growth, self.rho_max, self.admm_interval))
+        self._fn("proximal", self._proximal_step)(tf.constant(rho, tf.float32))
     elif step == end and self.hard_prune_step != step:
-      self.hard_prune()
+      self.hard_prune(trigger="budget")
 
   def optimizer_class(self):
     """`penalty="optimizer"` needs `ADMMOptimizer` (it adds the penalty gradient)."""
@@ -361,7 +491,7 @@ class ADMM(PruningMethod):
         "ADMM: model.fit ended in the ADMM phase (step %d, no admm_steps): hard-pruning "
         "at train end; the masked fine-tune was skipped. Use method.fit(model, x, y, "
         "epochs=...) for ADMM -> hard prune -> fine-tune, or set admm_steps.", step)
-    self.hard_prune()
+    self.hard_prune(trigger="train_end")
 
   def diagnostics(self):
     out = super().diagnostics()
@@ -370,6 +500,7 @@ class ADMM(PruningMethod):
       out["admm/rho"] = last["rho"]
       out["admm/primal_residual"] = last["primal_residual"]
       out["admm/dual_residual"] = last["dual_residual"]
+      out["admm/z_sparsity"] = last["z_sparsity"]
       out["admm/zstep_seconds_total"] = sum(h["seconds"] for h in self.history)
       for name, kept in last["kept_fraction"].items():
         out[f"admm/kept/{name}"] = kept
@@ -390,6 +521,10 @@ class ADMM(PruningMethod):
             tf.reduce_mean(tf.cast(m, tf.float32)))
     return {"method": self.name, "config": self.get_config(),
             "admm_steps": self.admm_steps, "hard_prune_step": self.hard_prune_step,
+            "hard_prune_trigger": self.hard_prune_trigger,
+            "hard_prune_primal_residual": (self.history[-1]["primal_residual"]
+                                           if self.hard_prune_step is not None and
+                                           self.history else None),
             "z_steps": len(self.history),
             "zstep_seconds_total": float(sum(h["seconds"] for h in self.history)),
             "final_primal_residual": (self.history[-1]["primal_residual"]
@@ -433,7 +568,7 @@ class ADMM(PruningMethod):
     steps_per_epoch = _steps_per_epoch(x, batch_size)
     start = int(self.step.numpy())
     self.set_admm_steps(start + admm_epochs * steps_per_epoch)
-    self.history, self.hard_prune_step = [], None
+    self.history, self.hard_prune_step, self.hard_prune_trigger = [], None, None
     optimizer = self.prepare_optimizer(optimizer or keras.optimizers.Adam(1e-3))
     model.compile(optimizer=optimizer,
                   loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -463,7 +598,10 @@ class ADMM(PruningMethod):
                    "penalty": self.penalty, "admm_steps": self.admm_steps,
                    "admm_epochs": self.admm_epochs, "finetune_epochs": self.finetune_epochs,
                    "admm_fraction": self.admm_fraction, "finetune_lr": self.finetune_lr,
-                   "finetune_schedule": self.finetune_schedule})
+                   "finetune_schedule": self.finetune_schedule,
+                   "rho_schedule": self.rho_schedule, "rho_mu": self.rho_mu,
+                   "rho_tau": self.rho_tau, "target_ramp": self.target_ramp,
+                   "primal_tol": self.primal_tol})
     return config
 
 
@@ -531,9 +669,10 @@ class ADMMOptimizer(optimizer_wrapper.WrappedOptimizer):
     if isinstance(method, ADMM) and method.penalty != "optimizer":
       raise ValueError(f"tfprune.optimizers.ADMM adds the ADMM penalty gradient, but the "
                        f"ADMM method of model "
-                       f"{getattr(method.model, 'name', None)!r} already adds it to the "
-                       f"loss (penalty={method.penalty!r}). Use penalty='optimizer' with "
-                       f"this optimizer, or a plain optimizer with penalty='loss'.")
+                       f"{getattr(method.model, 'name', None)!r} applies it otherwise "
+                       f"(penalty={method.penalty!r}). Use penalty='optimizer' with "
+                       f"this optimizer, or a plain optimizer with penalty='loss' or "
+                       f"'proximal'.")
     return super().attach(method)
 
   def transform_gradients(self, grads, variables):
