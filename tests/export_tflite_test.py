@@ -216,3 +216,20 @@ def test_save_tflite_writes_file(tmp_path, sparse_mlp):
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+def test_a_new_target_is_one_entry(monkeypatch, sparse_mlp):
+  """Issue 26: the converter reads targets as objects, so a new runtime family is one
+  `Target` in tfprune/export/targets.py (here: dense int8 only, verified with XNNPACK)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tfprune.export import targets  # pylint: disable=g-import-not-at-top
+  npu = dataclasses.replace(targets.LITERT, name="npu", runtime="an int8 NPU",
+                            quantizations=("int8",), sparse_tensors=False,
+                            verify_runtimes=("xnnpack",))
+  monkeypatch.setitem(targets.TARGETS, "npu", npu)
+  with pytest.raises(ValueError, match="int8"):
+    export.convert(sparse_mlp(16), target="npu")
+  result = export.convert(sparse_mlp(16), target="npu", quantize="int8",
+                          representative_data=CALIB)
+  assert [r.runtime for r in result.verification] == ["xnnpack"]
+  assert {t.format for t in result.tensors} == {"dense"}  # no sparse encodings
