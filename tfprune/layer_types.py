@@ -1,15 +1,16 @@
 """The one layer taxonomy: what tfprune knows about each Keras layer type.
 
-Every rule that depends on a layer's type reads its entry here (docs/layers.md section
-"The layer taxonomy"):
+Every rule that depends on a layer's type reads its entry here (docs/layers.md section 5):
 
   * `weights`: the prunable variables (`tfprune.registry`);
   * `channels`: how the layer maps channels, one of the `*` kinds below. The channel
     dependency graph (`tfprune.structured.depgraph`), the weight slices a channel owns
     (`structured.members`), the slicer that deletes it (`structured.slicing`), the MAC
-    count and the latency model (`structured.latency`) all dispatch on this kind;
+    count (`structured.costs`) and the latency model (`structured.latency`) all
+    dispatch on this kind;
   * `geometry`: the least-squares form of the layer-wise engine (`tfprune.layerwise`);
   * `gateable`: whether output units can carry L0 gates (`methods.l0_gates`);
+  * `recurrent`: a recurrent layer (the registry prunes its cell's `weights`);
   * `activation`, `free`, `fuses`: how an exported graph runs it (latency model);
   * `follows`: config keys that equal the channel count and shrink with it;
   * `check(config, channels)`: why the channel rule does not apply to this
