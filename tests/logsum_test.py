@@ -53,7 +53,25 @@ def test_solver_recovers_planted_sparse_solution():
   assert info["solves"] >= 1 and info["iterations"] > 0
 
 
-def test_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch):
+def test_search_stops_when_nnz_jumps_across_a_narrow_lambda_gap(monkeypatch):
+  # nnz(lambda) with a jump from 2k to k/10 at lambda* (what an eta-stopped solve next to
+  # a converged one looks like): the search returns the dense side once its bracket is
+  # BRACKET_RTOL wide instead of splitting the gap until max_solves.
+  problem, _, _ = _planted(seed=2)
+  k, jump, calls = 50, 3.7e-4, []
+
+  def run(self, prob, lam, w_init=None, max_iter=None, min_iter=0):
+    del self, max_iter, min_iter
+    calls.append(lam)
+    return (prob.w0 if w_init is None else w_init), 10, (2 * k if lam < jump else k // 10)
+
+  monkeypatch.setattr(logsum.LogSumSolver, "run", run)
+  _, info = logsum.LogSumSolver(max_solves=40).solve(problem, k)
+  assert info["lambda"] < jump <= info["lambda"] * (1 + logsum.BRACKET_RTOL) ** 2
+  assert info["solves"] == len(calls) < 20, calls
+
+
+def test_fast_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch):
   # nnz(lambda) with a jump from 2k to k/10 at lambda* (what an eta-stopped solve next to
   # a converged one looks like): the search returns the dense side once one side's
   # count is stable (SUPPORT_RTOL) instead of splitting the gap until max_solves.
@@ -66,12 +84,12 @@ def test_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch):
     return (prob.w0 if w_init is None else w_init), 10, (2 * k if lam < jump else k // 10)
 
   monkeypatch.setattr(logsum.LogSumSolver, "run", run)
-  _, info = logsum.LogSumSolver(max_solves=40).solve(problem, k)
+  _, info = logsum.LogSumSolver(max_solves=40, fast_search=True).solve(problem, k)
   assert info["lambda"] < jump <= info["lambda"] * 1.5
   assert info["solves"] == len(calls) <= 6, calls
 
 
-def test_search_solves_do_not_stop_at_the_trained_kernel():
+def test_fast_search_solves_do_not_stop_at_the_trained_kernel():
   # The trained kernel fits the rows exactly (C = G W0): the gradient vanishes at W0 and
   # the eta rule once stopped the first solve after one step, keeping every weight, so
   # the search returned magnitude pruning. Every solve now runs warm_min_iter first.
@@ -82,7 +100,7 @@ def test_search_solves_do_not_stop_at_the_trained_kernel():
   stats = layerwise.LayerStats((x.T @ x / 200)[None], (x.T @ y / 200)[None],
                                float(np.sum(y ** 2) / 200), (y.sum(0) / 200)[None], 200)
   problem, _, _ = layerwise.make_problem("exact", stats, w0[None])
-  solver = logsum.LogSumSolver()
+  solver = logsum.LogSumSolver(fast_search=True)
   w, info = solver.solve(problem, 60)
   assert info["iterations"] >= solver.warm_min_iter * info["solves"], info
   assert info["solves"] < solver.max_solves
