@@ -152,28 +152,7 @@ def test_first_z_step_projects_w_and_zeroes_u():
 def test_w_converges_to_z_on_convex_problem():
   # f(W) = 1/2 ||W - A||^2 (inputs = identity, MSE sum): convex; ADMM must drive the
   # primal residual ||W - Z|| / ||W|| down and end on a W with exactly k nonzeros.
-  rng = np.random.default_rng(0)
-  a = rng.normal(size=(8, 6)).astype("float32")
-  model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, use_bias=False)])
-  pruned = tfprune.prune(model, "admm", target_sparsity=0.75, rho0=0.05, rho_growth=1.3,
-                         rho_max=5.0, admm_interval=10, admm_steps=300)
-  method = tfprune.get_method(pruned)
-  opt = keras.optimizers.SGD(0.1)
-  x = np.eye(8, dtype="float32")
-  method.on_train_begin()
-
-  @tf.function
-  def step():
-    with tf.GradientTape() as tape:
-      loss = 0.5 * tf.reduce_sum(tf.square(pruned(x, training=True) - a))
-      loss += tf.add_n(pruned.losses)
-    grads = tape.gradient(loss, pruned.trainable_variables)
-    opt.apply_gradients(zip(grads, pruned.trainable_variables))
-
-  for _ in range(320):
-    method.on_train_step()
-    step()
-  method.on_train_end()
+  method, a = _convex_run(steps=320, stop_at_hard_prune=False, rho_growth=1.3)
   residuals = [h["primal_residual"] for h in method.history]
   assert residuals[-1] < 0.02
   report = method.report()  # no primal_tol: the budget ends the ADMM phase
@@ -490,7 +469,9 @@ def test_proximal_penalty_moves_w_outside_the_optimizer():
   np.testing.assert_array_equal(method.weights[0].numpy() != 0, method.z[0].numpy() != 0)
 
 
-def _convex_run(**kwargs):
+def _convex_run(steps=310, stop_at_hard_prune=True, **kwargs):
+  """ADMM on f(W) = 1/2 ||W - A||^2 (inputs = identity): (method, A) after `steps` steps
+  (or at the hard prune)."""
   rng = np.random.default_rng(0)
   a = rng.normal(size=(8, 6)).astype("float32")
   model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, use_bias=False)])
@@ -509,10 +490,10 @@ def _convex_run(**kwargs):
     grads = tape.gradient(loss, pruned.trainable_variables)
     opt.apply_gradients(zip(grads, pruned.trainable_variables))
 
-  for _ in range(310):
+  for _ in range(steps):
     method.on_train_step()
     step()
-    if method.hard_prune_step is not None:
+    if stop_at_hard_prune and method.hard_prune_step is not None:
       break
   method.on_train_end()
   return method, a

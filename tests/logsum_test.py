@@ -53,10 +53,12 @@ def test_solver_recovers_planted_sparse_solution():
   assert info["solves"] >= 1 and info["iterations"] > 0
 
 
-def test_search_stops_when_nnz_jumps_across_a_narrow_lambda_gap(monkeypatch):
+@pytest.mark.parametrize("fast_search", [False, True])
+def test_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch, fast_search):
   # nnz(lambda) with a jump from 2k to k/10 at lambda* (what an eta-stopped solve next to
-  # a converged one looks like): the search returns the dense side once its bracket is
-  # BRACKET_RTOL wide instead of splitting the gap until max_solves.
+  # a converged one looks like): the default search returns the dense side once its
+  # bracket is BRACKET_RTOL wide, the fast one once one side's count is stable
+  # (SUPPORT_RTOL), instead of splitting the gap until max_solves.
   problem, _, _ = _planted(seed=2)
   k, jump, calls = 50, 3.7e-4, []
 
@@ -66,27 +68,13 @@ def test_search_stops_when_nnz_jumps_across_a_narrow_lambda_gap(monkeypatch):
     return (prob.w0 if w_init is None else w_init), 10, (2 * k if lam < jump else k // 10)
 
   monkeypatch.setattr(logsum.LogSumSolver, "run", run)
-  _, info = logsum.LogSumSolver(max_solves=40).solve(problem, k)
-  assert info["lambda"] < jump <= info["lambda"] * (1 + logsum.BRACKET_RTOL) ** 2
-  assert info["solves"] == len(calls) < 20, calls
-
-
-def test_fast_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch):
-  # nnz(lambda) with a jump from 2k to k/10 at lambda* (what an eta-stopped solve next to
-  # a converged one looks like): the search returns the dense side once one side's
-  # count is stable (SUPPORT_RTOL) instead of splitting the gap until max_solves.
-  problem, _, _ = _planted(seed=2)
-  k, jump, calls = 50, 3.7e-4, []
-
-  def run(self, prob, lam, w_init=None, max_iter=None, min_iter=0):
-    del self, max_iter, min_iter
-    calls.append(lam)
-    return (prob.w0 if w_init is None else w_init), 10, (2 * k if lam < jump else k // 10)
-
-  monkeypatch.setattr(logsum.LogSumSolver, "run", run)
-  _, info = logsum.LogSumSolver(max_solves=40, fast_search=True).solve(problem, k)
-  assert info["lambda"] < jump <= info["lambda"] * 1.5
-  assert info["solves"] == len(calls) <= 6, calls
+  _, info = logsum.LogSumSolver(max_solves=40, fast_search=fast_search).solve(problem, k)
+  if fast_search:
+    assert info["lambda"] < jump <= info["lambda"] * 1.5
+    assert info["solves"] == len(calls) <= 6, calls
+  else:
+    assert info["lambda"] < jump <= info["lambda"] * (1 + logsum.BRACKET_RTOL) ** 2
+    assert info["solves"] == len(calls) < 20, calls
 
 
 def test_fast_search_solves_do_not_stop_at_the_trained_kernel():
