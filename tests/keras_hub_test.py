@@ -43,12 +43,7 @@ STEPS = ("global", "liveness", "structured", "saveload", "float")
 EXTRA = {"BertBackbone": ("dynamic",), "ResNetBackbone": ("layer", "int8"),
          "DistilBertBackbone": ("layer",), "GuideCustomLayer": ("layer",)}
 # Known gaps, each a strict xfail so that the fix shows up (issue 25 stays open on them).
-KNOWN_GAPS = {
-    ("ViTBackbone", "structured"): (
-        "ViTEncoder holds its ViTEncoderBlocks in a Python list: the channel graph cannot "
-        "trace them, so every group reaches the blocked residual stream and the model is "
-        "refused with 'no channel group can be removed'"),
-}
+KNOWN_GAPS = {}
 CASES = [pytest.param(m, s, id=f"{m}-{s}", marks=(
              [pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[(m, s)])]
              if (m, s) in KNOWN_GAPS else []))

@@ -296,3 +296,90 @@ def test_masked_only_units_shrink_with_a_warning_not_an_error(block):
   assert down.shape == (8, 4) and int(np.sum(~np.any(down, axis=1))) == 4
   x = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
   np.testing.assert_allclose(small(x), masked(x), atol=1e-6)
+
+
+class ListEncoder(keras.layers.Layer):
+  """Blocks held in a Python list (keras_hub's ViTEncoder, the guides' `self.blocks`)."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.blocks = [Residual(name=f"block_{i}") for i in range(2)]
+
+  def call(self, x):
+    for block in self.blocks:
+      x = block(x)
+    return x
+
+
+class Residual(keras.layers.Layer):
+  """An FFN block whose config sets its width: shrinkable alone, not inside the list."""
+
+  def __init__(self, intermediate_dim=8, **kwargs):
+    super().__init__(**kwargs)
+    self.intermediate_dim = intermediate_dim
+
+  def get_config(self):
+    return {**super().get_config(), "intermediate_dim": self.intermediate_dim}
+
+  def build(self, input_shape):
+    self._feedforward_intermediate_dense = keras.layers.Dense(self.intermediate_dim,
+                                                              activation="relu")
+    self._feedforward_intermediate_dense.build(input_shape)
+    self._feedforward_output_dense = keras.layers.Dense(int(input_shape[-1]))
+    self._feedforward_output_dense.build(tuple(input_shape[:-1]) + (8,))
+
+  def call(self, x):
+    return x + self._feedforward_output_dense(self._feedforward_intermediate_dense(x))
+
+
+def test_blocks_held_in_a_list_give_units_per_block_masked():
+  inp = keras.Input((6,))
+  x = keras.layers.Dense(6, name="stem")(inp)
+  x = ListEncoder(name="encoder")(x)
+  model = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+  graph = ChannelGraph(model)
+  roles = sorted(_block_groups(graph))
+  assert roles == ["block:blocks.0/ffn", "block:blocks.1/ffn"], roles
+  for role in roles:
+    assert graph.groups[_block_groups(graph)[role]].size == 8
+  assert "ListEncoder builds every block of its 'blocks' (2) from one config" in \
+      graph.report()
+  pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5, scope="structured")
+  method = tfprune.get_method(pruned)
+  method.on_train_begin(optimizer=keras.optimizers.SGD())
+  method.on_train_step()
+  assert len(method.channels.units) == 8  # half of 2 x 8 FFN units
+  masked = tfprune.strip(pruned)
+  with pytest.warns(UserWarning, match="FFN units of block_0 of 'encoder' stay zeroed"):
+    small = tfprune.strip(pruned, shrink=True)
+  x = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
+  np.testing.assert_allclose(small(x), masked(x), atol=1e-6)
+  kernels = [v.numpy() for v in masked.get_layer("encoder").weights
+             if tuple(v.shape) == (8, 6)]  # the two down projections
+  assert len(kernels) == 2
+  assert sum(int(np.sum(~np.any(k, axis=1))) for k in kernels) == 8
+
+
+def test_vit_encoder_blocks_heads_and_ffn_units():
+  model = keras_hub.models.ViTBackbone(
+      image_shape=(16, 16, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=8,
+      mlp_dim=16)
+  graph = ChannelGraph(keras.Model(model.input, model.output))
+  roles = sorted(_block_groups(graph))
+  assert roles == ["block:encoder_layers.0/ffn:mlp", "block:encoder_layers.0/heads:mha",
+                   "block:encoder_layers.1/ffn:mlp", "block:encoder_layers.1/heads:mha"]
+  pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5, scope="structured")
+  method = tfprune.get_method(pruned)
+  method.on_train_begin(optimizer=keras.optimizers.SGD())
+  method.on_train_step()
+  masked = tfprune.strip(pruned)
+  with pytest.warns(UserWarning, match="stay zeroed"):
+    small = tfprune.strip(pruned, shrink=True)
+  x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
+  xb = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype("float32")
+  np.testing.assert_allclose(small(x), masked(x), atol=1e-5)
+  assert np.max(np.abs(masked(x) - masked(xb))) > 1e-3  # alive
+  downs = [v.numpy() for v in masked.get_layer("vit_encoder").weights
+           if v.path.endswith("mlp/dense_2/kernel")]
+  assert len(downs) == 2
+  assert sum(int(np.sum(~np.any(k, axis=1))) for k in downs) > 0  # FFN units removed

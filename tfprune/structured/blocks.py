@@ -13,7 +13,7 @@ producer's kernel column and bias, a reader's kernel row, a head's slices) and, 
 block's config can express fewer units, how to rebuild it smaller:
 
 * FFN (`_feedforward_intermediate_dense` -> `_feedforward_output_dense`, with
-  `_feedforward_gate_dense` in gated MLPs; Gemma's `gating_ffw` / `gating_ffw_2` ->
+  `_feedforward_gate_dense` in gated MLPs; ViT's `mlp.dense_1` -> `mlp.dense_2`; Gemma's `gating_ffw` / `gating_ffw_2` ->
   `ffw_linear`): unit j is column j of the up (and gate) kernels and their biases, and row
   j of the down kernel. Shrinkable when the config has `intermediate_dim` (a multiple of
   the unit count: Gemma's is twice it).
@@ -29,6 +29,10 @@ block's config can express fewer units, how to rebuild it smaller:
   group (with as many key/value heads as query heads, one head). Shrinkable when the
   config has `num_query_heads`, `num_key_value_heads` and an explicit `head_dim` (and no
   `query_head_dim_normalize=False`, which scales by `hidden_dim // num_query_heads`).
+
+* Blocks held in a Python list (keras_hub's `ViTEncoder.encoder_layers`): each block's
+  recipes, renamed into the holder (`_nested`). Masked only: the holder builds all of
+  them from one config.
 
 A custom layer with none of these names is traced (`_traced`): its `call` on a symbolic
 input records a Functional graph over its sublayers, whose own `ChannelGraph` groups
@@ -164,6 +168,7 @@ _FFN_NAMES = (
     (("mlp_dense_1",), (), ("mlp_dense_2",)),
     (("fc1",), (), ("fc2",)),
     (("input_projector",), ("gate_projector",), ("output_projector",)),
+    (("dense_1",), (), ("dense_2",)),
 )
 # Config keys that may hold the FFN width (the first one that fits the units is used).
 _WIDTH_KEYS = ("intermediate_dim", "mlp_dim", "intermediate_size", "ffn_dim")
@@ -335,7 +340,9 @@ def _recipes(layer):
   subs = sorted((n, v) for n, v in vars(layer).items()
                 if hasattr(v, "weights") and hasattr(v, "built") and v is not layer
                 and not n.startswith("_tracker"))
-  if not subs or not getattr(layer, "built", False):
+  if not getattr(layer, "built", False) or not (subs or any(
+      isinstance(v, (list, tuple)) and v and hasattr(v[0], "weights")
+      for v in vars(layer).values())):
     return [], []
   try:
     config = layer.get_config()
@@ -363,6 +370,9 @@ def _recipes(layer):
         continue
     found += [recipe] if recipe else []
     why += [reason] if reason else []
+  nested, nested_why = _nested(layer)
+  found += nested
+  why += nested_why
   if untraced and not found:  # no known names: trace its call over its sublayers
     traced, reason = _traced(layer)
     if traced:
@@ -372,6 +382,46 @@ def _recipes(layer):
   if untraced:
     why.append(f"sublayers {', '.join(untraced)} are not recognised (their weights are "
                f"left whole)")
+  return found, why
+
+
+# Lists every Keras layer keeps of its own (the tracked sublayers, again).
+_KERAS_LISTS = frozenset({"_layers", "_tracker", "_metrics", "_losses", "_seed_generators"})
+
+
+def _nested(layer):
+  """Recipes of the blocks `layer` holds in lists (ViTEncoder's `encoder_layers`).
+
+  Each nested block's recipes, renamed into `layer` (key "<attr>.<i>/<key>", weight names
+  relative to `layer`), masked only: the outer config sets one width for all of them.
+  Returns ([Recipe], [reason]).
+  """
+  found, why = [], []
+  seen = {id(v) for v in vars(layer).values()}  # direct sublayers: `_recipes` reads them
+  held = [(n, v) for n, v in vars(layer).items()
+          if isinstance(v, (list, tuple)) and v and n not in _KERAS_LISTS
+          and all(hasattr(b, "weights") and hasattr(b, "built") for b in v)]
+  for attr, blocks in held:
+    for i, block in enumerate(blocks):
+      if (type(block).__module__.startswith("keras.src.") or not block.weights
+          or id(block) in seen):
+        continue
+      seen.add(id(block))
+      inner, inner_why = recipes(block)
+      why += [f"{attr.lstrip('_')}[{i}]: {w}" for w in inner_why]
+      names = {members.weight_name(block, v): _weight_name(layer, v)
+               for v in block.weights}
+      for r in inner:
+        parts = [(names.get(w), axis, units) for w, axis, units in r.parts]
+        if None in [p[0] for p in parts]:
+          why.append(f"{attr.lstrip('_')}[{i}]: {_foreign(layer, [block])}")
+          continue
+        found.append(Recipe(
+            f"{attr.lstrip('_')}.{i}/{r.key}", f"{r.kind} of {block.name}", r.size, parts,
+            [names[w] for w in r.readers],
+            fixed=r.fixed or (f"{type(layer).__name__} builds every block of its "
+                              f"{attr.lstrip('_')!r} ({len(blocks)}) from one config, "
+                              f"so one block cannot be rebuilt with fewer units")))
   return found, why
 
 
