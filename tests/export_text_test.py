@@ -114,7 +114,9 @@ def test_vocabulary_through_nested_sequential_and_custom_layers():
 
   tok = keras.Input((6,), dtype="int32", name="tok")
   model = keras.Model(tok, keras.layers.Dense(2)(TokenAndSegment()(tok)))
-  assert inputs.embedding_vocab(model) == {0: 5}   # the smallest: never too wide
+  # The segment Embedding reads zeros computed from the ids, not the ids: the token
+  # Embedding's vocabulary (tests/export_multimodal_test.py: position Embeddings).
+  assert inputs.embedding_vocab(model) == {0: 30}
 
 
 def test_keras_hub_task_model_vocabulary():
@@ -288,6 +290,19 @@ def test_logsum_on_a_two_input_model_with_dict_calibration():
                     layerwise.calibration_batches(data, model, batch_size=40)):
       assert sorted(a) == sorted(b) == ["feat_a", "feat_b"]
       assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_layerwise_one_input_dict_calibration():
+  """keras_hub's style {"images": x} for a one-input model is the same data as x."""
+  from tfprune import layerwise  # pylint: disable=g-import-not-at-top
+  inp = keras.Input((6,), name="images")
+  model = keras.Model(inp, keras.layers.Dense(3, name="d")(inp))
+  x = np.random.default_rng(0).standard_normal((5, 6)).astype("float32")
+  for a, b in zip(layerwise.calibration_batches({"images": x}, model, batch_size=4),
+                  layerwise.calibration_batches(x, model, batch_size=4)):
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match=r"keys \['pixels'\].*the one key 'images'"):
+    list(layerwise.calibration_batches({"pixels": x}, model))
 
 
 def test_layerwise_multi_input_structure_errors():

@@ -2,6 +2,7 @@
 import inspect
 
 import keras
+import numpy as np
 
 
 def is_prune_wrapper(layer):
@@ -128,6 +129,44 @@ def spec_from_config(config):
   return tuple(decode(args)), decode(kwargs)
 
 
+def shapes_as_tuples(config):
+  """A build config read back from JSON with each shape (a list of ints / None) a tuple
+  again, as Keras hands shapes to `build()` when it calls the layer: library builds do
+  `input_shape[:-1] + (n,)`, or read a list as several shapes (keras_hub's)."""
+  if isinstance(config, dict):
+    return {k: shapes_as_tuples(v) for k, v in config.items()}
+  if isinstance(config, (list, tuple)):
+    if all(d is None or isinstance(d, int) for d in config):
+      return tuple(config)
+    return [shapes_as_tuples(v) for v in config]
+  return config
+
+
+def build_config(layer):
+  """`layer`'s build config as its class makes it (None when unbuilt), also for a copy
+  that saves none (`load_by_call`)."""
+  return type(layer).get_build_config(layer) if layer.built else None
+
+
+def load_by_call(layer):
+  """Makes a saved model rebuild library layer `layer` by calling it on its recorded
+  inputs, as the library's model did, instead of from its default build config.
+
+  That config is the input shape as JSON lists, which a library's `build()` may reject
+  (`input_shape[:-1] + (n,)`; a list read as several shapes), and a layer without
+  `build()` but with `compute_output_shape` is then marked built without its sublayers
+  (Keras traces the call only for an unbuilt layer): the library's own model, saved as
+  its constructor arguments, loads, a Functional copy of it would not. Keras's own layers
+  and layers that define their own build config keep theirs.
+  """
+  cls, base = type(layer), keras.layers.Layer
+  if (cls.__module__.startswith("keras.")
+      or cls.get_build_config is not base.get_build_config
+      or cls.build_from_config is not base.build_from_config):
+    return
+  object.__setattr__(layer, "get_build_config", lambda: None)
+
+
 # --- Which vocabulary each integer input has (exporter and liveness probes) ---------
 
 _MAX_WALK = 64
@@ -236,29 +275,115 @@ def _has_graph(layer):
                                              or hasattr(layer, "_run_through_graph"))
 
 
+def _inner_embeddings(layer):
+  """The Embeddings inside a custom layer (no graph), nested graph models left out (they
+  are walked as graphs)."""
+  found, stack = [], list(children(layer))
+  while stack:
+    sub = stack.pop()
+    if isinstance(sub, keras.layers.Embedding):
+      found.append(sub)
+    elif not _has_graph(sub):
+      stack.extend(children(sub))
+  return found
+
+
+def _probe_id_readers(layer, embeddings):
+  """`{index in the first call's input tensors: smallest input_dim}`: which inputs of
+  custom layer `layer` its inner `embeddings` look ids up from ({} for none), or None
+  when the probe cannot tell.
+
+  The layer runs eagerly on its first call's structure (dynamic dimensions 1), once
+  with every numeric input 0 and once per numeric input with that input 1, each inner
+  Embedding's integer input recorded. An Embedding reads an input's ids
+  when its input is all 0 in the first run and all 1 with that input set: the ids,
+  moved or cast but not computed. A position Embedding (positions from `ops.arange` or
+  a weight holding them) reads none, so it says nothing about the input's vocabulary.
+  """
+  node = (getattr(layer, "_inbound_nodes", None) or [None])[0]
+  arguments = getattr(node, "arguments", None)
+  tensors = list(getattr(node, "input_tensors", None) or [])
+  numeric = [k for k, t in enumerate(tensors)   # ids may also arrive cast to float
+             if keras.backend.standardize_dtype(t.dtype) != "bool"]
+  if arguments is None or not numeric:
+    return None
+  seen = {}
+
+  def run(ones):
+    values = {}
+    for k, t in enumerate(tensors):
+      shape = tuple(1 if d is None else int(d) for d in t.shape)
+      values[id(t)] = keras.ops.full(shape, 1 if k == ones else 0,
+                                     dtype=keras.backend.standardize_dtype(t.dtype))
+    args, kwargs = keras.tree.map_structure(
+        lambda v: values.get(id(v), v) if isinstance(v, keras.KerasTensor) else v,
+        (tuple(arguments.args), dict(arguments.kwargs)))
+    for e in embeddings:
+      seen[id(e)] = []
+    layer(*args, **kwargs)
+    return {i: list(v) for i, v in seen.items()}
+
+  def recorder(e):
+    original = e.call
+    def call(inputs, *args, **kwargs):
+      value = keras.ops.convert_to_numpy(inputs)
+      if "int" in str(value.dtype) and value.size:
+        seen[id(e)].append(value)
+      return original(inputs, *args, **kwargs)
+    return call
+
+  previous = {id(e): vars(e)["call"] for e in embeddings if "call" in vars(e)}
+  try:
+    for e in embeddings:
+      object.__setattr__(e, "call", recorder(e))
+    base = run(None)
+    found = {}
+    for k in numeric:
+      probe = run(k)
+      for e in embeddings:
+        if any(not np.any(a) and np.all(b == 1) for a, b in zip(base[id(e)], probe[id(e)])
+               if a.shape == b.shape):
+          found[k] = min(found.get(k, int(e.input_dim)), int(e.input_dim))
+  except Exception:  # pylint: disable=broad-except
+    return None
+  finally:
+    for e in embeddings:
+      if id(e) in previous:
+        object.__setattr__(e, "call", previous[id(e)])
+      elif "call" in vars(e):
+        object.__delattr__(e, "call")
+  # An Embedding never seen (called other than through its `call`): cannot tell.
+  return found if all(base.values()) else None
+
+
 def _embedding_readers(model):
-  """`[(op, input_dim)]`: each graph layer that looks ids up, with its vocabulary.
+  """`[(tensor, input_dim)]`: each Keras tensor whose values a graph layer looks up as
+  ids, with that lookup's vocabulary.
 
   An `Embedding` (or a subclass, e.g. keras_hub's `ReversibleEmbedding`) reads its own
-  input; a custom layer or subclassed model (no graph of its own) that holds Embeddings
-  among its sublayers (keras_hub's `TokenAndPositionEmbedding`) counts as reading its
-  inputs with the smallest `input_dim` of those Embeddings (the conservative choice:
-  never wider than the real vocabulary).
+  input. A custom layer or subclassed model (no graph of its own) holding Embeddings
+  (keras_hub's `TokenAndPositionEmbedding`, `SigLIPTextEmbedding`) reads an input with
+  the smallest `input_dim` of the Embeddings inside that look that input's ids up,
+  found by running it (`_probe_id_readers`: a position Embedding beside the token
+  Embedding does not count); when the probe cannot tell, every input with the smallest
+  `input_dim` inside (the conservative choice: never wider than the real vocabulary).
   """
   out = []
   for layer in all_layers(model):
     if isinstance(layer, keras.layers.Embedding):
-      out.append((layer, int(layer.input_dim)))
+      out.extend((t, int(layer.input_dim)) for t in _inputs_of(layer))
     elif not _has_graph(layer):
-      dims, stack = [], list(children(layer))
-      while stack:
-        sub = stack.pop()
-        if isinstance(sub, keras.layers.Embedding):
-          dims.append(int(sub.input_dim))
-        elif not _has_graph(sub):
-          stack.extend(children(sub))
-      if dims:
-        out.append((layer, min(dims)))
+      embeddings = _inner_embeddings(layer)
+      if not embeddings:
+        continue
+      read = _probe_id_readers(layer, embeddings)
+      for node in getattr(layer, "_inbound_nodes", None) or []:
+        tensors = list(getattr(node, "input_tensors", None) or [])
+        if read is None:
+          dim = min(int(e.input_dim) for e in embeddings)
+          out.extend((t, dim) for t in tensors)
+        else:
+          out.extend((tensors[k], dim) for k, dim in read.items() if k < len(tensors))
   return out
 
 
@@ -276,10 +401,9 @@ def embedding_vocab(model):
   """
   links = _nested_links(model)
   vocab = {}
-  for op, dim in _embedding_readers(model):
-    for t in _inputs_of(op):
-      for src, _ in _id_sources(t, links):
-        for k, mi in enumerate(model.inputs):
-          if src is mi:
-            vocab[k] = min(vocab.get(k, dim), dim)
+  for t, dim in _embedding_readers(model):
+    for src, _ in _id_sources(t, links):
+      for k, mi in enumerate(model.inputs):
+        if src is mi:
+          vocab[k] = min(vocab.get(k, dim), dim)
   return vocab

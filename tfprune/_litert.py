@@ -31,7 +31,7 @@ class ConverterFailed(Exception):
 
 
 def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=False,
-            saved_model=True, input_signature=None, verbose=False):
+            saved_model=True, input_signature=None, verbose=False, keep_float=None):
   """TFLite bytes of `model`.
 
   Args:
@@ -42,10 +42,15 @@ def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=Fa
       (in `model.inputs` order); each of the n samples is one calibration step.
     sparsity: also `Optimize.EXPERIMENTAL_SPARSITY` (sparse tensor encodings).
     fc_per_tensor: per-tensor instead of per-channel scales for Dense layers.
-    saved_model: convert through `model.export` to a SavedModel (robust, what the
-      exporter ships), else `TFLiteConverter.from_keras_model` (faster).
+    saved_model: convert through a SavedModel of the inference call (robust, what the
+      exporter ships; `_export_inference`), else `TFLiteConverter.from_keras_model`
+      (faster).
     input_signature: with `saved_model`, the export's input signature (fixed shapes).
     verbose: let the converter's output through instead of capturing it.
+    keep_float: with "int8", a function `(calibrated, quantize)` returning the file:
+      `calibrated` is the converter's calibrated model, `quantize(nodes)` quantizes it
+      to int8 leaving the ops named by their output tensors `nodes` float (QUANTIZE /
+      DEQUANTIZE around them).
 
   Returns:
     (bytes, `_capture.Captured` log).
@@ -60,8 +65,7 @@ def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=Fa
     with _capture.captured_output(enabled=not verbose) as log:
       try:
         if saved_model:
-          model.export(tmp, format="tf_saved_model", verbose=verbose,
-                       input_signature=input_signature)
+          _export_inference(model, tmp, input_signature, verbose)
           converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         else:
           converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -69,7 +73,7 @@ def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=Fa
         # again for the bias: a large share of a sparse file.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = fc_per_tensor  # pylint: disable=protected-access
         opts = []
-        if sparsity:
+        if sparsity and keep_float is None:  # (calibrate-only drops the graph with it)
           opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         if quantize:
           opts.append(tf.lite.Optimize.DEFAULT)
@@ -86,7 +90,16 @@ def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=Fa
           converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
           converter.inference_input_type = tf.int8
           converter.inference_output_type = tf.int8
-        data = bytes(converter.convert())
+        if quantize == "int8" and keep_float is not None:
+          from tensorflow.lite.python import convert as tflite_convert  # pylint: disable=g-import-not-at-top
+          converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+          calibrated = converter.convert()
+          data = bytes(keep_float(calibrated, lambda nodes: tflite_convert.mlir_quantize(
+              calibrated, input_data_type=tf.int8, output_data_type=tf.int8,
+              denylisted_nodes=list(nodes),
+              disable_per_channel_for_dense_layers=fc_per_tensor)))
+        else:
+          data = bytes(converter.convert())
       except Exception as e:  # pylint: disable=broad-except
         failure = e
   finally:
@@ -95,6 +108,28 @@ def convert(model, quantize=None, samples=None, sparsity=False, fc_per_tensor=Fa
   if failure is not None:
     raise ConverterFailed(failure, log) from failure
   return data, log
+
+
+def _export_inference(model, path, input_signature, verbose):
+  """Writes a SavedModel of `model(inputs, training=False)` to `path`.
+
+  Not `model.export`: on keras_hub's SegFormer and DeepLabV3 backbones its SavedModel
+  computes something else than the model's inference call (max abs diff 1.1 on outputs
+  of peak 4, measured with Keras 3.15); this endpoint is what TF's own
+  `from_keras_model` exports for Keras 3 models.
+  """
+  import functools  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if input_signature is None:
+    specs = [tf.TensorSpec(t.shape, keras.backend.standardize_dtype(t.dtype), name=t.name)
+             for t in model.inputs]
+    input_signature = [specs[0] if len(specs) == 1 else specs]
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                       input_signature)
+  archive.write_out(path, verbose=verbose)
 
 
 def interpreter(model_bytes, xnnpack=True, num_threads=1, preserve_all_tensors=False):

@@ -114,7 +114,7 @@ def _class_config(value):
 
 def _build_like(new, layer, spec):
   """Builds `new` (a copy of `layer`) until it holds the same variables as `layer`."""
-  build_config = layer.get_build_config() if layer.built else None
+  build_config = _layers.build_config(layer)
   # A layer whose config carries its build shape (keras_hub TransformerDecoder's
   # `decoder_sequence_shape`) is built by `from_config`: building it again would add state.
   if build_config and not new.built:
@@ -241,6 +241,8 @@ def _clone(model, make_layer):
       return _copy_op(layer)
     new = make_layer(layer)
     pairs.append((layer, new))
+    if new is not layer and not isinstance(new, PruneWrapper):  # a wrapper saves its
+      _layers.load_by_call(new)  # layer's build itself; a reused layer stays the user's
     return new
 
   def call_function(op, *args, **kwargs):

@@ -78,16 +78,17 @@ class PruneWrapper(keras.layers.Wrapper):
       raise ValueError(f"PruneWrapper needs a Keras layer, got {type(layer).__name__}.")
     if isinstance(layer, PruneWrapper):
       raise ValueError(f"Layer {layer.name!r} is already wrapped in a PruneWrapper.")
+    # Loading: build the layer first (a keras_hub block makes its sublayers in build()).
+    if layer_build_config is not None and not layer.built:
+      layer.build_from_config(_layers.shapes_as_tuples(layer_build_config))
+    if layer_call_spec is not None and _layers.unbuilt_sublayers(layer):
+      _layers.build_by_tracing(layer, *_layers.spec_from_config(layer_call_spec))
     if not registry.is_prunable(layer):
       registry.get_prunable_weights(layer)  # raises the descriptive error
     kwargs.setdefault("name", f"prune_{layer.name}")
     kwargs.setdefault("dtype", layer.dtype_policy)
     super().__init__(layer, **kwargs)
     self._call_signature = _call_signature(self.call, layer.call)
-    if layer_build_config is not None and not layer.built:
-      layer.build_from_config(layer_build_config)
-    if layer_call_spec is not None and _layers.unbuilt_sublayers(layer):
-      _layers.build_by_tracing(layer, *_layers.spec_from_config(layer_call_spec))
     if isinstance(method, dict):
       method = keras.saving.deserialize_keras_object(method)
     self._method = method
@@ -248,7 +249,10 @@ class PruneWrapper(keras.layers.Wrapper):
   def get_config(self):
     config = super().get_config()
     if self.layer.built:
-      config["layer_build_config"] = self.layer.get_build_config()
+      config["layer_build_config"] = _layers.build_config(self.layer)
+      # Built by __init__ from `layer_build_config` (shapes as tuples, then traced):
+      # Keras would build it from the JSON lists first (keras_hub builds reject them).
+      config["layer"].pop("build_config", None)
     recorded = _layers.recorded_call(self)
     if recorded is not None and _layers.children(self.layer):
       spec = _layers.spec_to_config(recorded)

@@ -39,7 +39,15 @@ class ExportError(ValueError):
 
 
 class VerificationError(RuntimeError):
-  """A converted model disagrees with the Keras model (or fails to run)."""
+  """A converted model disagrees with the Keras model (or fails to run).
+
+  `conversion_at_fault`: the dense conversion of the same graph disagrees as well (the
+  converter, not tfprune's sparse encoding).
+  """
+
+  def __init__(self, message, conversion_at_fault=False):
+    super().__init__(message)
+    self.conversion_at_fault = conversion_at_fault
 
 
 class InvalidTFLiteError(ValueError):

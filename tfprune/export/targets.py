@@ -34,6 +34,8 @@ class Target:
     sparse_tensors: reads TFLite's `sparsity` field (and DENSIFY): the converter's
       sparsity pass and tfprune's sparse encodings are used.
     hybrid_ops: runs dynamic-range (float input, int8 weight) ops.
+    float_islands: runs float ops inside an int8 file (QUANTIZE / DEQUANTIZE around
+      them): ops int8 cannot represent stay float (`islands`, docs/export.md).
     decode_op: has TFLM's DECODE kernel (`compress=` modes other than "off").
     compress_modes: the `compress=` values it takes.
     sparse_fc_kernel: takes 1x16 int8 FC weights for an application kernel
@@ -47,6 +49,7 @@ class Target:
   quantize_note: str
   sparse_tensors: bool
   hybrid_ops: bool
+  float_islands: bool
   decode_op: bool
   compress_modes: tuple
   sparse_fc_kernel: bool
@@ -99,13 +102,15 @@ class Target:
 LITERT = Target(
     name="litert", runtime="LiteRT", quantizations=QUANTIZE, quantize_note="",
     sparse_tensors=True,
-    hybrid_ops=True, decode_op=False, compress_modes=("off",), sparse_fc_kernel=False,
+    hybrid_ops=True, float_islands=True, decode_op=False, compress_modes=("off",),
+    sparse_fc_kernel=False,
     verify_runtimes=("xnnpack", "builtin"), memory_report=False)
 MICRO = Target(
     name="micro", runtime="TFLite Micro", quantizations=("int8",),
     quantize_note="runs full-int8 models and refuses dynamic-range ones",
     sparse_tensors=False,
-    hybrid_ops=False, decode_op=True, compress_modes=micro_compress.COMPRESS_MODES,
+    hybrid_ops=False, float_islands=False, decode_op=True,
+    compress_modes=micro_compress.COMPRESS_MODES,
     sparse_fc_kernel=True, verify_runtimes=("xnnpack", "builtin", "tflm"),
     memory_report=True)
 TARGETS = {t.name: t for t in (LITERT, MICRO)}

@@ -36,6 +36,7 @@ from tfprune.export import checksum
 from tfprune.export import errors
 from tfprune.export import graph
 from tfprune.export import inputs as inputs_lib
+from tfprune.export import islands
 from tfprune.export import micro_compress
 from tfprune.export import prepare as prepare_lib
 from tfprune.export import sparsify
@@ -70,6 +71,9 @@ class ExportResult:
       in all, TFLM arena with and without alternate decompression memory, host invoke
       time vs the uncompressed file); None for LiteRT.
     compress: the DECODE compression asked for ("off" for LiteRT).
+    fixed_batch: None (the file takes one sample per invoke, or any batch), or the
+      fixed batch the file was converted and verified at because some outputs mix the
+      samples of a batch (docs/export.md, "Outputs that depend on the batch size").
     dense_fallback: True when sparse encoding was asked for but the sparse file
       was not smaller than the dense one, so the dense file was kept.
     converter_log: what the converter printed (captured unless `verbose=True`).
@@ -87,6 +91,7 @@ class ExportResult:
   converter_log: str = ""
   memory: micro_compress.MemoryReport = None
   compress: str = "off"
+  fixed_batch: int = None
 
   @property
   def flatbuffer(self):
@@ -208,17 +213,75 @@ def _predict(model, arrays):
   return [np.asarray(keras.ops.convert_to_numpy(t), np.float32) for t in keras.tree.flatten(y)]
 
 
-def _signature(model, shapes):
+def _signature(model, shapes, batch=None):
   """The export input signature: the model's input structure of named TensorSpecs with
-  the resolved (fixed) shapes; None when the model's own signature already fits."""
+  the resolved (fixed) shapes and `batch` (None: dynamic); None when the model's own
+  signature already fits."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   dynamic = any(None in tuple(t.shape[1:]) for t in model.inputs)
-  if not dynamic and not isinstance(_structured(model, list(model.inputs)), dict):
+  if (batch is None and not dynamic
+      and not isinstance(_structured(model, list(model.inputs)), dict)):
     return None
-  specs = [tf.TensorSpec((None,) + tuple(shape), keras.backend.standardize_dtype(t.dtype),
+  specs = [tf.TensorSpec((batch,) + tuple(shape), keras.backend.standardize_dtype(t.dtype),
                          name=t.name) for t, shape in zip(model.inputs, shapes)]
   return [_structured(model, specs)]
+
+
+def batch_dependent_outputs(model, x, ref):
+  """`[(output name, shape at batch n, shape at another batch)]`: the outputs whose shape
+  is not `(batch, same shape)` at every batch size: they mix samples (e.g. CLIP's
+  logits, the similarity of every image with every text: `(batch, batch)`).
+
+  `ref` holds the Keras outputs for `x` (batch n); a second batch (1, or 2 when n is 1)
+  runs only when an output's symbolic shape has a dynamic dimension beyond the batch or
+  a `ref` output does not lead with n. Generic: shapes, not layer names.
+  """
+  n = len(x[0])
+  if not (any(r.ndim == 0 or r.shape[0] != n for r in ref)
+          or any(None in tuple(t.shape[1:]) or not len(t.shape) for t in model.outputs)):
+    return []
+  other = [a[:1] for a in x] if n > 1 else [np.concatenate([a, a]) for a in x]
+  m = len(other[0])
+  alt = _predict(model, other)
+  names = output_names(model)
+  return [(name, tuple(r.shape), tuple(a.shape)) for name, r, a in zip(names, ref, alt)
+          if r.ndim == 0 or a.ndim == 0 or r.shape[0] != n or a.shape[0] != m
+          or r.shape[1:] != a.shape[1:]]
+
+
+def _fixed_batch(model, x, ref, quantize, tgt):
+  """`(batch, note)`: the fixed batch to export at (the verification batch) when some
+  outputs mix samples (`batch_dependent_outputs`), else `(None, None)`.
+
+  Raises:
+    ExportError: before conversion, naming those outputs, for full-int8 (calibrated one
+      sample at a time) and target="micro" (TFLM runs one sample at a time).
+  """
+  dependent = batch_dependent_outputs(model, x, ref)
+  if not dependent:
+    return None, None
+  n = len(x[0])
+  m = 1 if n > 1 else 2
+  what = ", ".join(f"'{name}' (shape {a} at batch {n}, {b} at batch {m})"
+                   for name, a, b in dependent)
+  why = ("quantize='int8' calibrates one sample at a time" if quantize == "int8" else
+         f"target={tgt.name!r} runs one sample at a time"
+         if "tflm" in tgt.verify_runtimes else None)
+  if why:
+    raise ExportError(
+        f"model '{model.name}' output(s) {what} depend on the batch size: they mix the "
+        f"samples of a batch (e.g. the similarity of every image with every text), so no "
+        f"per-sample file computes them, and {why}. Export the parts that do not mix "
+        f"samples as models of their own (e.g. the image and text towers, each to its "
+        f"embedding) and compute the mixing (the similarity matmul) in the application, "
+        f"or export for LiteRT with quantize=None or 'dynamic', which fixes the batch "
+        f"(docs/export.md, 'Outputs that depend on the batch size').")
+  return n, (f"output(s) {what} depend on the batch size (they mix the samples of a "
+             f"batch), so the file was converted and verified at a fixed batch of {n}, the "
+             f"verification batch: it takes exactly {n} samples per invoke (set the batch "
+             f"with num_verify_samples=, and at least that many representative_data "
+             f"samples)")
 
 
 def per_tensor_error(kernel):
@@ -245,7 +308,7 @@ def _fc_per_tensor(model, fc_quantization, quantize, sparse_output):
 
 
 def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verbose=False,
-                   shapes=None):
+                   shapes=None, keep_float=None, batch=None):
   """SavedModel export + TFLite conversion (`tfprune._litert.convert`, shared with the
   latency model); returns `(bytes, captured log)`.
 
@@ -259,7 +322,8 @@ def _run_converter(model, quantize, samples, sparsity, fc_per_tensor=False, verb
   try:
     data, log = _litert.convert(
         model, quantize, samples, sparsity=sparsity, fc_per_tensor=fc_per_tensor,
-        input_signature=_signature(model, shapes) if shapes else None, verbose=verbose)
+        input_signature=_signature(model, shapes, batch) if shapes else None,
+        verbose=verbose, keep_float=keep_float)
   except _litert.ConverterFailed as e:
     raise errors.converter_error(e.cause, model, quantize, e.log.text) from e.cause
   return data, log.text
@@ -301,7 +365,9 @@ def convert(model, target: str = "litert", quantize: str | None = None,
       (`dense_fallback`).
     micro_sparse_kernel: with target="micro", store int8 FC weights in TFLite's
       1x16 block-sparse format for an application-registered sparse FC kernel.
-    num_verify_samples: number of inputs used for verification.
+    num_verify_samples: number of inputs used for verification; also the fixed batch
+      of a file whose outputs mix the samples of a batch (CLIP's `(batch, batch)`
+      logits: `ExportResult.fixed_batch`, docs/export.md section 14).
     seed: seed for random verification inputs.
     fc_quantization: scales of quantized FULLY_CONNECTED weights: "per_channel"
       (the converter's default), "per_tensor" (one scale per weight tensor: saves
@@ -361,51 +427,58 @@ def convert(model, target: str = "litert", quantize: str | None = None,
         f"{'representative' if samples is not None else 'random verification'} inputs, so "
         f"no file can be verified against it: check its weights for NaN/Inf (and the data).")
   _liveness.check_alive(model, "tfprune.export")  # a dead model is never converted
+  batch, batch_note = _fixed_batch(prepared if float32 else model, x, ref, quantize, tgt)
+  if batch_note:
+    notes.append(batch_note)
   if float32:
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_predict(model, x), ref))
     notes[-1] += f" (max abs diff to the mixed-precision model: {diff:.3g})"
   use_sparsity = tgt.sparse_tensors and sparse != "off"
   fc_per_tensor = _fc_per_tensor(prepared, fc_quantization, quantize, sparse_output=use_sparsity)
-  raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
-                            fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes)
-  tfl = graph.load(raw)
-  try:
-    sparsify.densify_model(tfl)
-  except errors.UndecodableSparseTensor as e:
-    # The converter's sparsity pass wrote a layout that does not decode (and its file
-    # computes wrong outputs): convert dense and let encode_model choose the encodings.
-    notes.append(f"converted again without the converter's sparsity pass, whose output "
-                 f"was not valid ({e})")
-    raw, log = _run_converter(prepared, quantize, samples, sparsity=False,
-                              fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes)
-    tfl = graph.load(raw)
-    sparsify.densify_model(tfl)
   meta = {"target": target, "quantize": quantize, "sparse": sparse,
           "micro_sparse_kernel": bool(micro_sparse_kernel),
           "fc_quantization": "per_tensor" if fc_per_tensor else "per_channel"}
-  # The dense conversion: written as it is when no sparse file is smaller. The metadata
-  # also records CRC32s of every buffer and of the file (checksum.py).
-  dense_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
-  reports = sparsify.encode_model(
-      tfl, sparse=tgt.sparse_mode(sparse, micro_sparse_kernel), quantize=quantize,
-      target=tgt, micro_sparse_kernel=micro_sparse_kernel)
-  model_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
-  any_sparse = any(t.format != "dense" for t in reports)
-  fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
-  if not any_sparse:
-    model_bytes = dense_bytes
-  if fallback:
-    notes.append(f"wrote the dense file: the sparse encoding ({len(model_bytes)} bytes) was "
-                 f"not smaller than the dense conversion ({len(dense_bytes)} bytes)")
-    model_bytes = dense_bytes
-    reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
-  for note in notes:
-    _log.warning("tfprune.export: %s.", note)
-  runtimes, twin_runtimes = tgt.runtimes(micro_sparse_kernel)
   names = [t.name for t in model.inputs]
   outs = output_names(model)   # every output is verified, matched by signature name
   outs = outs if len(outs) > 1 else None
-  try:
+
+  def build(keep_float=None):
+    """Converts, encodes and verifies: (file, dense file, reports, results, fallback,
+    log, notes)."""
+    more = []
+    raw, log = _run_converter(prepared, quantize, samples, sparsity=use_sparsity,
+                              fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes,
+                              keep_float=keep_float, batch=batch)
+    tfl = graph.load(raw)
+    try:
+      sparsify.densify_model(tfl)
+    except errors.UndecodableSparseTensor as e:
+      # The converter's sparsity pass wrote a layout that does not decode (and its file
+      # computes wrong outputs): convert dense and let encode_model choose the encodings.
+      more.append(f"converted again without the converter's sparsity pass, whose output "
+                  f"was not valid ({e})")
+      raw, log = _run_converter(prepared, quantize, samples, sparsity=False,
+                                fc_per_tensor=fc_per_tensor, verbose=verbose, shapes=shapes,
+                                keep_float=keep_float, batch=batch)
+      tfl = graph.load(raw)
+      sparsify.densify_model(tfl)
+    # The dense conversion: written as it is when no sparse file is smaller. The metadata
+    # also records CRC32s of every buffer and of the file (checksum.py).
+    dense_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
+    reports = sparsify.encode_model(
+        tfl, sparse=tgt.sparse_mode(sparse, micro_sparse_kernel), quantize=quantize,
+        target=tgt, micro_sparse_kernel=micro_sparse_kernel)
+    model_bytes = checksum.dump_with_metadata(tfl, METADATA_NAME, meta)
+    any_sparse = any(t.format != "dense" for t in reports)
+    fallback = any_sparse and len(model_bytes) >= len(dense_bytes)
+    if not any_sparse:
+      model_bytes = dense_bytes
+    if fallback:
+      more.append(f"wrote the dense file: the sparse encoding ({len(model_bytes)} bytes) "
+                  f"was not smaller than the dense conversion ({len(dense_bytes)} bytes)")
+      model_bytes = dense_bytes
+      reports = [dataclasses.replace(t, format="dense", bytes=t.dense_bytes) for t in reports]
+    runtimes, twin_runtimes = tgt.runtimes(micro_sparse_kernel)
     with capture.captured_output(enabled=not verbose):   # "Created XNNPACK delegate" lines
       results = verify_lib.verify(model_bytes, ref, x, quantize, runtimes,
                                   reference_bytes=dense_bytes,
@@ -414,6 +487,10 @@ def convert(model, target: str = "litert", quantize: str | None = None,
         # TFLM's builtin FC ignores sparsity; check the dense twin runs there instead.
         results += verify_lib.verify(dense_bytes, ref, x, quantize, twin_runtimes,
                                      input_names=names, output_names=outs)
+    return model_bytes, dense_bytes, reports, results, fallback, log, more
+
+  try:
+    model_bytes, dense_bytes, reports, results, fallback, log, more = build()
   except verify_lib.VerificationError as e:
     rnns = prepare_lib.recurrent_layers(model)
     if quantize == "int8" and rnns:
@@ -423,7 +500,26 @@ def convert(model, target: str = "litert", quantize: str | None = None,
           f"grows with the sequence (measured 20-30% of the output peak on small LSTMs, "
           f"docs/export.md): export with quantize='dynamic' (int8 weights, float state) or "
           f"float.") from e
-    raise
+    if quantize != "int8" or not tgt.float_islands:
+      raise
+    # Float islands (docs/export.md, section 13), verified again.
+    found = islands.Islands(lambda data: _passes(data, ref, x, quantize, names, outs,
+                                                 verbose), x, names)
+    try:
+      model_bytes, dense_bytes, reports, results, fallback, log, more = build(found.quantize)
+    except verify_lib.VerificationError as again:
+      raise verify_lib.VerificationError(
+          f"{e}\n  converted again with {len(found.kept)} op(s) left float (docs/export.md, "
+          f"section 13: {found.summary() or 'none found'}): still disagrees "
+          f"({(str(again).splitlines()[1:] or [''])[0].strip()})",
+          conversion_at_fault=e.conversion_at_fault) from e
+    first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
+    more.append(f"full int8 failed its verification ({first}); " + (
+        f"kept {len(found.kept)} op(s) float, int8 everywhere else ({found.summary()})"
+        if found.kept else "quantized again from the calibrated model, which verified"))
+  notes += more
+  for note in notes:
+    _log.warning("tfprune.export: %s.", note)
   memory = None
   if tgt.memory_report and not micro_sparse_kernel:   # TFLM cannot run the custom-kernel file
     model_bytes, memory, more = _compress_micro(model_bytes, compress, meta, x, ref, names, outs,
@@ -435,7 +531,18 @@ def convert(model, target: str = "litert", quantize: str | None = None,
                for r in reports]
   return ExportResult(model_bytes, reports, results, len(dense_bytes), target, quantize, sparse,
                       "per_tensor" if fc_per_tensor else "per_channel", notes, fallback, log,
-                      memory, compress)
+                      memory, compress, batch)
+
+
+def _passes(data, ref, x, quantize, names, outs, verbose):
+  """Whether a file passes the verification (builtin kernels): the islands' check."""
+  try:
+    with capture.captured_output(enabled=not verbose):
+      verify_lib.verify(data, ref, x, quantize, ("builtin",), input_names=names,
+                        output_names=outs)
+    return True
+  except verify_lib.VerificationError:
+    return False
 
 
 def _compress_micro(model_bytes, compress, meta, x, ref, input_names, output_names, notes):

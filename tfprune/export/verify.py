@@ -155,18 +155,32 @@ def run_litert_outputs(model_bytes, inputs, xnnpack=True, input_names=None, posi
   outs = interp.get_output_details()
   outs = [outs[p] for p in positions] if positions is not None else outs
   raw = [[] for _ in outs]
-  for j in range(len(arrays[0])):
+  step = file_batch(details)
+  for j in range(0, len(arrays[0]), step):
     for detail, arr in zip(details, arrays):
-      interp.set_tensor(detail["index"], _feed(arr[j:j + 1], detail))
+      interp.set_tensor(detail["index"], _feed(arr[j:j + step], detail))
     interp.invoke()
     for k, out in enumerate(outs):
-      raw[k].append(interp.get_tensor(out["index"])[0].copy())
-  return [(_dequantize(np.stack(r), out), np.stack(r), out) for r, out in zip(raw, outs)]
+      raw[k].append(interp.get_tensor(out["index"]).copy())
+  return [(_dequantize(np.concatenate(r), out), np.concatenate(r), out)
+          for r, out in zip(raw, outs)]
+
+
+def file_batch(details):
+  """Samples per invoke of a LiteRT file, from its input details: its fixed batch
+  dimension when it has one (a file exported at a fixed batch because its outputs mix
+  samples, docs/export.md), else 1 (a dynamic batch: one sample at a time)."""
+  if not details or not len(details[0]["shape"]):
+    return 1
+  signature = details[0].get("shape_signature")
+  if signature is not None and len(signature) and signature[0] == -1:
+    return 1
+  return max(1, int(details[0]["shape"][0]))
 
 
 def run_litert(model_bytes, inputs, xnnpack=True, input_names=None):
-  """Runs a model one sample at a time; returns its first output (`run_litert_outputs`:
-  all of them).
+  """Runs a model one sample at a time (a file with a fixed batch: that many at a time);
+  returns its first output (`run_litert_outputs`: all of them).
 
   Args:
     model_bytes: the .tflite bytes.
@@ -469,8 +483,9 @@ def localize(model_bytes, reference_bytes, inputs, input_names=None):
     results = []
     for data in (model_bytes, reference_bytes):
       interp = make_litert_interpreter(data, xnnpack=False, preserve_all_tensors=True)
-      for detail, arr in zip(_order_details(interp.get_input_details(), input_names), arrays):
-        interp.set_tensor(detail["index"], _feed(arr[:1], detail))
+      details = _order_details(interp.get_input_details(), input_names)
+      for detail, arr in zip(details, arrays):
+        interp.set_tensor(detail["index"], _feed(arr[:file_batch(details)], detail))
       interp.invoke()
       model = graph.load(data)
       sg = model.subgraphs[0]
@@ -655,6 +670,7 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
     where = (localize(model_bytes, reference_bytes, inputs, input_names)
              if reference_bytes and not same else None)
     suspects = sparse_readers(model_bytes)
+    conversion_at_fault = False
     if where:
       lines.append(f"first differing op (XNNPACK off): {where}")
     elif reference_bytes:
@@ -668,5 +684,6 @@ def verify(model_bytes, reference_outputs, inputs, quantize=None,
         suspects = []   # the dense file misses as much: the sparse weights are not at fault
     if suspects:
       lines.append("ops reading sparse weights: " + "; ".join(suspects))
-    raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines))
+    raise VerificationError("TFLite model disagrees with the Keras model:\n  " + "\n  ".join(lines),
+                            conversion_at_fault=conversion_at_fault)
   return results

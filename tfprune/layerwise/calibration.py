@@ -142,9 +142,13 @@ class _Checker:
   def split(self, data):
     """Per-input values (`model.inputs` order) of one structured input value."""
     if not self.multi:
-      if isinstance(data, dict):
-        raise ValueError(f"Calibration data is a dict; {self.where} expects a tensor of "
-                         f"shape (batch,) + {self.expected}.")
+      if isinstance(data, dict):  # keras_hub's style: {"images": x} for one input
+        if len(data) == 1 and next(iter(data)) in (self.keys[0], self.names[0]):
+          return list(data.values())
+        raise ValueError(f"Calibration data is a dict with keys {sorted(map(str, data))}; "
+                         f"{self.where} expects a tensor of shape (batch,) + "
+                         f"{self.expected} (or a dict with the one key "
+                         f"{self.keys[0]!r}).")
       return [data]
     if isinstance(data, dict):
       by = {}

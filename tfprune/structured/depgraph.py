@@ -541,6 +541,18 @@ class ChannelGraph:
   def prunable_groups(self):
     return [g for g in self.groups if g.blocked is None]
 
+  def main_blockers(self, top=3):
+    """The reasons that block the most channels, widest first (one line)."""
+    width = {}
+    for g in self.groups:
+      if g.blocked:
+        width[g.blocked] = width.get(g.blocked, 0) + g.size
+    ranked = sorted(width, key=lambda r: -width[r])[:top]
+    if ranked:
+      return "; ".join(f"{r} ({width[r]} channels)" for r in ranked)
+    return "; ".join(f"{n}: {why[:160]}" for n, why in list(self.notes.items())[:top]) or \
+        "no group is blocked"
+
   def report(self):
     """Text: every group (size, layers, blocked reason) and the layers that end groups."""
     lines = [f"{'group':<6}{'units':>6}  {'status':<9}layers"]

@@ -158,7 +158,8 @@ class ChannelScope:
       raise ValueError(
           f"scope='structured': no channel group of model {model.name!r} can be "
           f"removed (every group reaches an input/output, passes a layer that cannot be "
-          f"sliced, or touches a layer that is not pruned).\n{graph.report()}"
+          f"sliced, or touches a layer that is not pruned); the widest are blocked by: "
+          f"{graph.main_blockers()}.\n{graph.report()}"
           + "".join(f"\ngroup {g}: {why}" for g, why in sorted(skipped.items())))
     self.graph, self._index, self._names = graph, index, names
     self._slices = {k: v for k, v in slices.items() if k[0] in eligible}
