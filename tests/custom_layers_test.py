@@ -418,3 +418,33 @@ def test_class_argument_saves_and_loads(tmp_path):
   pruned.save(tmp_path / "p.keras")
   loaded = keras.models.load_model(tmp_path / "p.keras")
   np.testing.assert_array_equal(_run(loaded, x), _run(pruned, x))
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class Holder(keras.layers.Layer):
+  """Holds another layer of the graph as an attribute (keras_hub Gemma3n's processor
+  holds the text model that is also a node of the backbone)."""
+
+  def __init__(self, inner, **kwargs):
+    super().__init__(**kwargs)
+    self.inner = inner
+
+  def call(self, x):
+    return self.inner(x) * 2.0
+
+  def get_config(self):
+    return {**super().get_config(), "inner": keras.layers.serialize(self.inner)}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(keras.layers.deserialize(config.pop("inner")), **config)
+
+
+def test_a_layer_held_by_another_is_named_in_a_warning():
+  shared = keras.layers.Dense(4, name="shared")
+  inp = keras.Input((4,))
+  x = Holder(shared, name="holder")(inp)
+  model = keras.Model(inp, shared(x))
+  with pytest.warns(UserWarning, match="layer 'shared' is also held by layer 'holder' "
+                                       r"\(its attribute 'inner'\)"):
+    tfprune.prune(model, "magnitude", target_sparsity=0.5)

@@ -420,7 +420,27 @@ def prune(model: keras.Model,
     if left:
       warnings.warn(f"tfprune.prune: {len(left)} weight(s) of model {model.name!r} stay "
                     f"dense: {'; '.join(f'{p} ({why})' for p, why in left)}.", stacklevel=2)
+  shared = _shared_by_attribute(model)
+  if shared:
+    held = "; ".join(f"layer {v!r} is also held by layer {h!r} (its attribute {a!r})"
+                     for h, a, v in shared)
+    warnings.warn(
+        f"tfprune.prune: {held}. The copies "
+        f"tfprune makes cannot share a layer held that way: model {model.name!r}'s copy "
+        f"holds it twice, each copy pruned and trained on its own (the holder runs its "
+        f"copy). Prune such a model's parts separately, or leave those layers out with "
+        f"`layers=`.", stacklevel=2)
   return pruned
+
+
+def _shared_by_attribute(model):
+  """`[(holder, attribute, layer)]` names: graph layers that another graph layer also
+  holds as an attribute (keras_hub Gemma3n's embedding processor holds the text model,
+  which is a node of the graph as well). Copies made from configs lose that sharing."""
+  layers = _graph_layers(model)
+  nodes = {id(l) for l in layers}
+  return [(l.name, attr.lstrip("_"), v.name) for l in layers
+          for attr, v in vars(l).items() if id(v) in nodes and v is not l]
 
 
 def unpruned_weights(model: keras.Model) -> list[tuple[str, str]]:
