@@ -203,6 +203,15 @@ def _kw(name):
                                  intermediate_dim=32, num_heads=2, num_spatial_layers=1,
                                  num_temporal_layers=1, num_auxiliary_layers=0,
                                  image_shape=(IMG, IMG, 3)),
+      # ---- multimodal / generative
+      "PaliGemmaBackbone": dict(d, image_size=IMG, head_dim=8, vit_patch_size=8,
+                                vit_num_layers=1, vit_num_heads=2, vit_hidden_dim=16,
+                                vit_intermediate_dim=32),
+      "FluxBackbone": dict(input_channels=16, hidden_size=32, mlp_ratio=2.0, num_heads=2,
+                           depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10_000,
+                           use_bias=True, guidance_embed=True, image_shape=(16, 16),
+                           text_shape=(SEQ, 16), image_ids_shape=(16, 3),
+                           text_ids_shape=(SEQ, 3), y_shape=(16,)),
   }.get(name)
 
 
@@ -253,33 +262,115 @@ def _composite(name):
         text_encoder=text_encoder(vocabulary_size=VOCAB, embedding_dim=16,
                                   hidden_dim=16, num_layers=1, num_heads=2,
                                   intermediate_dim=32, max_sequence_length=SEQ))
+  if name == "BLIP2Backbone":
+    model = m.BLIP2Backbone(
+        vision_encoder=_src("blip2.blip2_vision_encoder", "BLIP2VisionEncoder")(
+            image_size=IMG, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, use_patch_bias=True, use_class_token=True,
+            use_mha_bias=True, use_mlp_bias=True, dropout_rate=0.0,
+            layer_norm_epsilon=1e-6, initializer_range=0.02),
+        qformer=_src("blip2.blip2_qformer", "BLIP2QFormer")(
+            num_query_tokens=2, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, vision_dim=16, cross_attention_frequency=1, dropout=0.0,
+            layer_norm_epsilon=1e-6),
+        language_model=_src("blip2.blip2_custom_opt", "BLIP2CustomOPT")(
+            vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, num_query_tokens=2, dropout=0.0, max_sequence_length=16,
+            qformer_hidden_dim=16))
+    # The learned query tokens start at zeros (a trained model's are not): random ones,
+    # or every layer that reads them sees only zeros.
+    for w in model.weights:
+      if w.path.endswith("query_tokens"):
+        w.assign(np.random.default_rng(0).normal(0.0, 0.02, w.shape).astype(w.dtype))
+    return model
+  if name == "DFineBackbone":
+    stages = ["stage1", "stage2"]
+    hgnet = m.HGNetV2Backbone(**dict(
+        _kw("HGNetV2Backbone"), use_learnable_affine_block=True, out_features=stages))
+    return m.DFineBackbone(
+        backbone=hgnet, decoder_in_channels=[16, 16], encoder_hidden_dim=16,
+        num_denoising=0, num_labels=4, hidden_dim=16, learn_initial_query=False,
+        num_queries=4, anchor_image_size=(IMG, IMG), feat_strides=[4, 8],
+        num_feature_levels=2, encoder_in_channels=[16, 32], encode_proj_layers=[1],
+        num_attention_heads=2, encoder_ffn_dim=32, num_encoder_layers=1,
+        hidden_expansion=0.5, depth_multiplier=0.5, eval_idx=-1, num_decoder_layers=1,
+        decoder_attention_heads=2, decoder_ffn_dim=32, decoder_n_points=[2, 2],
+        lqe_hidden_dim=8, num_lqe_layers=1, out_features=stages,
+        image_shape=(IMG, IMG, 3), seed=0)
+  if name == "DepthAnythingBackbone":
+    # Four DINOv2 layers feed the four reassemble stages (factor 0.5 needs >= 8x8 patches).
+    encoder = m.DINOV2Backbone(patch_size=4, num_layers=4, hidden_dim=16, num_heads=2,
+                               intermediate_dim=32, layer_scale_init_value=1.0,
+                               num_register_tokens=0, image_shape=(IMG, IMG, 3),
+                               position_embedding_shape=(IMG, IMG, 3),
+                               apply_layernorm=True, name="image_encoder")
+    return m.DepthAnythingBackbone(
+        image_encoder=encoder, reassemble_factors=[4, 2, 1, 0.5],
+        neck_hidden_dims=[8, 8, 8, 8], fusion_hidden_dim=8, head_hidden_dim=8,
+        head_in_index=-1, feature_keys=["stage1", "stage2", "stage3", "stage4"])
+  if name == "PARSeqBackbone":
+    return m.PARSeqBackbone(
+        image_encoder=m.ViTBackbone(**dict(_vision_kwargs(), use_class_token=False,
+                                           name="image_encoder")),
+        vocabulary_size=VOCAB, max_label_length=SEQ, decoder_hidden_dim=16,
+        num_decoder_layers=1, num_decoder_heads=2, decoder_mlp_dim=32, dropout_rate=0.0,
+        attention_dropout=0.0)
+  if name == "SAMBackbone":
+    # Patch 4 on IMG: an (IMG/4)^2 embedding; the mask input is IMG x IMG (4x that).
+    return m.SAMBackbone(
+        image_encoder=m.ViTDetBackbone(**dict(_kw("ViTDetBackbone"), patch_size=4,
+                                              num_output_channels=8)),
+        prompt_encoder=_src("sam.sam_prompt_encoder", "SAMPromptEncoder")(
+            hidden_size=8, image_embedding_size=(IMG // 4, IMG // 4),
+            input_image_size=(IMG, IMG), mask_in_channels=8),
+        mask_decoder=_src("sam.sam_mask_decoder", "SAMMaskDecoder")(
+            num_layers=1, hidden_size=8, intermediate_dim=16, num_heads=2, embedding_dim=8,
+            num_multimask_outputs=3, iou_head_depth=2, iou_head_hidden_dim=8))
+  if name == "SAM3PromptableConceptBackbone":
+    s, shape = "sam3.sam3_", (28, 28, 3)  # patch 14: a 2x2 grid (the upstream test's size)
+    return m.SAM3PromptableConceptBackbone(
+        vision_encoder=_src(s + "vision_encoder", "SAM3VisionEncoder")(
+            image_shape=shape, patch_size=14, num_layers=1, hidden_dim=16,
+            intermediate_dim=32, num_heads=2, fpn_hidden_dim=16,
+            fpn_scale_factors=[4.0, 2.0, 1.0, 0.5], pretrain_image_shape=(42, 42, 3),
+            window_size=2, global_attn_indexes=[0]),
+        text_encoder=_src(s + "text_encoder", "SAM3TextEncoder")(
+            vocabulary_size=VOCAB, embedding_dim=16, hidden_dim=16, num_layers=1,
+            num_heads=2, intermediate_dim=32, max_sequence_length=SEQ),
+        geometry_encoder=_src(s + "geometry_encoder", "SAM3GeometryEncoder")(
+            num_layers=1, hidden_dim=16, intermediate_dim=32, num_heads=2, roi_size=7),
+        detr_encoder=_src(s + "detr_encoder", "SAM3DetrEncoder")(
+            num_layers=1, hidden_dim=16, intermediate_dim=32, num_heads=2),
+        detr_decoder=_src(s + "detr_decoder", "SAM3DetrDecoder")(
+            image_shape=shape, patch_size=14, num_layers=1, hidden_dim=16,
+            intermediate_dim=32, num_heads=2, num_queries=4),
+        mask_decoder=_src(s + "mask_decoder", "SAM3MaskDecoder")(
+            num_upsampling_stages=3, hidden_dim=16, num_heads=2))
+  if name == "StableDiffusion3Backbone":
+    # The VAE's GroupNorm has 32 groups (>= 32 filters); 4 levels: latents are IMG / 8.
+    clip = _src("clip.clip_text_encoder", "CLIPTextEncoder")
+    clip_kw = dict(vocabulary_size=VOCAB, embedding_dim=16, hidden_dim=16, num_layers=1,
+                   num_heads=2, intermediate_dim=32, intermediate_output_index=0,
+                   max_sequence_length=SEQ)
+    return m.StableDiffusion3Backbone(
+        mmdit_patch_size=2, mmdit_hidden_dim=16, mmdit_num_layers=1, mmdit_num_heads=2,
+        mmdit_position_size=32, mmdit_qk_norm=None, mmdit_dual_attention_indices=None,
+        vae=_src("vae.vae_backbone", "VAEBackbone")(
+            [32] * 4, [1] * 4, [32] * 4, [1] * 4, sampler_method="mode", name="vae"),
+        clip_l=clip(**clip_kw, intermediate_activation="quick_gelu", name="clip_l"),
+        clip_g=clip(**clip_kw, intermediate_activation="gelu", name="clip_g"),
+        image_shape=(IMG, IMG, 3))
   return None
 
 
 COMPOSITE = ("DeepLabV3Backbone", "RetinaNetBackbone", "SegFormerBackbone",
-             "BASNetBackbone", "CLIPBackbone", "MetaCLIP2Backbone", "SigLIPBackbone")
+             "BASNetBackbone", "CLIPBackbone", "MetaCLIP2Backbone", "SigLIPBackbone",
+             "BLIP2Backbone", "DFineBackbone", "DepthAnythingBackbone", "PARSeqBackbone",
+             "SAMBackbone", "SAM3PromptableConceptBackbone", "StableDiffusion3Backbone")
 
 # Classes with no tiny offline build here, and why.
 NOT_BUILDABLE = {
     "FeaturePyramidBackbone": "abstract base class (no layers of its own)",
-    "BLIP2Backbone": "needs a vision encoder, a Q-Former and a full language model: no "
-                     "tiny constructor path configured",
-    "SAMBackbone": "needs SAM image/prompt/mask-decoder sub-models: no tiny constructor "
-                   "path configured",
-    "SAM3PromptableConceptBackbone": "needs six SAM3 sub-models: no tiny constructor path "
-                                     "configured",
-    "StableDiffusion3Backbone": "needs a VAE and two CLIP text encoders plus MMDiT: no tiny "
-                                "constructor path configured",
-    "DFineBackbone": "needs an HGNetV2 backbone plus 25 detection-transformer arguments: no "
-                     "tiny constructor path configured",
-    "DepthAnythingBackbone": "needs a DINOV2 image encoder with reassemble/fusion heads: no "
-                             "tiny constructor path configured",
-    "PARSeqBackbone": "needs a ViT image encoder plus a permuted decoder: no tiny "
-                      "constructor path configured",
-    "PaliGemmaBackbone": "image + text multimodal (SigLIP vision tower inside a Gemma LM): "
-                         "no tiny constructor path configured",
-    "FluxBackbone": "diffusion transformer with 7 inputs (image, text, timesteps, "
-                    "guidance, ids): no tiny constructor path configured",
 }
 
 
@@ -333,10 +424,44 @@ def build(name):
   return getattr(_hub().models, name)(**kwargs)
 
 
+def _special(name, spec, n, rng):
+  """Inputs the generic rules of `_one` get wrong: SAM / SAM3 prompts (points, boxes,
+  labels, masks) in their valid ranges, StableDiffusion3's per-batch scalars; None for any
+  other input."""
+  if name in ("num_steps", "guidance_scale"):  # SD3 reads row 0 only: one value a batch
+    return np.full((n,), 4 if name == "num_steps" else 2.0, spec.dtype)
+  if name == "boxes" and spec.shape[-1] == 5:
+    # SAM3: rows (batch index, cx, cy, w, h), normalized. Index 0 (as in keras_hub's
+    # docstring) is the only one valid at every batch size, single samples included;
+    # so sample i > 0 of a batch pools image 0's features and differs from itself run
+    # alone. n - 1 boxes: keras_hub 0.32's SAM3GeometryEncoder broadcasts its
+    # (batch, prompts) mask against (queries, keys), which only runs when
+    # batch == boxes + 1 (or batch == 1); its no-box path fails on shapes.
+    k = max(n - 1, 1)
+    return np.concatenate([np.zeros((n, k, 1)), rng.uniform(0.3, 0.7, (n, k, 2)),
+                           rng.uniform(0.1, 0.3, (n, k, 2))], -1).astype("float32")
+  if name == "box_labels":
+    return np.ones((n, max(n - 1, 1)), "int32")  # positive boxes (see "boxes")
+  if name == "points":  # SAM: two points in pixels, one foreground, one background
+    return rng.uniform(0, IMG, (n, 2, 2)).astype("float32")
+  if name == "labels":
+    return np.tile(np.array([[1.0, 0.0]], "float32"), (n, 1))
+  if name == "boxes" and tuple(spec.shape[-2:]) == (2, 2):  # SAM: one (x0, y0, x1, y1)
+    lo = rng.uniform(0, IMG / 2, (n, 1, 1, 2))
+    return np.concatenate([lo, lo + rng.uniform(IMG / 8, IMG / 2, (n, 1, 1, 2))],
+                          2).astype("float32")
+  if name == "masks" and len(spec.shape) == 5:  # SAM: one low-res mask logit map each
+    return rng.standard_normal((n, 1, IMG, IMG, 1)).astype("float32")
+  return None
+
+
 def _one(spec, n, rng, vocab, seq=None):
   """Random data for one symbolic input `spec` (a KerasTensor)."""
   import keras  # pylint: disable=g-import-not-at-top
   name = spec.name.split(":")[0]
+  special = _special(name, spec, n, rng)
+  if special is not None:
+    return special
   if len(spec.shape) == 4:  # images: None height / width -> IMG
     seq = IMG
   shape = tuple((seq or SEQ) if d is None else d for d in spec.shape[1:])

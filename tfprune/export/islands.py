@@ -140,7 +140,8 @@ class Islands:
     for opcode, ins, outs in _ops(data):
       for t in outs:
         n = _name(t)
-        ref[n] = ref.get(_name(ins[0]), n) if opcode in _QUANT_OPS and ins[0] else n
+        source = _name(ins[0]) if opcode in _QUANT_OPS and ins[0] is not None else None
+        ref[n] = ref.get(source, source) if source else n  # (re)quantized: its input's value
         err[n] = rel(n, ref[n])
       if opcode in _QUANT_OPS:
         continue
