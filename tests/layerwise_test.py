@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfprune
 from tfprune import layerwise
 from tfprune import topk
 from tfprune.methods import logsum
@@ -536,3 +537,33 @@ def test_bn_recalibration_auto_and_models_without_batchnorm():
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class _Unused(keras.layers.Layer):
+  """A block with a sublayer its call never uses on this data (keras_hub SAM's
+  `no_mask_embed`, used only without a mask prompt)."""
+
+  def build(self, input_shape):
+    self.used = keras.layers.Dense(8, name="used")
+    self.used.build(input_shape)
+    self.spare = keras.layers.Dense(8, name="spare")
+    self.spare.build(input_shape)
+
+  def call(self, x):
+    return self.used(x)
+
+
+def test_a_layer_no_calibration_data_reaches_is_pruned_by_magnitude():
+  inp = keras.Input((6,))
+  model = keras.Model(inp, keras.layers.Dense(3, name="head")(_Unused(name="block")(inp)))
+  pruned = tfprune.prune(model, "logsum", target_sparsity=0.5)
+  x = np.random.default_rng(0).standard_normal((32, 6)).astype("float32")
+  with pytest.warns(UserWarning, match="no calibration data reached it"):
+    table = tfprune.get_method(pruned).apply(pruned, x, verbose=False)
+  row = next(r for r in table if "spare" in r["layer"])
+  assert row["sparsity"] == 0.5 and "pruned by magnitude" in row["notes"][0]
+  spare = tfprune.strip(pruned).get_layer("block").spare.kernel.numpy()
+  w0 = model.get_layer("block").spare.kernel.numpy()
+  assert np.count_nonzero(spare) == 24
+  assert np.min(np.abs(w0[spare != 0])) >= np.max(np.abs(w0[spare == 0]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfprune
 from tfprune import layerwise
 from tfprune import topk
 from tfprune.methods import base
@@ -157,3 +158,19 @@ def test_apply_on_plain_conv_model():
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+def test_a_kernel_with_fewer_nonzeros_than_it_keeps():
+  """The first lambda comes from the smallest nonzero weight when fewer than k weights are
+  nonzero (it divided by log(1 + 0) before: keras_hub Stable Diffusion 3)."""
+  inp = keras.Input((6,))
+  model = keras.Model(inp, keras.layers.Dense(4, name="d")(inp))
+  kernel = np.zeros((6, 4), "float32")
+  kernel[0, 0], kernel[1, 1], kernel[2, 2] = 1.0, -2.0, 0.5
+  model.get_layer("d").kernel.assign(kernel)
+  pruned = tfprune.prune(model, "logsum", target_sparsity=0.5)
+  x = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+  tfprune.get_method(pruned).apply(pruned, x, verbose=False)
+  out = tfprune.strip(pruned).get_layer("d").kernel.numpy()
+  assert np.all(np.isfinite(out)) and np.count_nonzero(out) <= 12
+  np.testing.assert_allclose(out[[0, 1, 2], [0, 1, 2]], [1.0, -2.0, 0.5], rtol=1e-4)

@@ -80,15 +80,34 @@ def _fresh_copy(layer, source=None):
   """
   if not isinstance(layer, keras.layers.Layer):
     return _copy_op(layer)
+  if not layer.weights and not type(layer).__module__.startswith("keras."):
+    # A custom layer without weights has nothing to prune or train: reused, it keeps
+    # the state its first call made (Stable Diffusion 3's scheduler caches its sigmas
+    # then; a copy from config would make them on its own first call).
+    return layer
   spec = _layers.recorded_call(source or layer)
   try:
     new = layer.__class__.from_config(layer.get_config())
   except Exception as e:  # pylint: disable=broad-except
     return _copy_despite_config(layer, spec, e)
   _build_like(new, layer, spec)
+  problem = _copy_problem(layer, new, spec)
+  if problem:
+    return _copy_despite_config(layer, spec, ValueError(problem))
   if getattr(layer, "_tfprune_init_args", None) is not None:
     _give_config(new, layer._tfprune_init_args)  # pylint: disable=protected-access
   return new
+
+
+def _copy_problem(layer, new, spec):
+  """Why `new` (from `layer`'s config) is not a copy of `layer`, or None: its weights
+  must have the same shapes (keras_hub's D-FINE decoder puts a variable in its config, so
+  the copy holds one more weight). Not probed: calling a layer can change its state."""
+  shapes = [tuple(v.shape) for v in layer.weights]
+  if [tuple(v.shape) for v in new.weights] != shapes:
+    return (f"its copy from get_config() holds {len(new.weights)} weights, not the "
+            f"layer's {len(shapes)} of the same shapes")
+  return None
 
 
 def _give_config(layer, init_args):

@@ -384,6 +384,18 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
       "solves": int(info.get("solves", 1)), "lambda": info.get("lambda"), "notes": notes}
 
 
+def _solve_unreached(unit, k):
+  """A layer the calibration data never reached (keras_hub SAM's `no_mask_embed`, used
+  only without a mask prompt): nothing to fit, so its top-k weights by magnitude."""
+  support = topk.topk_mask(tf.constant(np.abs(unit.w0), tf.float32), k).numpy().astype(bool)
+  return unit.w0 * support, support, {
+      "shift": None, "err_after_shift": float("nan"), "d_live": 0, "n": 0,
+      "err_before_refit": float("nan"), "err_after_refit": float("nan"), "iterations": 0,
+      "solves": 0, "lambda": None,
+      "notes": ["no calibration data reached it (the model never called it on this "
+                "data): pruned by magnitude"]}
+
+
 EMBEDDING_SMOOTHING = 1.0
 
 
@@ -526,12 +538,12 @@ def _clone(model):
 def _global_keep(units, all_stats, sparsity, solver, verbose, max_pruning_ratio=None):
   """Per-unit keep counts of the global allocation (embeddings keep their share), each
   at least its layer floor (`tfprune.masks.layer_floor`, `floor_keep_counts`)."""
-  ls = [i for i, u in enumerate(units) if u.kind != "embedding"]
+  ls = [i for i, u in enumerate(units) if u.kind != "embedding" and all_stats[i] is not None]
   problems = {i: solvers.make_problem(units[i].name, all_stats[i], units[i].w0)[0]
               for i in ls}
   keep = {}
   for i, u in enumerate(units):
-    if u.kind == "embedding":
+    if i not in problems:  # embeddings, and layers no calibration data reached
       keep[i] = int(masks_lib.keep_count(u.w0.size, sparsity))
   total = sum(p.size for p in problems.values())
   if problems:
@@ -665,7 +677,11 @@ def prune_layerwise(model, calibration_data, solver, sparsity=0.9, allocation="l
       s = stats.one(unit, cascade)
     t0 = time.perf_counter()
     k = keeps[i] if keeps is not None else int(masks_lib.keep_count(unit.w0.size, target))
-    if unit.kind == "embedding":
+    if s is None:
+      w, support, info = _solve_unreached(unit, k)
+      if not verbose:
+        warnings.warn(f"Layer-wise pruning: layer {unit.name!r}: {info['notes'][0]}.")
+    elif unit.kind == "embedding":
       w, support, info = _solve_embedding(unit, s, k)
     else:
       relu_on = relu_lib.is_relu(unit.inner) if relu_model == "auto" else bool(relu_model)

@@ -190,6 +190,9 @@ class LogSumSolver(layerwise.LayerSolver):
     flat = tf.reshape(tf.abs(problem.w0), [-1])
     k = max(1, min(int(k), int(flat.shape[0])))
     q = float(topk.kth_largest([flat], k))
+    if q <= 0.0:  # fewer than k nonzero weights (zero inputs): the smallest nonzero one
+      nonzero = flat[flat > 0]
+      q = float(tf.reduce_min(nonzero)) if int(tf.size(nonzero)) else 1.0
     diag = float(tf.reduce_mean(tf.linalg.diag_part(problem.gram)))
     return max(0.5 * q * q * diag / math.log1p(q / self.eps), 1e-20)
 
