@@ -19,7 +19,8 @@ token_ids / padding_mask / images / ...; y: random targets of the output structu
               output, PruningCallback) -> strip. Checked: strip(pruned)(x) equals the
               masked pruned model's output.
   liveness    on the stripped global model: every float output that depends on the input
-              in the original model still does (two different inputs, different outputs),
+              in the original model still does (two different inputs, outputs different
+              by more than 1e-5 of (1 + peak): float32 rounding does not count),
               and no kernel / embedding that was nonzero before is 100% zero.
   structured  prune magnitude, scope=structured, 0.5 -> fit 2 steps -> strip(masked) vs
               strip(shrink=True): max |difference| over every output (<= 1e-4 relative).
@@ -36,8 +37,8 @@ token_ids / padding_mask / images / ...; y: random targets of the output structu
               fixes None sequence dimensions); the file is then run independently through
               ai_edge_litert's Interpreter and compared with the Keras model: relative RMS
               error (RMS of the difference over the RMS of the Keras output around its
-              mean) <= 1e-3 float, 0.1 dynamic, 0.3 int8, and the file's output must depend
-              on its input.
+              mean, or 1e-3 of its peak if larger) <= 1e-3 float, 0.1 dynamic, 0.3 int8,
+              and the file's output must depend on its input.
 Statuses: PASS; refused (a ValueError / NotImplementedError raised by tfprune's own code:
 the message's first line is the reason; or the exporter's verification refusing a
 dynamic / int8 file whose error the dense conversion of the same graph shows too, i.e. the
@@ -275,8 +276,11 @@ def tflite_run(model_bytes, keras_model, x):
 
 
 def rel_rms(a, b):
+  """RMS of a - b over the spread of b (its RMS around its mean, at least 1e-3 of its
+  peak: BASNet's near-constant sigmoid maps vary by 8e-5 at 0.5, less than float32
+  rounding differences between kernels reach)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  spread = np.sqrt(np.mean((b - b.mean()) ** 2)) + 1e-12
+  spread = max(np.sqrt(np.mean((b - b.mean()) ** 2)), 1e-3 * np.max(np.abs(b))) + 1e-12
   return float(np.sqrt(np.mean((a - b) ** 2)) / spread)
 
 

@@ -205,15 +205,27 @@ class _Inputs:
                        reduce_retracing=True)
       per_sample = sum(4 * int(np.prod([d or 1 for d in l.input.shape[1:]]))
                        for l in layers)
-      self._fns[pruned] = (fn, max(1, INPUTS_BUDGET_BYTES // max(per_sample, 1)))
+      self._fns[pruned] = [fn, max(1, INPUTS_BUDGET_BYTES // max(per_sample, 1)), ext,
+                           signature]
     return self._fns[pruned]
 
   def _top(self, pruned, x):
     """Yields, per chunk of the batch `x`, the inputs of every top-level unit."""
-    fn, chunk = self._fn(pruned)
-    x = calibration.cast(x, fn.input_signature[0])
+    entry = self._fn(pruned)
+    fn, chunk, ext, signature = entry
+    x = calibration.cast(x, signature)
     for start in range(0, calibration.batch_len(x), chunk):
-      outs = fn(calibration.take(x, start, start + chunk))
+      part = calibration.take(x, start, start + chunk)
+      if fn is None:
+        outs = ext(part, training=False)
+      else:
+        try:
+          outs = fn(part)
+        except tf.errors.OperatorNotAllowedInGraphError:
+          # A layer that cannot be traced at the model's dynamic input shape (keras_hub
+          # DeepLabV3's UpSampling2D sized from its input): run the extractor eagerly.
+          entry[0] = fn = None
+          outs = ext(part, training=False)
       yield outs if isinstance(outs, (list, tuple)) else [outs]
 
   def _nested(self, pruned, unit, x):
