@@ -401,7 +401,14 @@ def guide_custom_layer():
 
 
 # Models that are not keras_hub backbones but go through the same steps.
-EXTRA = {"GuideCustomLayer": guide_custom_layer}
+def bert_text_classifier():
+  """keras_hub's `BertTextClassifier` task model (no preprocessor) on the tiny BERT."""
+  hub = _hub()
+  backbone = hub.models.BertBackbone(**_kw("BertBackbone"))
+  return hub.models.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+
+
+EXTRA = {"GuideCustomLayer": guide_custom_layer, "BertTextClassifier": bert_text_classifier}
 
 
 def names():

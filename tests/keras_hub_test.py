@@ -35,7 +35,7 @@ pytest.importorskip("keras_hub")
 
 MODELS = ("BertBackbone", "DistilBertBackbone", "GemmaBackbone", "ResNetBackbone",
           "MobileNetBackbone", "EfficientNetBackbone", "CSPNetBackbone", "ViTBackbone",
-          "GuideCustomLayer")
+          "GuideCustomLayer", "BertTextClassifier")
 STEPS = ("global", "liveness", "structured", "saveload", "float")
 # Each fit costs seconds (tracing the mask update), so the layer scope and the quantized
 # exports run on a few models only (bench/hub_conformance.py runs the exports on every

@@ -258,3 +258,20 @@ def test_a_wrong_shrink_raises_naming_the_layer(monkeypatch):
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+def test_nested_models_are_inlined_and_shrink_exactly():
+  """A classifier around a nested Functional feature extractor (keras_hub task models, a
+  head on a keras.applications net): the channel graph sees through the nested model."""
+  keras.utils.set_random_seed(0)
+  i = keras.Input((8, 8, 3))
+  inner = keras.Model(i, L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(
+      L.Conv2D(16, 1, activation="relu", name="c0")(i)), name="features")
+  o = keras.Input((8, 8, 3))
+  head = L.Dense(4, name="head")(L.GlobalAveragePooling2D()(inner(o)))
+  model = keras.Model(o, head)
+  graph = structured.ChannelGraph(model)
+  assert sorted(g.producers[0] for g in graph.prunable_groups) == ["c0", "c1"]
+  _, shrunk, _ = _shrink_exact(_prune_fit(model))
+  assert shrunk.get_layer("c0").filters < 16 and shrunk.get_layer("c1").filters < 8
+  assert shrunk.count_params() < model.count_params()

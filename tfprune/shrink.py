@@ -87,6 +87,7 @@ def shrink_model(model, strict=False, data=None):
   _as_graph(model)
   graph = depgraph.ChannelGraph(model)
   new_model, report = slicing.shrink(model, data=data, graph=graph)
+  flat = graph.model  # (nested models inlined: their layers by name)
   removed = report["removed"]
   arrays = {}
   problems = []
@@ -96,9 +97,9 @@ def shrink_model(model, strict=False, data=None):
       outs = [m for m in members if m.role == "out"]
       for m in outs:
         if m.layer not in arrays:
-          arrays[m.layer] = slicing.weight_arrays(model.get_layer(m.layer))
+          arrays[m.layer] = slicing.weight_arrays(flat.get_layer(m.layer))
       dead = [(m.layer, int(m.index)) for m in outs
-              if _dead_output(arrays[m.layer], model.get_layer(m.layer), m)]
+              if _dead_output(arrays[m.layer], flat.get_layer(m.layer), m)]
       outs = [(m.layer, int(m.index)) for m in outs]
       if dead and len(dead) < len(outs):
         mixed.append((dead[0], next(o for o in outs if o not in dead)))

@@ -611,13 +611,44 @@ def _output_shapes(layer):
 
 
 def as_functional(model):
-  """The Functional graph of a Sequential model (the same layers); other models as is."""
+  """The Functional graph of `model` over the same layers: a Sequential model's, nested
+  Functional / Sequential models inlined (`_inline`); other models as is."""
   if isinstance(model, keras.Sequential):
     functional = getattr(model, "_functional", None)
     if functional is not None:
       return functional
     return keras.Model(model.inputs, model.outputs, name=model.name)
+  if any(_graph_of(l) is not None for l in getattr(model, "layers", ())):
+    return _inline(model)
   return model
+
+
+def _graph_of(layer):
+  """The Functional graph of a nested Functional / Sequential model layer, else None."""
+  if isinstance(layer, keras.Sequential):
+    return getattr(layer, "_functional", None)
+  if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):
+    return layer
+  return None
+
+
+def _inline(model):
+  """`model` with its nested graph models (a keras_hub task's backbone, a classifier
+  around a `keras.applications` net) replaced by their layers, called on the outer
+  tensors: the same layers and weights in one flat graph, which the channel graph reads
+  and `slicing.remove_units` rebuilds (a flat Functional model). `model` itself if the
+  layer names clash."""
+  def run(graph, inputs):
+    def operation(op):
+      inner = _graph_of(op)
+      if inner is None:
+        return op
+      return lambda *args, **kwargs: run(inner, args[0] if len(args) == 1 else list(args))
+    return graph._run_through_graph(inputs, operation_fn=operation)  # pylint: disable=protected-access
+  try:
+    return keras.Model(model.input, run(model, model.input), name=model.name)
+  except ValueError:  # (two layers of one name in the nested models)
+    return model
 
 
 def _get_item(node, tensor):

@@ -153,11 +153,15 @@ _SLICERS = {
 
 # ------------------------------------------------------------------ constants
 def _reader_inputs(model, layer, role):
-  """The symbolic tensor `layer` reads for `role` (its only call)."""
-  if len(getattr(layer, "_inbound_nodes", [None])) != 1:
+  """The symbolic tensor `layer` reads for `role` (its only call in `model`)."""
+  # pylint: disable=protected-access
+  own = {id(n) for nodes in getattr(model, "_nodes_by_depth", {}).values() for n in nodes}
+  calls = [n for n in getattr(layer, "_inbound_nodes", []) if not own or id(n) in own]
+  # pylint: enable=protected-access
+  if len(calls) != 1:
     raise ValueError(f"layer {layer.name!r} is called more than once (shared): its "
                      f"inputs cannot be probed, so its channels are not removed.")
-  node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+  node = calls[0]
   tensors = list(node.arguments.keras_tensors)
   if role == "in":
     return tensors[0]
@@ -403,6 +407,7 @@ def remove_units(model, graph, units, data=None):
       be folded exactly (the message names the layer).
   """
   units = sorted(set((int(g), int(u)) for g, u in units))
+  model = graph.model  # its Functional graph (nested models inlined: `as_functional`)
   constants = measure_constants(model, _readers(model, graph, units), data)
   for g, u in units:
     problem = unit_problem(model, graph, g, u, constants)
@@ -577,6 +582,7 @@ def shrink(model, data=None, graph=None):
     {group index: reason} for groups where a constant unit could not be removed exactly.
   """
   graph = graph or depgraph.ChannelGraph(model)
+  model = graph.model  # its Functional graph (nested models inlined: `as_functional`)
   candidates = [(g, u) for g, group in enumerate(graph.groups) if not group.blocked
                 for u in range(group.size)]
   constants = measure_constants(model, _readers(model, graph, candidates), data)
