@@ -607,7 +607,7 @@ def main(argv=None):
   if args.child:
     return child(args)
   from tfprune import _io  # pylint: disable=g-import-not-at-top
-  all_names = hub_models.names()
+  all_names = hub_models.names() + sorted(hub_models.EXTRA)  # (a task model, a guide layer)
   models = [m for m in args.models.split(",") if m] or all_names
   for m in models:
     if m not in all_names:

@@ -147,7 +147,7 @@ def test_keras_hub_siglip_vocabulary_and_clip_logits():
   assert all(a == (3, 3) and b == (1, 1) for _, a, b in dependent)
 
 
-def test_embedding_read_outside_its_call_keeps_the_smallest_vocabulary():
+def test_embeddings_read_outside_their_call():
   class TakesRows(keras.layers.Layer):   # the position rows read as a weight: not observable
 
     def __init__(self, **kwargs):
@@ -165,4 +165,14 @@ def test_embedding_read_outside_its_call_keeps_the_smallest_vocabulary():
 
   ids = keras.Input((SEQ,), dtype="int32")
   model = keras.Model(ids, keras.layers.Dense(2)(TakesRows()(ids)))
-  assert inputs.embedding_vocab(model) == {0: SEQ}   # cannot tell: never wider than real
+  # The token Embedding followed the ids: its vocabulary (keras_hub SAM3's box labels,
+  # beside a class token whose rows are read as a weight).
+  assert inputs.embedding_vocab(model) == {0: VOCAB}
+
+  class TakesById(TakesRows):  # ids only reach a table read as a weight: cannot tell
+
+    def call(self, x):
+      return keras.ops.take(self.position.embeddings, x, axis=0)
+
+  model = keras.Model(ids, keras.layers.Dense(2)(TakesById()(ids)))
+  assert inputs.embedding_vocab(model) == {0: SEQ}   # never wider than real

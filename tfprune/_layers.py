@@ -352,8 +352,12 @@ def _probe_id_readers(layer, embeddings):
         object.__setattr__(e, "call", previous[id(e)])
       elif "call" in vars(e):
         object.__delattr__(e, "call")
-  # An Embedding never seen (called other than through its `call`): cannot tell.
-  return found if all(base.values()) else None
+  # An Embedding never seen (its rows read other than through its `call`, e.g. keras_hub
+  # SAM3's class token) may look up any input that no called Embedding follows.
+  unseen = [int(e.input_dim) for e in embeddings if not base[id(e)]]
+  for k in numeric if unseen else ():
+    found.setdefault(k, min(unseen))
+  return found
 
 
 def _embedding_readers(model):
