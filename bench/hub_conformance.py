@@ -114,7 +114,8 @@ def classify(e):
       "converter's quantization" in str(e):
     # The exporter refused to write a quantized file that misses Keras, the dense
     # conversion missing as much (8-bit rounding, float islands tried for int8).
-    miss = (str(e).splitlines()[1:] or [""])[0].strip()
+    misses = [l.strip() for l in str(e).splitlines() if "max abs diff" in l]
+    miss = (misses or [""])[-1]  # the last file's (after float islands for int8)
     return "refused", ("quantized file refused by the exporter's verification: the "
                        "converter's own quantization misses Keras (the dense conversion "
                        f"too): {miss}")[:240].replace("|", "/")

@@ -9,7 +9,8 @@ breaks that on models we did not design (docs/export.md, section 13):
   ~4e6 and every real logit rounds to the same value: the softmax becomes uniform;
 * a divisor that rounds to its zero point: LiteRT's int8 DIV refuses to run
   ("data[i] != zero_point") when a divisor (e.g. an RMSNorm's sqrt(mean(x^2))) is closer
-  to zero than half a quantization step;
+  to zero than half a quantization step. An int8 range always holds 0, and the inputs
+  met after calibration can be smaller, so every DIV by a computed divisor stays float;
 * rounding error that compounds: some ops add far more error than the rest (found by
   running the int8 file and the calibrated float file side by side).
 
@@ -32,8 +33,9 @@ MAX_ROUNDS = 8
 # The error-guided rounds stop when this share of the ops would be float.
 MAX_FLOAT_SHARE = 0.25
 ERROR_SAMPLES = 4
-_OUTLIER, _DIV_ZERO, _ERROR = ("an outlier int8 range", "a DIV whose int8 divisor reaches "
-                               "its zero point (LiteRT refuses to run it)",
+_OUTLIER, _DIV_ZERO, _ERROR = ("an outlier int8 range", "a DIV by a computed int8 divisor, "
+                               "which can round to its zero point (LiteRT then refuses "
+                               "to run it)",
                                "the largest int8 rounding error")
 _INT8 = 9  # TensorType.INT8
 _QUANT_OPS = (graph.BuiltinOperator.QUANTIZE, graph.BuiltinOperator.DEQUANTIZE)
@@ -47,11 +49,20 @@ def _int8(t):
 
 
 def _ops(data):
-  """[(opcode, input tensors, output tensors)] of a file's first subgraph."""
+  """[(opcode, input tensors, output tensors)] of a file's first subgraph; constant
+  input tensors (weights) are left out (None)."""
   model = graph.load(data)
   sub = model.subgraphs[0]
+
+  def activation(i):
+    if i < 0:
+      return None
+    t = sub.tensors[i]
+    buf = model.buffers[t.buffer] if 0 < t.buffer < len(model.buffers) else None
+    return None if buf is not None and buf.data is not None and len(buf.data) else t  # pylint: disable=g-explicit-length-test
+
   return [(graph.builtin_code(model.operatorCodes[op.opcodeIndex]),
-           [sub.tensors[i] if i >= 0 else None for i in op.inputs],
+           [activation(i) for i in op.inputs],
            [sub.tensors[o] for o in op.outputs]) for op in sub.operators]
 
 
@@ -97,10 +108,10 @@ class Islands:
           targets = (readers.get(_name(t), []) if opcode == graph.BuiltinOperator.QUANTIZE
                      else [t])
           found += [(_name(r), _OUTLIER) for r in targets]
-      if opcode == graph.BuiltinOperator.DIV and len(ins) > 1:
-        q = _int8(ins[1])
-        if q and (-128 - q[1]) * q[0] > -q[0] / 2:  # its range starts within half a step of 0
-          found += [(_name(t), _DIV_ZERO) for t in outs]
+      if opcode == graph.BuiltinOperator.DIV and len(ins) > 1 and _int8(ins[1]):
+        # An int8 range always holds 0: any computed divisor near 0 (an RMSNorm's
+        # sqrt(mean(x^2)) of a small input) rounds to the zero point, beyond calibration.
+        found += [(_name(t), _DIV_ZERO) for t in outs]
     return found
 
   def _errors(self, data, calibrated):
@@ -118,8 +129,13 @@ class Islands:
         for detail, arr in zip(details, arrays):
           interp.set_tensor(detail["index"], verify._feed(arr[j:j + step], detail))  # pylint: disable=protected-access
         interp.invoke()
-        runs.append({d["name"]: (interp.get_tensor(d["index"]), d["quantization"])
-                     for d in interp.get_tensor_details() if d["name"]})
+        run = {}
+        for d in interp.get_tensor_details():
+          try:
+            run[d["name"]] = (interp.get_tensor(d["index"]), d["quantization"])
+          except ValueError:  # a tensor the run did not keep (no data)
+            continue
+        runs.append(run)
       values.append(runs)
     quant, flt = values
 
@@ -168,7 +184,11 @@ class Islands:
       if self._check(data) or len(self.kept) >= limit:
         break
       names = {n for n, _ in self.kept}
-      worst = [n for n, _ in self._errors(data, calibrated) if n not in names]
+      try:
+        errors = self._errors(data, calibrated)
+      except (ValueError, RuntimeError):  # a file the side-by-side run cannot feed
+        break
+      worst = [n for n, _ in errors if n not in names]
       if not worst:
         break
       self.kept += [(n, _ERROR) for n in worst[:max(1, len(self.kept))]]

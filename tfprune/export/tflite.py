@@ -510,9 +510,8 @@ def convert(model, target: str = "litert", quantize: str | None = None,
     except verify_lib.VerificationError as again:
       raise verify_lib.VerificationError(
           f"{e}\n  converted again with {len(found.kept)} op(s) left float (docs/export.md, "
-          f"section 13: {found.summary() or 'none found'}): still disagrees "
-          f"({(str(again).splitlines()[1:] or [''])[0].strip()})",
-          conversion_at_fault=e.conversion_at_fault) from e
+          f"section 13: {found.summary() or 'none found'}); that file: {again}",
+          conversion_at_fault=again.conversion_at_fault) from e
     first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
     more.append(f"full int8 failed its verification ({first}); " + (
         f"kept {len(found.kept)} op(s) float, int8 everywhere else ({found.summary()})"
