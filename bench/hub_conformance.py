@@ -42,9 +42,9 @@ token_ids / padding_mask / images / ...; y: random targets of the output structu
               and the file's output must depend on its input.
 Statuses: PASS; refused (a ValueError / NotImplementedError raised by tfprune's own code:
 the message's first line is the reason; or the exporter's verification refusing a
-dynamic / int8 file whose error the dense conversion of the same graph shows too, i.e. the
-converter's 8-bit rounding, after float islands for int8); FAIL (any other exception, or
-any other tfprune verification error); SILENT (tfprune returned without error but an independent check
+file whose error the dense conversion of the same graph shows too, i.e. the converter's
+8-bit rounding, after float islands for int8, or its float graph); FAIL (any other
+exception, or any other tfprune verification error); SILENT (tfprune returned without error but an independent check
 above found the result wrong); upstream (the check fails on the unpruned keras_hub model
 too, e.g. a save / load that keras_hub itself does not round-trip); skip (the step it
 needs failed).
@@ -111,15 +111,17 @@ def classify(e):
   verification = type(e).__name__ == "VerificationError"
   if own and isinstance(e, (ValueError, NotImplementedError)) and not verification:
     return "refused", first_line(e)
-  if verification and getattr(e, "conversion_at_fault", False) and \
-      "converter's quantization" in str(e):
-    # The exporter refused to write a quantized file that misses Keras, the dense
-    # conversion missing as much (8-bit rounding, float islands tried for int8).
+  if verification and getattr(e, "conversion_at_fault", False):
+    # The exporter refused to write a file that misses Keras, the dense conversion of the
+    # same graph missing as much: the converter's 8-bit rounding (float islands tried for
+    # int8) or its float graph, not tfprune's encoding.
     misses = [l.strip() for l in str(e).splitlines() if "max abs diff" in l]
     miss = (misses or [""])[-1]  # the last file's (after float islands for int8)
-    return "refused", ("quantized file refused by the exporter's verification: the "
-                       "converter's own quantization misses Keras (the dense conversion "
-                       f"too): {miss}")[:240].replace("|", "/")
+    what = ("quantization" if "converter's quantization" in str(e) else
+            "float graph (it computes differently from Keras)")
+    return "refused", (f"file refused by the exporter's verification: the converter's own "
+                       f"{what} misses Keras (the dense conversion too): {miss}"
+                       )[:240].replace("|", "/")
   where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
   return "FAIL", first_line(e) + where
 
