@@ -548,7 +548,9 @@ def write_md(path, rows, all_names, steps, cmd, done, commands=(), notes=()):
       f"Python {platform.python_version()}, keras_hub {keras_hub.__version__}. Date (UTC): "
       f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
       f"{'' if done else ' (run in progress)'}.", "",
-      f"{len(all_names)} backbone classes in keras_hub.models; {len(built)} built tiny "
+      f"{len([n for n in all_names if n not in hub_models.EXTRA])} backbone classes in "
+      f"keras_hub.models, plus {', '.join(n for n in all_names if n in hub_models.EXTRA)} "
+      f"(a keras_hub task model, a guide-style custom layer); {len(built)} built tiny "
       f"offline and ran; {len(unbuilt)} not buildable offline (reasons below)"
       + (f"; {len(missing)} not run yet: {', '.join(missing)}" if missing else "") + ".", "",
       f"Step counts (model x step): PASS {counts.get('PASS', 0)}, refused "
