@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfprune import _layers
 from tfprune import masks as masks_lib
+from tfprune import registry
 from tfprune import topk
 from tfprune.layerwise import batchnorm as batchnorm_lib
 from tfprune.layerwise import calibration
@@ -79,7 +80,13 @@ def find_units(model, original):
   units, skipped = [], []
 
   def add(top, top_o, inner, inner_o, nested):
-    kernel = keras.ops.convert_to_numpy(geometry.kernel_variable(inner))
+    variable = geometry.kernel_variable(inner)
+    for other in registry.get_prunable_weights(inner):
+      if other is not variable:  # e.g. an untied ReversibleEmbedding's output projection
+        skipped.append((inner.name, type(inner).__name__,
+                        f"its weight {other.path.rsplit('/', 1)[-1]!r} is not fitted "
+                        f"layer-wise: left dense"))
+    kernel = keras.ops.convert_to_numpy(variable)
     w0 = geometry.kernel_to_problems(inner, kernel).astype(np.float64)
     units.append(Unit(top, top_o, inner, inner_o, nested, kernel.shape, w0,
                       geometry.bias_problems(inner, w0.shape)))
@@ -221,9 +228,10 @@ class _Inputs:
       else:
         try:
           outs = fn(part)
-        except tf.errors.OperatorNotAllowedInGraphError:
-          # A layer that cannot be traced at the model's dynamic input shape (keras_hub
-          # DeepLabV3's UpSampling2D sized from its input): run the extractor eagerly.
+        except (tf.errors.OperatorNotAllowedInGraphError, TypeError, ValueError):
+          # A model that cannot be traced at its dynamic input shape (keras_hub
+          # DeepLabV3's UpSampling2D sized from its input, RWKV7's time mixing): the
+          # extractor runs eagerly (an error of the data itself is raised there again).
           entry[0] = fn = None
           outs = ext(part, training=False)
       yield outs if isinstance(outs, (list, tuple)) else [outs]
