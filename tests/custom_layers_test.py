@@ -448,3 +448,50 @@ def test_a_layer_held_by_another_is_named_in_a_warning():
   with pytest.warns(UserWarning, match="layer 'shared' is also held by layer 'holder' "
                                        r"\(its attribute 'inner'\)"):
     tfprune.prune(model, "magnitude", target_sparsity=0.5)
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class ConfigHoldsVariable(keras.layers.Layer):
+  """Its build() replaces a config value by a variable, which get_config() then returns
+  (keras_hub D-FINE's decoder): a copy from config holds one weight more."""
+
+  def __init__(self, factor=2.0, **kwargs):
+    super().__init__(**kwargs)
+    self.factor = factor
+
+  def build(self, input_shape):
+    self.dense = keras.layers.Dense(4)
+    self.dense.build(input_shape)
+    value = float(keras.ops.convert_to_numpy(self.factor))
+    self.factor = self.add_weight(shape=(), name="factor", trainable=False,
+                                  initializer=keras.initializers.Constant(value))
+
+  def call(self, x):
+    return self.dense(x) * self.factor
+
+  def get_config(self):
+    return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="tfprune_test")
+class CachesOnFirstCall(keras.layers.Layer):
+  """No weights; caches a table on its first call (keras_hub SD3's scheduler)."""
+
+  def call(self, x):
+    if getattr(self, "table", None) is None:
+      object.__setattr__(self, "table", 1.0 + float(x.shape[-1]))
+    return x / self.table
+
+
+def test_config_holding_a_variable_and_weightless_state():
+  inp = keras.Input((6,))
+  x = CachesOnFirstCall(name="cache")(ConfigHoldsVariable(name="block")(inp))
+  model = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+  data = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
+  ref = np.asarray(model(data))
+  with pytest.warns(UserWarning, match="holds .* weights, not the layer's"):
+    pruned = tfprune.prune(model, "magnitude", target_sparsity=0.5)
+  assert pruned.get_layer("cache") is model.get_layer("cache")  # reused: its state kept
+  np.testing.assert_allclose(np.asarray(pruned(data)), ref, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(tfprune.strip(pruned)(data)), ref, rtol=1e-6,
+                             atol=1e-6)
