@@ -550,7 +550,16 @@ def _targets(units, sparsity):
 
 
 def _clone(model):
-  clone = keras.models.clone_model(model)
+  """The reference (dense) network: a copy of `model` with its weights."""
+  try:
+    clone = keras.models.clone_model(model)
+  except Exception as e:  # pylint: disable=broad-except (a library layer's config)
+    raise ValueError(
+        f"Layer-wise pruning needs a copy of model {model.name!r} as its reference "
+        f"network, and keras.models.clone_model cannot rebuild it from its layers' "
+        f"configs ({type(e).__name__}: {' '.join(str(e).split())[:300]}). Prune such a "
+        f"model with a training method (magnitude, ...) or fix that layer's "
+        f"get_config().") from e
   clone.set_weights(model.get_weights())
   return clone
 
