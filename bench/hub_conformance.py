@@ -207,10 +207,10 @@ def targets(model, x, seed=3):
       return np.zeros((n,) + v.shape[1:], np.float32).view(NoLoss)
     return rng.standard_normal(v.shape).astype(np.float32)
 
-  if isinstance(y, dict):
-    return {k: one(v) for k, v in y.items()}
+  if isinstance(y, dict):  # (D-FINE nests tuples of per-layer tensors in its dict)
+    return {k: keras.tree.map_structure(one, v) for k, v in y.items()}
   if isinstance(y, (list, tuple)):
-    return [one(v) for v in y]
+    return [keras.tree.map_structure(one, v) for v in y]
   return one(y)
 
 
@@ -222,8 +222,12 @@ def fit(pruned, x, y, eager=False):
   def loss_for(v):
     return None if v is None or isinstance(v, NoLoss) else "mse"
 
-  loss = ({k: loss_for(v) for k, v in y.items()} if isinstance(y, dict) else
-          [loss_for(v) for v in y] if isinstance(y, list) else "mse")
+  def losses(v):  # a nested output: one loss per leaf
+    return loss_for(v) if not isinstance(v, (list, tuple)) else type(v)(
+        keras.tree.map_structure(loss_for, list(v)))
+
+  loss = ({k: losses(v) for k, v in y.items()} if isinstance(y, dict) else
+          [losses(v) for v in y] if isinstance(y, list) else "mse")
   if isinstance(y, dict):
     y = {k: v for k, v in y.items() if v is not None}
     loss = {k: v for k, v in loss.items() if v is not None}

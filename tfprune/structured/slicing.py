@@ -171,9 +171,8 @@ def _reader_inputs(model, layer, role):
 
 def probe_inputs(model, data=None, batch=4, seed=0):
   """Inputs for the constant probe: `data` (first rows) or random data per input dtype."""
-  if data is not None:
-    data = data if isinstance(data, (list, tuple)) else [data]
-    return [np.asarray(d)[:max(batch, 2)] for d in data]
+  if data is not None:  # (an array, a list or a dict by input name: the first rows)
+    return keras.tree.map_structure(lambda d: np.asarray(d)[:max(batch, 2)], data)
   rng = np.random.default_rng(seed)
   out = []
   for tensor in model.inputs:
@@ -196,7 +195,16 @@ def measure_constants(model, readers, data=None, rtol=1e-5):
   if not tensors:
     return {}
   probe = keras.Model(model.inputs, tensors)
-  values = probe(probe_inputs(model, data), training=False)
+  try:
+    values = probe(probe_inputs(model, data), training=False)
+  except Exception as e:  # pylint: disable=broad-except (the model's own layers)
+    if data is not None:
+      raise
+    raise ValueError(
+        f"The shrink probes model {model.name!r} with random inputs (dynamic dimensions "
+        f"at {_liveness.NONE_DIM}), which it cannot run ({type(e).__name__}: "
+        f"{' '.join(str(e).split())[:200]}); pass real inputs: "
+        f"tfprune.shrink_model(tfprune.strip(pruned), data=x).") from e
   values = values if isinstance(values, (list, tuple)) else [values]
   out = {}
   for key, value in zip(keys, values):
@@ -457,7 +465,7 @@ def remove_units(model, graph, units, data=None):
       layer.set_weights(list(new_weights[layer.name].values()))
     elif layer.weights:
       layer.set_weights(model.get_layer(layer.name).get_weights())
-  verify(model, new_model, graph, units)
+  verify(model, new_model, graph, units, data)
   return new_model
 
 
@@ -467,16 +475,18 @@ def _flat(outputs):
           for o in keras.tree.flatten(outputs)]
 
 
-def verify(model, new_model, graph, units):
+def verify(model, new_model, graph, units, data=None):
   """Raises ShrinkMismatchError if `new_model` (the shrink) differs from `model`.
 
   Two random probes (`tfprune._liveness.probe_inputs`: the model's input structure,
-  integer ids, dicts) through both models; on a difference, a second pass over every
-  tensor names the first layer / op whose kept channels differ.
+  integer ids, dicts), or `data` (the caller's inputs), through both models; on a
+  difference, a second pass over every tensor names the first layer / op whose kept
+  channels differ.
   """
   worst = 0.0
-  for seed in (1, 2):
-    x = _liveness.probe_inputs(depgraph.as_functional(model), seed)
+  probes = ([probe_inputs(model, data)] if data is not None else
+            [_liveness.probe_inputs(depgraph.as_functional(model), seed) for seed in (1, 2)])
+  for x in probes:
     worst = max(worst, _difference(model(x, training=False),
                                    new_model(x, training=False)))
   if worst <= VERIFY_RTOL:
