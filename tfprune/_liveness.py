@@ -34,8 +34,9 @@ def zero_weights(model):
   return out
 
 
-def probe_inputs(model, seed):
-  """Random inputs of batch `PROBE_BATCH` in the structure of `model.input`.
+def probe_inputs(model, seed, batch=None):
+  """Random inputs of batch `batch` (default `PROBE_BATCH`) in the structure of
+  `model.input`.
 
   Float inputs: standard normal; integer inputs: ids in `[0, input_dim)` of the
   Embedding they feed (`_layers.embedding_vocab`, the exporter's rule), else in [0, 2)
@@ -57,7 +58,8 @@ def probe_inputs(model, seed):
   for t in keras.tree.flatten(struct):
     rank = len(t.shape)
     fill = NONE_DIM_IMAGE if rank >= 4 else NONE_DIM
-    shape = (PROBE_BATCH,) + tuple(fill if d is None else int(d) for d in t.shape[1:])
+    shape = (batch or PROBE_BATCH,) + tuple(fill if d is None else int(d)
+                                            for d in t.shape[1:])
     dtype = np.dtype(keras.backend.standardize_dtype(t.dtype))
     name = str(getattr(t, "name", "")).lower()
     if dtype == np.bool_:
