@@ -152,12 +152,10 @@ _SLICERS = {
 
 
 # ------------------------------------------------------------------ constants
-def _reader_inputs(model, layer, role):
-  """The symbolic tensor `layer` reads for `role` (its only call in `model`)."""
-  # pylint: disable=protected-access
-  own = {id(n) for nodes in getattr(model, "_nodes_by_depth", {}).values() for n in nodes}
+def _reader_inputs(own, layer, role):
+  """The symbolic tensor `layer` reads for `role`: its only call among the model's node
+  ids `own` (a layer of an inlined nested model has one more call, in that model)."""
   calls = [n for n in getattr(layer, "_inbound_nodes", []) if not own or id(n) in own]
-  # pylint: enable=protected-access
   if len(calls) != 1:
     raise ValueError(f"layer {layer.name!r} is called more than once (shared): its "
                      f"inputs cannot be probed, so its channels are not removed.")
@@ -191,7 +189,9 @@ def measure_constants(model, readers, data=None, rtol=1e-5):
   flattened per-example features)}, one probe pass for all readers.
   """
   keys = list(readers)
-  tensors = [_reader_inputs(model, model.get_layer(l), r) for l, r in keys]
+  nodes = getattr(model, "_nodes_by_depth", {})  # pylint: disable=protected-access
+  own = {id(n) for level in nodes.values() for n in level}
+  tensors = [_reader_inputs(own, model.get_layer(l), r) for l, r in keys]
   if not tensors:
     return {}
   probe = keras.Model(model.inputs, tensors)
