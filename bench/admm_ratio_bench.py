@@ -31,6 +31,10 @@ Full run (bench/RESULTS.md section 11):
 Several seeds (one dense model each; mean and min-max per cell), tfprune methods only:
   .venv/bin/python bench/admm_ratio_bench.py --seeds 0,1,2 \
       --methods admm:global,magnitude:global
+Structured (channel groups removed until r of the MACs are gone, then shrunk; the
+shrunk model is checked against the masked one):
+  .venv/bin/python bench/admm_ratio_bench.py --seeds 0,1,2 --ratios 0.5 \
+      --methods admm:structured,magnitude:structured --output_dir bench/results/admm_structured
 Smoke test (< 1 min of work, writes to bench/out/admm_ratio_fast):
   .venv/bin/python bench/admm_ratio_bench.py --fast
 """
@@ -102,6 +106,10 @@ flags.DEFINE_string("output_dir", None, "Results directory (default bench/result
                     "with --fast bench/out/admm_ratio_fast).")
 
 MODEL = "resnet8"
+# `:structured` removes channel groups through the channel graph until r of the MACs are
+# gone (`target_macs = 1 - r`), then shrinks; its "sparsity" column is the MACs removed.
+METHODS = ("admm:global", "magnitude:global", "admm:structured", "magnitude:structured",
+           "tfmot")
 
 
 def _setup_threads():
@@ -160,6 +168,11 @@ def _kernel_kept(model):
           zeros / max(total, 1))
 
 
+def _macs(model):
+  from tfprune import structured  # pylint: disable=g-import-not-at-top
+  return sum(m for _, m in structured.layer_costs(model).values())
+
+
 def steps_of(n_train):
   return math.ceil(n_train / FLAGS.batch_size) * FLAGS.prune_epochs
 
@@ -177,6 +190,8 @@ def run_tfprune(spec, dense_weights, ratio, data):
   schedule_steps = max(int(FLAGS.schedule_fraction * steps), 1)
   name, _, scope = spec.partition(":")
   kwargs = {"target_sparsity": ratio, "scope": scope or "global"}
+  if scope == "structured":  # r is the fraction of the MACs removed (channel groups)
+    kwargs["target_macs"] = 1.0 - ratio
   if name == "admm":
     kwargs.update(json.loads(FLAGS.admm_kwargs))
     kwargs.setdefault("admm_fraction", FLAGS.schedule_fraction)
@@ -191,14 +206,22 @@ def run_tfprune(spec, dense_weights, ratio, data):
   method.fit(pruned, x, y, epochs=FLAGS.prune_epochs, batch_size=FLAGS.batch_size,
              optimizer=keras.optimizers.Adam(FLAGS.learning_rate), verbose=0)
   seconds = time.time() - start
-  stripped = tfprune.strip(pruned)
-  kept, achieved = _kernel_kept(stripped)
+  extra = {}
+  if scope == "structured":  # shrunk; must compute what the masked model computes
+    stripped = tfprune.strip(pruned, shrink=True)
+    probe = xt[:64]
+    extra["max_abs_err_vs_masked"] = float(np.abs(
+        stripped.predict(probe, verbose=0) - pruned.predict(probe, verbose=0)).max())
+    kept, achieved = {}, 1.0 - _macs(stripped) / _macs(dense)
+  else:
+    stripped = tfprune.strip(pruned)
+    kept, achieved = _kernel_kept(stripped)
   raw = accuracy(stripped, xt, yt)
   recalibrate_bn(stripped, x[:FLAGS.bn_samples])
   row = {"method": spec, "ratio": ratio, "accuracy": accuracy(stripped, xt, yt),
          "accuracy_no_bn_recalibration": raw,
          "achieved_sparsity": achieved, "seconds": seconds, "kept_per_layer": kept,
-         "kwargs": {k: v for k, v in kwargs.items() if k != "schedule"}}
+         "kwargs": {k: v for k, v in kwargs.items() if k != "schedule"}, **extra}
   row["seed"] = FLAGS.seed
   if name == "admm":
     rep = method.report()
@@ -366,9 +389,8 @@ def main(argv):
     if not 0.0 < r < 1.0:
       raise app.UsageError(f"--ratios: {r} is not a removal ratio in (0, 1).")
   for m in FLAGS.methods:
-    if m not in ("admm:global", "magnitude:global", "tfmot"):
-      raise app.UsageError(f"--methods: unknown {m!r}; valid admm:global, "
-                           f"magnitude:global, tfmot.")
+    if m not in METHODS:
+      raise app.UsageError(f"--methods: unknown {m!r}; valid {', '.join(METHODS)}.")
   if "tfmot" in FLAGS.methods and not os.path.exists(FLAGS.tfmot_python):
     raise app.UsageError(f"--tfmot_python={FLAGS.tfmot_python!r} does not exist: run "
                          f"bash bench/setup_tfmot.sh, or drop tfmot from --methods.")

@@ -1,4 +1,5 @@
 """Tests of the log-sum proximal iteratively reweighted solver and method."""
+import math
 import sys
 
 import keras
@@ -76,6 +77,39 @@ def test_search_stops_when_nnz_jumps_across_the_bracket(monkeypatch, fast_search
   else:
     assert info["lambda"] < jump <= info["lambda"] * (1 + logsum.BRACKET_RTOL) ** 2
     assert info["solves"] == len(calls) < 20, calls
+
+
+def test_default_search_stops_when_converged_counts_cannot_reach_k(monkeypatch):
+  # MobileNetV2's Conv_1 (trained, 0.5 per layer): the first solve is stopped by `eta`
+  # after one step with every weight kept; every converged solve above its lambda keeps
+  # fewer than k, creeping toward it by less each time. The search used to split that
+  # gap until max_solves and return the first solve: it now returns it once the counts
+  # cannot reach k, with the same result.
+  problem, _, _ = _planted(seed=2)
+  k, lam_cold, calls = 100, [], []
+
+  def run(self, prob, lam, w_init=None, max_iter=None, min_iter=0):
+    del self, max_iter
+    calls.append(lam)
+    if not lam_cold:  # the cold first solve
+      assert min_iter == 0
+      lam_cold.append(lam)
+      return prob.w0, 1, 199
+    assert min_iter > 0
+    # converged counts approach 62 (< k) as lambda falls to the cold one
+    count = int(62 - 30 * min(1.0, math.log(lam / lam_cold[0]) / math.log(4.0)))
+    return prob.w0 * 0.5, 300, count
+
+  monkeypatch.setattr(logsum.LogSumSolver, "run", run)
+  solver = logsum.LogSumSolver(max_solves=12)
+  w, info = solver.solve(problem, k)
+  assert info["lambda"] == lam_cold[0]
+  np.testing.assert_array_equal(w.numpy(), problem.w0.numpy())  # the first solve's
+  assert info["solves"] == len(calls) <= 6, calls
+  # Counts still growing fast enough are not given up on.
+  assert not logsum._cannot_reach(100, [50, 90], 5)
+  assert logsum._cannot_reach(100, [50, 52], 4)
+  assert logsum._cannot_reach(100, [40, 60, 66], 5)  # growth 20 then 6: tail ~5
 
 
 def test_fast_search_solves_do_not_stop_at_the_trained_kernel():

@@ -102,6 +102,24 @@ BRACKET_RTOL = 1e-2
 SUPPORT_RTOL = 2e-2
 
 
+def _cannot_reach(k, counts, solves_left):
+  """True if the sparse side's counts (oldest first, each below `k`, at lambdas falling
+  toward a fixed denser side) will not reach `k` within `solves_left` more solves.
+
+  The secant splits the gap each time, so the count grows by less each solve: it cannot
+  reach `k` if its last growth, repeated, falls short, or if its growths shrink
+  geometrically and twice the geometric tail falls short.
+  """
+  growth = counts[-1] - counts[-2]
+  gap = k - counts[-1]
+  if growth <= 0 or growth * solves_left < gap:
+    return True
+  if len(counts) < 3 or counts[-2] <= counts[-3]:
+    return False
+  ratio = growth / (counts[-2] - counts[-3])
+  return ratio < 1.0 and 2.0 * growth * ratio / (1.0 - ratio) < gap
+
+
 def _overlap(a, b, k):
   """Fraction of the `k` entries of mask `a` that mask `b` also keeps."""
   return float(tf.reduce_sum(tf.cast(a, tf.float32) * tf.cast(b, tf.float32))) / max(k, 1)
@@ -117,7 +135,7 @@ class LogSumSolver(layerwise.LayerSolver):
     max_iter: iteration cap per solve.
     search_tol: stop the search once `k <= nnz <= (1 + search_tol) k`.
     max_solves: solve budget of the lambda search per layer (the search usually stops
-      earlier: `search_tol`, `BRACKET_RTOL`, `SUPPORT_RTOL`).
+      earlier: `search_tol`, `BRACKET_RTOL`, `SUPPORT_RTOL`, `_cannot_reach`).
     accelerate: FISTA extrapolation with restart.
     warm_min_iter: iterations a solve runs before the `eta` rule is checked (every
       solve with `fast_search`, else the solves after the first denser one).
@@ -209,6 +227,8 @@ class LogSumSolver(layerwise.LayerSolver):
     lo = hi = None  # (lam, w, nnz): lo has nnz >= k (denser), hi has nnz < k
     iterations = solves = 0
     kept = None  # the top-k set of the current `lo` (what the engine would keep)
+    cold_lo = False  # `lo` is the first solve, stopped by `eta` before converging
+    sparse_counts = []  # nnz of the sparse-side solves since `lo` last changed
     lam *= 0.5
     while solves < self.max_solves:
       start = lo[1] if lo is not None else (problem.w0 if w_init is None else w_init)
@@ -223,6 +243,8 @@ class LogSumSolver(layerwise.LayerSolver):
       if nnz >= k:
         stable = hi is not None and kept is not None
         lo, kept_prev = (lam, w, nnz), kept
+        cold_lo = not warm and it < self.warm_min_iter
+        sparse_counts = []
         if nnz <= (1.0 + self.search_tol) * k:
           break
         if self.fast_search:
@@ -236,6 +258,13 @@ class LogSumSolver(layerwise.LayerSolver):
           hi = (lam, w, nnz)
           break  # the sparse side's count is stable: it jumps across the bracket
         hi = (lam, w, nnz)
+        sparse_counts.append(nnz)
+        if (cold_lo and len(sparse_counts) >= 2
+            and _cannot_reach(k, sparse_counts, self.max_solves - solves)):
+          # Converged solves creep toward the eta-stopped first one from below `k`:
+          # the search would end at `max_solves` with this same `lo`
+          # (docs/algorithms.md section 3, "The unreachable bracket").
+          break
       if lo is not None and hi is not None and hi[0] <= lo[0] * (1.0 + BRACKET_RTOL):
         break  # nnz jumps across a lambda gap this narrow: no lambda in it does better
       lam = self._next_lambda(lo, hi, (1.0 + 0.5 * self.search_tol) * k)
