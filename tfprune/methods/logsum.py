@@ -141,9 +141,9 @@ class LogSumSolver(layerwise.LayerSolver):
       solve with `fast_search`, else the solves after the first denser one).
     fast_search: every solve runs `warm_min_iter` first and the search stops once the
       kept set is stable (`SUPPORT_RTOL`): about 2x less solver time (ResNet50 at 32x32,
-      16 samples: 281 s instead of 580 s), but MobileNetV2-0.35 at 0.5 scored 70.85%
+      16 samples: 281 s instead of 540 s), but MobileNetV2-0.35 at 0.5 scored 70.85%
       instead of 72.42% (held-out RMS 0.358 vs 0.334), so it is opt-in
-      (bench/RESULTS_layerwise.md, "Solver speed").
+      (docs/algorithms.md section 3, "Stopping the search").
   """
 
   def __init__(self, eps=0.1, eta=1e-3, lam=None, max_iter=5000, search_tol=0.05,
