@@ -168,11 +168,6 @@ def _kernel_kept(model):
           zeros / max(total, 1))
 
 
-def _macs(model):
-  from tfprune import structured  # pylint: disable=g-import-not-at-top
-  return sum(m for _, m in structured.layer_costs(model).values())
-
-
 def steps_of(n_train):
   return math.ceil(n_train / FLAGS.batch_size) * FLAGS.prune_epochs
 
@@ -212,7 +207,9 @@ def run_tfprune(spec, dense_weights, ratio, data):
     probe = xt[:64]
     extra["max_abs_err_vs_masked"] = float(np.abs(
         stripped.predict(probe, verbose=0) - pruned.predict(probe, verbose=0)).max())
-    kept, achieved = {}, 1.0 - _macs(stripped) / _macs(dense)
+    from tfprune.shrink import count_params_and_macs  # pylint: disable=g-import-not-at-top
+    kept = {}
+    achieved = 1.0 - count_params_and_macs(stripped)[1] / count_params_and_macs(dense)[1]
   else:
     stripped = tfprune.strip(pruned)
     kept, achieved = _kernel_kept(stripped)

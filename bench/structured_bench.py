@@ -109,8 +109,8 @@ def _resnet8(widths, seed):
 
 
 def _macs(model):
-  from tfprune import structured  # pylint: disable=g-import-not-at-top
-  return sum(m for _, m in structured.layer_costs(model).values())
+  from tfprune.shrink import count_params_and_macs  # pylint: disable=g-import-not-at-top
+  return count_params_and_macs(model)[1]
 
 
 def _compile(model, method=None):
