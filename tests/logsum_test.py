@@ -160,10 +160,11 @@ def test_out_of_range_hyperparameters(kwargs, match):
 
 def test_method_registered_config_and_scope_errors():
   assert base.get_method_class("logsum") is logsum.LogSum
-  method = logsum.LogSum(target_sparsity=0.8, scope="global", eta=1e-2, mode="parallel")
+  method = logsum.LogSum(target_sparsity=0.8, scope="global", eta=1e-2, mode="parallel",
+                         few_rows_search=True)
   config = method.get_config()
   again = logsum.LogSum.from_config(config)
-  assert again.get_config() == config
+  assert again.get_config() == config and config["few_rows_search"] is True
   assert again.post_training
   with pytest.raises(ValueError, match="scope 'layer' or 'global'"):
     logsum.LogSum(scope="n:m")
@@ -188,6 +189,63 @@ def test_apply_on_plain_conv_model():
     assert abs(r["sparsity"] - 0.5) < 0.03
     assert r["err_after_refit"] < 1.0
   assert rows[0]["n"] == 48 * 64  # calibration_samples * output positions
+
+
+def _few_rows_problem(n, d=40, m=5, seed=4):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  w0 = rng.normal(size=(d, m))
+  y = x @ w0 + 0.3 * rng.normal(size=(n, m))
+  stats = layerwise.LayerStats((x.T @ x / n)[None], (x.T @ y / n)[None],
+                               float(np.sum(y ** 2) / n), (y.sum(0) / n)[None], n,
+                               rows=x[None])
+  return layerwise.make_problem("few", stats, w0[None])[0]
+
+
+def test_few_rows_keep_the_trained_weights_without_a_search(monkeypatch):
+  # 10 rows for 40 inputs (FEW_ROWS_RATIO * n <= d): on such layers the full search
+  # returned magnitude pruning plus refit after several long solves
+  # (bench/RESULTS_layerwise.md), so the solver returns W0 at once and says so.
+  calls = []
+  real_run = logsum.LogSumSolver.run
+
+  def run(self, *args, **kwargs):
+    calls.append(args[1])
+    return real_run(self, *args, **kwargs)
+
+  monkeypatch.setattr(logsum.LogSumSolver, "run", run)
+  few = _few_rows_problem(10)
+  assert few.rows == 10 and logsum.FEW_ROWS_RATIO * few.rows <= int(few.live.sum())
+  w, info = logsum.LogSumSolver().solve(few, 100)
+  assert calls == [] and info["solves"] == 0 and info["lambda"] is None
+  np.testing.assert_array_equal(w.numpy(), few.w0.numpy())
+  assert "10 rows for 40 inputs: no lambda search" in info["notes"][0]
+  # Searched when asked, with a fixed lambda, and with one row more than the ratio allows.
+  _, info = logsum.LogSumSolver(few_rows_search=True).solve(few, 100)
+  assert info["solves"] == len(calls) >= 1 and "notes" not in info
+  logsum.LogSumSolver(lam=1e-3).solve(few, 100)
+  assert len(calls) == info["solves"] + 1
+  before = len(calls)
+  _, info = logsum.LogSumSolver().solve(_few_rows_problem(11), 100)
+  assert info["solves"] >= 1 and len(calls) == before + info["solves"]
+
+
+def test_few_rows_layer_keeps_its_largest_weights_refit_and_reports_it():
+  keras.utils.set_random_seed(5)
+  inp = keras.Input((64,))
+  model = keras.Model(inp, keras.layers.Dense(6, name="fc")(inp))
+  w0 = model.get_layer("fc").kernel.numpy()
+  x = np.random.default_rng(5).normal(size=(12, 64)).astype(np.float32)
+  with pytest.warns(UserWarning, match="only 12 calibration rows"):
+    rows = logsum.LogSum(target_sparsity=0.5, calibration_samples=12).apply(
+        model, x, verbose=False)
+  assert rows[0]["solves"] == 0 and any("no lambda search" in n for n in rows[0]["notes"])
+  kernel = model.get_layer("fc").kernel.numpy()
+  magnitude = topk.topk_mask(tf.constant(np.abs(w0)[None]), w0.size // 2).numpy()[0]
+  np.testing.assert_array_equal(kernel != 0, magnitude.astype(bool))
+  assert not np.allclose(kernel, w0 * magnitude)  # refit, not only masked
+  probe = np.random.default_rng(6).normal(size=(32, 64)).astype(np.float32)
+  assert float(np.std(model(probe).numpy(), axis=0).mean()) > 0.1  # still depends on x
 
 
 if __name__ == "__main__":

@@ -350,6 +350,7 @@ def _solve_least_squares(unit, stats, k_target, solver, refit_ridge, relu_on, pa
   nb, _, m = unit.w0.shape
   k = min(k_target, int(problem.live.sum()) * nb * m)
   w, info = solver.solve(problem, k)
+  notes.extend(info.get("notes", ()))
   if solver.refit:
     keep = topk.topk_mask(solvers.support_scores(problem, tf.convert_to_tensor(
         w, tf.float32)), k).numpy().astype(bool)

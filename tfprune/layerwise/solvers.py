@@ -49,6 +49,7 @@ class LayerProblem:
     factor: when not None, `[B, n, d_live]` float32 `F` with `gram = F^T F + ridge * I`
       (scaled units, `n < d_live / 2`): solvers multiply by `G` through it
       (`gram_matmul`).
+    rows: the number of calibration rows `n` behind `gram`.
   """
   name: str
   gram: tf.Tensor
@@ -61,6 +62,7 @@ class LayerProblem:
   energy: float
   ridge: float = 0.0
   factor: tf.Tensor = None
+  rows: int = 0
 
   def gram_args(self):
     """Keyword arguments of the solvers' `tf.function`s for `gram_matmul`."""
@@ -285,7 +287,7 @@ class LayerSolver:
 
   `solve(problem, k)` returns `(w, info)`: `w` `[B, d_live, m]` (scaled units, at least
   `k` nonzeros where possible) and a dict with at least `iterations` (and optionally
-  `solves`, `lambda`). `allocate(problems, k_total)` returns per-layer keep counts for
+  `solves`, `lambda`, and `notes` for the layer table). `allocate(problems, k_total)` returns per-layer keep counts for
   the global allocation. The engine then keeps the top `k` of `support_scores` (nonzero
   entries first, by magnitude) and refits.
 
@@ -379,7 +381,8 @@ def make_problem(name, stats, w0, min_ratio=1e-12, few_sample_ridge=1e-3):
   problem = LayerProblem(
       name=name, gram=g, cross=None, w0=tf.constant(w0l / scale, tf.float32),
       lipschitz=_lipschitz(g, factor, ridge * unit), size=int(np.size(w0)),
-      live=live, scale=scale, energy=energy, ridge=ridge * unit, factor=factor)
+      live=live, scale=scale, energy=energy, ridge=ridge * unit, factor=factor,
+      rows=int(stats.n))
   problem.cross = problem.scaled_cross(stats.cross)
   return problem, ridge, notes
 
