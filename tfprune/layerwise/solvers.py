@@ -287,9 +287,9 @@ class LayerSolver:
 
   `solve(problem, k)` returns `(w, info)`: `w` `[B, d_live, m]` (scaled units, at least
   `k` nonzeros where possible) and a dict with at least `iterations` (and optionally
-  `solves`, `lambda`, and `notes` for the layer table). `allocate(problems, k_total)` returns per-layer keep counts for
-  the global allocation. The engine then keeps the top `k` of `support_scores` (nonzero
-  entries first, by magnitude) and refits.
+  `solves`, `lambda`, and `notes` for the layer table). `allocate(problems, k_total)`
+  returns per-layer keep counts for the global allocation. The engine then keeps the
+  top `k` of `support_scores` (nonzero entries first, by magnitude) and refits.
 
   Attributes:
     refit: True (default): the engine keeps the top `k` of the solver's `w` and refits
