@@ -49,7 +49,7 @@ class LayerProblem:
     factor: when not None, `[B, n, d_live]` float32 `F` with `gram = F^T F + ridge * I`
       (scaled units, `n < d_live / 2`): solvers multiply by `G` through it
       (`gram_matmul`).
-    rows: the number of calibration rows `n` behind `gram`.
+    rows: the number of calibration rows `n` behind `gram` (None: unknown).
   """
   name: str
   gram: tf.Tensor
@@ -62,7 +62,7 @@ class LayerProblem:
   energy: float
   ridge: float = 0.0
   factor: tf.Tensor = None
-  rows: int = 0
+  rows: int = None
 
   def gram_args(self):
     """Keyword arguments of the solvers' `tf.function`s for `gram_matmul`."""

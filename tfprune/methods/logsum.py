@@ -226,7 +226,7 @@ class LogSumSolver(layerwise.LayerSolver):
 
   def solve(self, problem, k, w_init=None):
     d_live = int(np.sum(problem.live))
-    if (self.lam is None and not self.few_rows_search
+    if (self.lam is None and not self.few_rows_search and problem.rows is not None
         and FEW_ROWS_RATIO * problem.rows <= d_live):
       return problem.w0, {"iterations": 0, "solves": 0, "lambda": None, "notes": [
           f"{problem.rows} rows for {d_live} inputs: no lambda search (it returns "
